@@ -1,0 +1,277 @@
+//! The command line: flags → [`GenerateRequest`], progress on stderr, PNG + JSON sidecar out.
+//! Shared by the WASI module and the native build (same flags, same output bytes).
+
+use crate::error::{Result, SdError};
+use crate::io::metadata::{parameters_text, sidecar_json};
+use crate::io::model_dir::DirFiles;
+use crate::io::png::encode_png;
+use crate::pipeline::{generate, validate, Event, GenerateRequest, Hooks};
+use std::path::{Path, PathBuf};
+
+pub const HELP: &str = "\
+sd.wasm — Stable Diffusion text-to-image in one WebAssembly module
+
+USAGE:
+  wasmtime run --dir MODELS::/models --dir OUT::/outputs sd.wasm -- --prompt TEXT [OPTIONS]
+  sd --models DIR --prompt TEXT [OPTIONS]            (native build)
+
+OPTIONS:
+  --prompt TEXT            what to draw (required)
+  --negative-prompt TEXT   what to avoid (default: empty, as diffusers)
+  --steps N                denoising steps, 1..1000 (default 20; alias --num-inference-steps)
+  --guidance-scale G       classifier-free guidance; <= 1 skips the unconditional pass (default 7.5)
+  --seed N                 random seed (default: from the clock, printed and recorded)
+  --rng torch              noise generator; `torch` (the only one, and the default) reproduces
+                           torch.randn with torch.Generator(\"cpu\").manual_seed(N), so a seed
+                           gives the same picture as diffusers
+  --width W, --height H    multiples of 8 (default: the UNet's sample_size x VAE scale factor)
+  --scheduler NAME         pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms, lcm
+                           (default: the model's scheduler_config.json)
+  --eta E                  DDIM eta in [0, 1] (default 0)
+  --latents FILE.npy       initial latents [1, C, H/f, W/f], unscaled (diffusers' latents=)
+  --models DIR             diffusers ONNX model dir (default /models; alias --model)
+  --output PATH            PNG file or directory (default: /outputs if it exists, else .);
+                           a JSON sidecar with the same stem is written beside it
+  --quiet                  no per-step progress lines
+  --help, --version
+
+EXIT CODES: 0 ok, 2 bad arguments, 3 model dir problem, 4 runtime failure, 5 output not writable.
+";
+
+#[derive(Debug, Clone)]
+pub struct CliArgs {
+    pub request: GenerateRequest,
+    pub seed_given: bool,
+    pub models: PathBuf,
+    pub latents_path: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+pub enum Command {
+    Generate(Box<CliArgs>),
+    Help,
+    Version,
+}
+
+/// Parses arguments (without argv[0], which Bacalhau sets to "").
+pub fn parse_args(args: &[String]) -> Result<Command> {
+    let mut req = GenerateRequest::default();
+    let mut prompt = None;
+    let (mut seed_given, mut models, mut latents_path, mut output, mut quiet) =
+        (false, PathBuf::from("/models"), None, None, false);
+    let mut it = args.iter().peekable();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || -> Result<String> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| SdError::usage(format!("{flag} needs a value (see --help)")))
+        };
+        match flag {
+            "--help" | "-h" => return Ok(Command::Help),
+            "--version" | "-V" => return Ok(Command::Version),
+            "--prompt" | "-p" => prompt = Some(value()?),
+            "--negative-prompt" => req.negative_prompt = Some(value()?),
+            "--steps" | "--num-inference-steps" => req.steps = number(flag, &value()?)?,
+            "--guidance-scale" | "--cfg-scale" => req.guidance_scale = number(flag, &value()?)?,
+            "--seed" => {
+                req.seed = number(flag, &value()?)?;
+                seed_given = true;
+            }
+            "--width" => req.width = Some(number(flag, &value()?)?),
+            "--height" => req.height = Some(number(flag, &value()?)?),
+            "--scheduler" => req.scheduler = Some(value()?),
+            "--eta" => req.eta = number(flag, &value()?)?,
+            "--rng" => {
+                let v = value()?;
+                if v != "torch" {
+                    return Err(SdError::usage(format!("--rng {v:?} is not known; the only generator is `torch`")));
+                }
+            }
+            "--latents" => latents_path = Some(PathBuf::from(value()?)),
+            "--models" | "--model" => models = PathBuf::from(value()?),
+            "--output" | "-o" => output = Some(PathBuf::from(value()?)),
+            "--quiet" | "-q" => quiet = true,
+            other if other.starts_with('-') => {
+                return Err(SdError::usage(format!("unknown option {other} (see --help)")))
+            }
+            other => {
+                return Err(SdError::usage(format!(
+                    "unexpected argument {other:?}; put the prompt after --prompt (see --help)"
+                )))
+            }
+        }
+    }
+    req.prompt = prompt.ok_or_else(|| SdError::usage("--prompt is required (see --help)"))?;
+    validate(&req)?;
+    Ok(Command::Generate(Box::new(CliArgs { request: req, seed_given, models, latents_path, output, quiet })))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
+    text.trim()
+        .parse()
+        .map_err(|_| SdError::usage(format!("{flag} takes a number, got {text:?}")))
+}
+
+/// A seed from the clock: the module has no entropy source under Bacalhau. Kept below 2^32
+/// like other SD tools, so it can be typed back in anywhere.
+pub fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut x = nanos as u64 ^ (nanos >> 64) as u64;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x & 0xffff_ffff
+}
+
+/// Where the PNG goes: an explicit file, or `sd-<seed>-<hash of parameters>.png` in a directory.
+/// The name depends only on the parameters: a rerun writes the same bytes to the same name.
+fn output_paths(args: &CliArgs, parameters: &str) -> Result<(PathBuf, PathBuf)> {
+    let default_name = || {
+        let mut h: u32 = 0x811c9dc5;
+        for b in parameters.bytes() {
+            h = (h ^ b as u32).wrapping_mul(0x01000193);
+        }
+        format!("sd-{}-{h:08x}.png", args.request.seed)
+    };
+    let png = match &args.output {
+        Some(p) if p.is_dir() => p.join(default_name()),
+        Some(p) => p.clone(),
+        None if Path::new("/outputs").is_dir() => Path::new("/outputs").join(default_name()),
+        None => PathBuf::from(default_name()),
+    };
+    Ok((png.clone(), png.with_extension("json")))
+}
+
+/// Fails early (before minutes of work) when the output's directory does not exist.
+fn check_output_dir(args: &CliArgs) -> Result<()> {
+    let Some(out) = &args.output else { return Ok(()) };
+    if out.is_dir() {
+        return Ok(());
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(SdError::output(format!(
+            "--output {}: directory {} does not exist (create it; under wasmtime, map it with --dir)",
+            out.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Creates and writes a file in one go: Bacalhau's output mount allows nothing else
+/// (no rename, no reopen), and a failed run must leave no file behind.
+fn write_once(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| {
+        SdError::output(format!(
+            "cannot write {} ({e}); check that the directory exists and is writable (under wasmtime, map it with --dir HOST::GUEST)",
+            path.display()
+        ))
+    };
+    let mut file = std::fs::File::create(path).map_err(fail)?;
+    if let Err(e) = file.write_all(bytes).and_then(|_| file.flush()) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
+struct StderrProgress {
+    start: std::time::Instant,
+    quiet: bool,
+}
+
+impl Hooks for StderrProgress {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Loading { network } if !self.quiet => eprintln!("loading {network}…"),
+            Event::Loaded { network, seconds } => eprintln!("loaded {network} in {seconds:.2} s"),
+            Event::Step { index, total, seconds, elapsed } if !self.quiet => {
+                let eta = elapsed / *index as f64 * (*total - *index) as f64;
+                eprintln!("step {index}/{total}  {seconds:.2} s  ETA {eta:.1} s");
+            }
+            Event::Warning(text) => eprintln!("warning: {text}"),
+            _ => {}
+        }
+    }
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run(args: &[String]) -> i32 {
+    match run_inner(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.kind.exit_code()
+        }
+    }
+}
+
+fn run_inner(args: &[String]) -> Result<()> {
+    let mut cli = match parse_args(args)? {
+        Command::Help => {
+            print!("{HELP}");
+            return Ok(());
+        }
+        Command::Version => {
+            println!("sd.wasm {}", crate::VERSION);
+            return Ok(());
+        }
+        Command::Generate(cli) => *cli,
+    };
+    if !cli.seed_given {
+        cli.request.seed = clock_seed();
+        eprintln!("seed: {} (pass --seed {} to reproduce)", cli.request.seed, cli.request.seed);
+    }
+    check_output_dir(&cli)?;
+    if let Some(path) = &cli.latents_path {
+        let bytes = std::fs::read(path).map_err(|e| {
+            SdError::usage(format!("--latents {}: cannot read it ({e})", path.display()))
+        })?;
+        let latents = crate::io::npy::read_npy(&bytes)
+            .map_err(|e| SdError::usage(format!("--latents {}: {e}", path.display())))?;
+        cli.request.latents = Some(latents);
+    }
+    let files = DirFiles::open(&cli.models)?;
+    let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: cli.quiet };
+    let out = generate(&files, &cli.request, &mut hooks)?;
+    let parameters = parameters_text(&cli.request, &out);
+    let png = encode_png(&out.image, &parameters)?;
+    let (png_path, json_path) = output_paths(&cli, &parameters)?;
+    write_once(&png_path, &png)?;
+    let sidecar = sidecar_json(&cli.request, &out, &png_path.file_name().unwrap_or_default().to_string_lossy());
+    let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| SdError::runtime(e.to_string()))?;
+    write_once(&json_path, &json)?;
+    let t = &out.timings;
+    eprintln!(
+        "done: {} ({}x{}, {} steps, {}) — load: text encoder {:.2} s, UNet {:.2} s, VAE {:.2} s; \
+         {:.3} s/step; decode {:.2} s; total {:.2} s",
+        png_path.display(),
+        out.image.width,
+        out.image.height,
+        out.steps,
+        out.scheduler,
+        t.load_text_encoder,
+        t.load_unet,
+        t.load_vae,
+        t.denoising / out.steps.max(1) as f64,
+        t.decoding,
+        t.total
+    );
+    println!("{}", png_path.display());
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! One error type for the whole pipeline. Its kind decides the process exit code, so a
+//! script (or a Bacalhau job) can tell a bad flag from a broken model dir from a runtime fault.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A flag or value the user gave is wrong.
+    Usage,
+    /// The model directory is missing, incomplete, corrupt, or does not fit the pipeline.
+    Model,
+    /// Inference or decoding failed while running.
+    Runtime,
+    /// The output could not be written.
+    Output,
+    /// The caller's cancel hook asked to stop.
+    Cancelled,
+}
+
+impl ErrorKind {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Usage => 2,
+            ErrorKind::Model => 3,
+            ErrorKind::Runtime => 4,
+            ErrorKind::Output => 5,
+            ErrorKind::Cancelled => 130,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SdError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SdError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        SdError { kind, message: message.into() }
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Usage, message)
+    }
+    pub fn model(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Model, message)
+    }
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Runtime, message)
+    }
+    pub fn output(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Output, message)
+    }
+}
+
+impl fmt::Display for SdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SdError {}
+
+pub type Result<T> = std::result::Result<T, SdError>;
+
+/// Formats an error chain (tract's anyhow errors carry context layers) on one line.
+pub fn chain(err: &dyn std::fmt::Debug) -> String {
+    format!("{err:?}").replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" ")
+}

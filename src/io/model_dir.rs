@@ -1,0 +1,260 @@
+//! The model directory as diffusers/optimum lay out ONNX pipelines. Reading goes through
+//! [`ModelFiles`]: a real directory for the WASI/native CLI, a map of bytes in a browser.
+//! This trait is the only place where the platforms differ.
+
+use crate::error::{Result, SdError};
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Read access to the files of a model dir, by path relative to its root ("unet/model.onnx").
+pub trait ModelFiles: Send + Sync {
+    /// Reads `len` bytes at `offset` (all of the rest when `len` is None).
+    fn read_range(&self, rel: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>>;
+    fn size(&self, rel: &str) -> Option<u64>;
+    /// A human-readable name for messages ("/models").
+    fn describe(&self) -> String;
+
+    fn exists(&self, rel: &str) -> bool {
+        self.size(rel).is_some()
+    }
+    fn read(&self, rel: &str) -> Result<Vec<u8>> {
+        self.read_range(rel, 0, None)
+    }
+    fn read_optional(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        if self.exists(rel) {
+            self.read(rel).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+    fn read_json(&self, rel: &str) -> Result<serde_json::Value> {
+        let bytes = self.read(rel)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            SdError::model(format!("{}/{rel} is not valid JSON ({e}); re-export the model dir", self.describe()))
+        })
+    }
+    fn read_json_optional(&self, rel: &str) -> Result<Option<serde_json::Value>> {
+        if self.exists(rel) {
+            self.read_json(rel).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// A model dir on a file system (native, or WASI preopens under wasmtime/wazero).
+pub struct DirFiles {
+    root: PathBuf,
+}
+
+/// One read call per chunk: wasmtime 49 fails a single ~200 MB read with ENOMEM.
+const READ_CHUNK: usize = 16 << 20;
+
+impl DirFiles {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        match std::fs::metadata(&root) {
+            Ok(m) if m.is_dir() => Ok(DirFiles { root }),
+            Ok(_) => Err(SdError::model(format!(
+                "model dir {} is not a directory; pass --models DIR with the exported pipeline",
+                root.display()
+            ))),
+            Err(e) => Err(SdError::model(format!(
+                "model dir {} cannot be read ({e}); pass --models DIR (under wasmtime, map it with --dir HOST::{})",
+                root.display(),
+                root.display()
+            ))),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl ModelFiles for DirFiles {
+    fn read_range(&self, rel: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>> {
+        let path = self.root.join(rel);
+        let fail = |what: &str, e: std::io::Error| {
+            SdError::model(format!("{}: {what} failed ({e})", path.display()))
+        };
+        let mut file = std::fs::File::open(&path).map_err(|e| fail("open", e))?;
+        let size = file.metadata().map_err(|e| fail("stat", e))?.len();
+        if offset > size || len.is_some_and(|l| offset + l > size) {
+            return Err(SdError::model(format!(
+                "{} is truncated: {} bytes, but the model refers to bytes {}..{}; copy or export it again",
+                path.display(),
+                size,
+                offset,
+                offset + len.unwrap_or(0)
+            )));
+        }
+        let len = len.unwrap_or(size - offset) as usize;
+        file.seek(SeekFrom::Start(offset)).map_err(|e| fail("seek", e))?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len).map_err(|_| {
+            SdError::runtime(format!("out of memory reading {} ({} MB)", path.display(), len >> 20))
+        })?;
+        while buf.len() < len {
+            let want = (len - buf.len()).min(READ_CHUNK);
+            let start = buf.len();
+            buf.resize(start + want, 0);
+            file.read_exact(&mut buf[start..]).map_err(|e| fail("read", e))?;
+        }
+        Ok(buf)
+    }
+
+    fn size(&self, rel: &str) -> Option<u64> {
+        std::fs::metadata(self.root.join(rel)).ok().filter(|m| m.is_file()).map(|m| m.len())
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// A model dir held in memory (browser: fetched or picked files).
+#[derive(Default)]
+pub struct MemoryFiles {
+    pub name: String,
+    pub files: HashMap<String, Vec<u8>>,
+}
+
+impl ModelFiles for MemoryFiles {
+    fn read_range(&self, rel: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>> {
+        let data = self
+            .files
+            .get(rel)
+            .ok_or_else(|| SdError::model(format!("{}: missing file {rel}", self.name)))?;
+        let start = offset as usize;
+        let end = len.map(|l| start + l as usize).unwrap_or(data.len());
+        data.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
+            SdError::model(format!("{}/{rel} is truncated ({} bytes, need {end})", self.name, data.len()))
+        })
+    }
+    fn size(&self, rel: &str) -> Option<u64> {
+        self.files.get(rel).map(|d| d.len() as u64)
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// What the pipeline needs to know about a model dir before loading any network.
+pub struct ModelDir<'a> {
+    pub files: &'a dyn ModelFiles,
+    pub scheduler_config: serde_json::Value,
+    pub unet_config: Option<serde_json::Value>,
+    pub vae_config: Option<serde_json::Value>,
+    /// Short stable identity of the model dir (configs, tokenizer and file sizes), for metadata.
+    pub identity: String,
+}
+
+pub const TEXT_ENCODER: &str = "text_encoder/model.onnx";
+pub const UNET: &str = "unet/model.onnx";
+pub const VAE_DECODER: &str = "vae_decoder/model.onnx";
+pub const VAE_ENCODER: &str = "vae_encoder/model.onnx";
+
+impl<'a> ModelDir<'a> {
+    pub fn open(files: &'a dyn ModelFiles) -> Result<Self> {
+        let dir = files.describe();
+        for required in ["scheduler/scheduler_config.json", TEXT_ENCODER, UNET, VAE_DECODER] {
+            if !files.exists(required) {
+                return Err(SdError::model(format!(
+                    "{dir} is not a diffusers ONNX model dir: {required} is missing (export with \
+                     optimum-cli export onnx, or scripts/make_fixtures.py for the tiny test model)"
+                )));
+            }
+        }
+        let scheduler_config = files.read_json("scheduler/scheduler_config.json")?;
+        let unet_config = files.read_json_optional("unet/config.json")?;
+        let vae_config = match files.read_json_optional("vae_decoder/config.json")? {
+            Some(c) => Some(c),
+            None => files.read_json_optional("vae/config.json")?,
+        };
+        let identity = identity(files);
+        Ok(ModelDir { files, scheduler_config, unet_config, vae_config, identity })
+    }
+
+    /// 2^(len(block_out_channels)-1), as diffusers computes `vae_scale_factor`.
+    pub fn vae_scale_factor(&self) -> Option<u32> {
+        let blocks = self.vae_config.as_ref()?.get("block_out_channels")?.as_array()?.len();
+        (blocks >= 1).then(|| 1u32 << (blocks - 1))
+    }
+
+    /// The VAE's `scaling_factor` (diffusers' AutoencoderKL default when the config omits it).
+    pub fn vae_scaling_factor(&self) -> f32 {
+        self.vae_config
+            .as_ref()
+            .and_then(|c| c.get("scaling_factor"))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.18215) as f32
+    }
+
+    pub fn unet_sample_size(&self) -> Option<u32> {
+        let v = self.unet_config.as_ref()?.get("sample_size")?;
+        v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()).map(|s| s as u32)
+    }
+
+    /// Short name for the model: the last component of the dir path.
+    pub fn name(&self) -> String {
+        let d = self.files.describe();
+        d.trim_end_matches('/').rsplit('/').next().unwrap_or(&d).to_string()
+    }
+}
+
+/// FNV-1a over the small files and the sizes of the large ones: cheap (no hashing of GBs of
+/// weights) yet changes whenever the export changes shape, config or tokenizer.
+fn identity(files: &dyn ModelFiles) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    };
+    for small in [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+        "vae_decoder/config.json",
+        "text_encoder/config.json",
+        "tokenizer/tokenizer.json",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "tokenizer/tokenizer_config.json",
+        "tokenizer/special_tokens_map.json",
+    ] {
+        if let Ok(Some(bytes)) = files.read_optional(small) {
+            feed(small.as_bytes());
+            feed(&bytes);
+        }
+    }
+    for big in [TEXT_ENCODER, UNET, VAE_DECODER, "unet/model.onnx_data", "unet/weights.pb"] {
+        if let Some(size) = files.size(big) {
+            feed(big.as_bytes());
+            feed(&size.to_le_bytes());
+        }
+    }
+    format!("{h:016x}")[..10].to_string()
+}
+
+/// The tokenizer folder's files, whichever of the two layouts the export wrote.
+pub fn tokenizer_files(files: &dyn ModelFiles) -> Result<crate::tokenizer::TokenizerFiles> {
+    let read = |name: &str| files.read_optional(&format!("tokenizer/{name}"));
+    let t = crate::tokenizer::TokenizerFiles {
+        tokenizer_json: read("tokenizer.json")?,
+        vocab_json: read("vocab.json")?,
+        merges_txt: read("merges.txt")?,
+        tokenizer_config_json: read("tokenizer_config.json")?,
+        special_tokens_map_json: read("special_tokens_map.json")?,
+    };
+    if t.tokenizer_json.is_none() && (t.vocab_json.is_none() || t.merges_txt.is_none()) {
+        return Err(SdError::model(format!(
+            "{}/tokenizer has neither tokenizer.json nor vocab.json + merges.txt",
+            files.describe()
+        )));
+    }
+    Ok(t)
+}

@@ -1,0 +1,200 @@
+//! The three networks, each a small wrapper over a tract plan. Loading reads through
+//! [`ModelFiles`] (so browsers and WASI share it), pins every input to a concrete shape (tract
+//! optimizes best with concrete shapes, and a free timestep axis breaks its analysis), and the
+//! caller drops one network before loading the next.
+
+pub mod text_encoder;
+pub mod unet;
+pub mod vae;
+
+pub use text_encoder::TextEncoder;
+pub use unet::Unet;
+pub use vae::VaeDecoder;
+
+use crate::error::{chain, Result, SdError};
+use crate::io::model_dir::ModelFiles;
+use prost::Message;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+pub type Plan = std::sync::Arc<TypedSimplePlan>;
+
+/// A parsed (not yet optimized) ONNX network and where it came from, for messages.
+pub struct OnnxGraph {
+    pub model: InferenceModel,
+    pub path: String,
+}
+
+/// What one input of a network looks like before we pin it.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub index: usize,
+    pub name: String,
+    pub datum_type: Option<DatumType>,
+    /// None for an open (unknown) rank; Some(dim) per axis, dim None when symbolic.
+    pub shape: Option<Vec<Option<usize>>>,
+}
+
+impl OnnxGraph {
+    /// Reads `rel` (and its external data) from the model dir and parses it.
+    pub fn load(files: &dyn ModelFiles, rel: &str) -> Result<Self> {
+        let path = format!("{}/{rel}", files.describe());
+        let bytes = files.read(rel)?;
+        let mut proto = pb::ModelProto::decode(&bytes[..]).map_err(|e| {
+            SdError::model(format!("{path} is not a valid ONNX file ({e}); it may be truncated: copy or export it again"))
+        })?;
+        drop(bytes);
+        let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        inline_external_data(&mut proto, files, dir, &path)?;
+        let parsed = tract_onnx::onnx().parse(&proto, None).map_err(|e| {
+            SdError::model(format!("{path} could not be read by tract: {}", chain(&e)))
+        })?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(SdError::model(format!(
+                "{path} refers to undefined values {:?}",
+                parsed.unresolved_inputs
+            )));
+        }
+        Ok(OnnxGraph { model: parsed.model, path })
+    }
+
+    pub fn inputs(&self) -> Result<Vec<InputSpec>> {
+        let outlets = self.model.input_outlets().map_err(|e| self.err(e))?.to_vec();
+        outlets
+            .iter()
+            .enumerate()
+            .map(|(index, outlet)| {
+                let fact = self.model.input_fact(index).map_err(|e| self.err(e))?;
+                let shape = (!fact.shape.is_open()).then(|| {
+                    fact.shape
+                        .dims()
+                        .map(|d| d.concretize().and_then(|d| d.as_i64()).map(|d| d as usize))
+                        .collect()
+                });
+                Ok(InputSpec {
+                    index,
+                    name: self.model.node(outlet.node).name.clone(),
+                    datum_type: fact.datum_type.concretize(),
+                    shape,
+                })
+            })
+            .collect()
+    }
+
+    /// Finds an input by one of its usual names, else says which inputs the model has.
+    pub fn input(&self, names: &[&str]) -> Result<InputSpec> {
+        let inputs = self.inputs()?;
+        inputs.iter().find(|i| names.contains(&i.name.as_str())).cloned().ok_or_else(|| {
+            SdError::model(format!(
+                "{} has no input named {}; its inputs are {:?}: this does not look like the expected network",
+                self.path,
+                names.join(" or "),
+                inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>()
+            ))
+        })
+    }
+
+    pub fn pin_input(&mut self, index: usize, dt: DatumType, shape: &[usize]) -> Result<()> {
+        let fact = InferenceFact::dt_shape(dt, shape.iter().copied().collect::<TVec<usize>>());
+        self.model.set_input_fact(index, fact).map_err(|e| self.err(e))
+    }
+
+    /// Keeps only the first output (or the one named `name` when present).
+    pub fn keep_output(&mut self, name: &str) -> Result<()> {
+        let outputs = self.model.output_outlets().map_err(|e| self.err(e))?.to_vec();
+        let chosen = outputs
+            .iter()
+            .find(|o| self.model.outlet_label(**o) == Some(name) || self.model.node(o.node).name == name)
+            .or(outputs.first())
+            .copied()
+            .ok_or_else(|| SdError::model(format!("{} has no outputs", self.path)))?;
+        self.model.select_output_outlets(&[chosen]).map_err(|e| self.err(e))
+    }
+
+    pub fn into_plan(self) -> Result<Plan> {
+        let path = self.path;
+        let typed = self.model.into_typed().map_err(|e| {
+            SdError::model(format!("{path}: its inputs do not fit the pipeline: {}", chain(&e)))
+        })?;
+        let optimized = typed
+            .into_decluttered()
+            .and_then(|m| m.into_optimized())
+            .map_err(|e| SdError::runtime(format!("{path}: optimizing failed: {}", chain(&e))))?;
+        optimized
+            .into_runnable()
+            .map_err(|e| SdError::runtime(format!("{path}: preparing to run failed: {}", chain(&e))))
+    }
+
+    fn err(&self, e: impl std::fmt::Debug) -> SdError {
+        SdError::model(format!("{}: {}", self.path, chain(&e)))
+    }
+}
+
+/// tract resolves external data by canonicalizing paths, which WASI does not support and
+/// browsers have no files for; so the data is read here, through the model dir, and inlined.
+fn inline_external_data(proto: &mut pb::ModelProto, files: &dyn ModelFiles, dir: &str, path: &str) -> Result<()> {
+    let Some(graph) = proto.graph.as_mut() else {
+        return Err(SdError::model(format!("{path} has no graph")));
+    };
+    let constants = graph
+        .node
+        .iter_mut()
+        .flat_map(|n| n.attribute.iter_mut())
+        .filter_map(|a| a.t.as_mut());
+    for tensor in graph.initializer.iter_mut().chain(constants) {
+        if tensor.data_location != Some(pb::tensor_proto::DataLocation::External as i32) {
+            continue;
+        }
+        let entry = |key: &str| tensor.external_data.iter().find(|e| e.key == key).map(|e| e.value.clone());
+        let location = entry("location").ok_or_else(|| {
+            SdError::model(format!("{path}: tensor {} has external data without a location", tensor.name))
+        })?;
+        if location.split('/').any(|c| c == ".." || c.is_empty()) || location.starts_with('/') {
+            return Err(SdError::model(format!("{path}: external data location {location:?} leaves the model dir")));
+        }
+        let parse = |v: Option<String>, what: &str| -> Result<Option<u64>> {
+            v.map(|s| s.parse::<u64>().map_err(|_| SdError::model(format!("{path}: bad external data {what} {s:?}"))))
+                .transpose()
+        };
+        let offset = parse(entry("offset"), "offset")?.unwrap_or(0);
+        let length = parse(entry("length"), "length")?;
+        let rel = if dir.is_empty() { location.clone() } else { format!("{dir}/{location}") };
+        if !files.exists(&rel) {
+            return Err(SdError::model(format!(
+                "{path} keeps its weights in {location}, which is missing beside it: copy the whole folder"
+            )));
+        }
+        tensor.raw_data = files.read_range(&rel, offset, length)?;
+        tensor.data_location = None;
+        tensor.external_data.clear();
+    }
+    Ok(())
+}
+
+/// Runs a plan and returns its first output as an f32 array.
+pub(crate) fn run_f32(plan: &Plan, inputs: TVec<TValue>, what: &str) -> Result<ndarray::ArrayD<f32>> {
+    let outputs = plan
+        .run(inputs)
+        .map_err(|e| SdError::runtime(format!("{what} failed: {}", chain(&e))))?;
+    let out = outputs[0]
+        .cast_to::<f32>()
+        .map_err(|e| SdError::runtime(format!("{what}: output is not numeric: {}", chain(&e))))?;
+    let view = out
+        .to_plain_array_view::<f32>()
+        .map_err(|e| SdError::runtime(format!("{what}: {}", chain(&e))))?;
+    Ok(view.to_owned())
+}
+
+/// The float type a network expects for an input: f16 models take f16, everything else f32.
+pub(crate) fn float_type(spec: &InputSpec) -> DatumType {
+    match spec.datum_type {
+        Some(DatumType::F16) => DatumType::F16,
+        Some(DatumType::F64) => DatumType::F64,
+        _ => DatumType::F32,
+    }
+}
+
+pub(crate) fn float_tensor(a: ndarray::ArrayD<f32>, dt: DatumType) -> Result<Tensor> {
+    Tensor::from(a).cast_to_dt(dt).map(|t| t.into_owned()).map_err(|e| SdError::runtime(chain(&e)))
+}

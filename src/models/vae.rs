@@ -1,0 +1,28 @@
+//! VAE decoder: latents (already divided by the scaling factor) → image in [-1, 1].
+
+use super::{float_tensor, float_type, run_f32, OnnxGraph, Plan};
+use crate::error::Result;
+use crate::io::model_dir::{ModelFiles, VAE_DECODER};
+use tract_onnx::prelude::tvec;
+
+pub struct VaeDecoder {
+    plan: Plan,
+    latent_type: tract_onnx::prelude::DatumType,
+}
+
+impl VaeDecoder {
+    pub fn load(files: &dyn ModelFiles, latent: [usize; 4]) -> Result<Self> {
+        let mut graph = OnnxGraph::load(files, VAE_DECODER)?;
+        let input = graph.input(&["latent_sample", "latent", "z"])?;
+        let latent_type = float_type(&input);
+        graph.pin_input(input.index, latent_type, &latent)?;
+        graph.keep_output("sample")?;
+        Ok(VaeDecoder { plan: graph.into_plan()?, latent_type })
+    }
+
+    /// Returns [1, 3, H, W] in roughly [-1, 1].
+    pub fn decode(&self, latents: &ndarray::ArrayD<f32>) -> Result<ndarray::ArrayD<f32>> {
+        let input = float_tensor(latents.clone(), self.latent_type)?;
+        run_f32(&self.plan, tvec!(input.into()), "VAE decoder")
+    }
+}

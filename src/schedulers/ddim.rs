@@ -1,0 +1,120 @@
+//! DDIMScheduler (with eta; eta > 0 draws noise each step).
+
+use super::{
+    add_noise_at_timestep, alpha_pred_original, check_steps, draw_noise, int_timestep, map2, map3,
+    parse_clip_sample, Config, Latents, NoiseSource, Prediction, Scheduler, Spacing, TrainSchedule,
+};
+
+pub(crate) struct Ddim {
+    train: TrainSchedule,
+    final_alpha_cumprod: f32,
+    clip_sample: Option<f32>,
+    prediction: Prediction,
+    spacing: Spacing,
+    steps_offset: i64,
+    eta: f32,
+    num_inference_steps: usize,
+    timesteps: Vec<f64>,
+}
+
+impl Ddim {
+    pub(crate) fn from_config(cfg: &Config, eta: f32) -> Result<Self, String> {
+        let train = TrainSchedule::from_config(cfg, 0.0001, 0.02, "linear", true)?;
+        cfg.reject_true(
+            "thresholding",
+            "dynamic thresholding is only for pixel-space models",
+        )?;
+        if !eta.is_finite() || eta < 0.0 {
+            return Err(format!("DDIM eta must be a non-negative number, got {eta}"));
+        }
+        Ok(Ddim {
+            final_alpha_cumprod: train.final_alpha_cumprod(cfg, true)?,
+            clip_sample: parse_clip_sample(cfg, true)?,
+            prediction: Prediction::parse(
+                cfg,
+                &["epsilon", "sample", "v_prediction"],
+                "DDIMScheduler",
+            )?,
+            spacing: Spacing::parse(cfg, "leading")?,
+            steps_offset: cfg.i64("steps_offset", 0)?,
+            eta,
+            train,
+            num_inference_steps: 0,
+            timesteps: Vec::new(),
+        })
+    }
+}
+
+impl Scheduler for Ddim {
+    fn name(&self) -> &'static str {
+        "ddim"
+    }
+
+    fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
+        check_steps(n, self.train.num_train_timesteps)?;
+        self.timesteps = super::integer_timesteps(
+            self.spacing,
+            n,
+            self.train.num_train_timesteps,
+            self.steps_offset,
+        );
+        self.num_inference_steps = n;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
+
+    fn scale_model_input(&self, sample: &Latents, _timestep: f64) -> Latents {
+        sample.clone()
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Latents,
+        timestep: f64,
+        sample: &Latents,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Latents, String> {
+        if self.num_inference_steps == 0 {
+            return Err("DDIM: call set_timesteps before step".into());
+        }
+        let t = int_timestep(timestep)?;
+        let prev_t = t - (self.train.num_train_timesteps / self.num_inference_steps) as i64;
+        let a_t = self.train.alpha_at(t)?;
+        let a_prev = self.train.alpha_or_final(prev_t, self.final_alpha_cumprod)?;
+        let b_t = 1.0 - a_t;
+        let (sa, sb) = (a_t.sqrt(), b_t.sqrt());
+
+        // The predicted noise comes from the unclipped x0 (use_clipped_model_output=False).
+        let x0 = alpha_pred_original(self.prediction, a_t, model_output, sample, self.clip_sample)?;
+        let eps = match self.prediction {
+            Prediction::Epsilon => model_output.clone(),
+            Prediction::Sample => map2(sample, model_output, |s, m| (s - sa * m) / sb)?,
+            Prediction::Velocity => map2(model_output, sample, |m, s| sa * m + sb * s)?,
+        };
+
+        let b_prev = 1.0 - a_prev;
+        let variance = (b_prev / b_t) * (1.0 - a_t / a_prev);
+        let std_dev = self.eta * variance.sqrt();
+        let dir_coeff = (1.0 - a_prev - std_dev * std_dev).sqrt();
+        let sa_prev = a_prev.sqrt();
+        if self.eta > 0.0 {
+            let n = draw_noise(noise, model_output.shape())?;
+            map3(&x0, &eps, &n, |x, e, n| {
+                (sa_prev * x + dir_coeff * e) + std_dev * n
+            })
+        } else {
+            map2(&x0, &eps, |x, e| sa_prev * x + dir_coeff * e)
+        }
+    }
+
+    fn add_noise(&self, original: &Latents, noise: &Latents, timestep: f64) -> Latents {
+        add_noise_at_timestep(&self.train, original, noise, timestep)
+    }
+}

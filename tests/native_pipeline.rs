@@ -1,0 +1,81 @@
+//! The library itself (native build) against diffusers: the same pipeline code the wasm module
+//! runs, called through its API with in-memory model files (the browser's path).
+
+mod common;
+use common::*;
+use sd_wasm::io::model_dir::{DirFiles, MemoryFiles, ModelFiles};
+use sd_wasm::pipeline::{generate, Event, GenerateRequest, Hooks};
+
+struct Recorder {
+    steps: usize,
+    cancel_after: Option<usize>,
+}
+
+impl Hooks for Recorder {
+    fn event(&mut self, event: &Event) {
+        if let Event::Step { .. } = event {
+            self.steps += 1;
+        }
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel_after.is_some_and(|n| self.steps >= n)
+    }
+    fn now(&self) -> f64 {
+        0.0
+    }
+}
+
+fn main_case_request() -> GenerateRequest {
+    GenerateRequest {
+        prompt: "a lighthouse at dusk, oil painting".into(),
+        negative_prompt: Some("blurry".into()),
+        width: Some(16),
+        height: Some(16),
+        steps: 12,
+        guidance_scale: 7.5,
+        seed: 42,
+        scheduler: Some("euler-a".into()),
+        ..Default::default()
+    }
+}
+
+/// All files of a directory, read into memory under their relative paths.
+fn memory_files(root: &std::path::Path) -> MemoryFiles {
+    let mut files = MemoryFiles { name: "tiny (memory)".into(), ..Default::default() };
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                files.files.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn library_matches_diffusers_from_files_and_from_memory() {
+    let expected = read_png(&expected_dir().join("euler-a.png"));
+    let dir = DirFiles::open(tiny_model()).unwrap();
+    let mem = memory_files(&tiny_model());
+    for files in [&dir as &dyn ModelFiles, &mem] {
+        let mut hooks = Recorder { steps: 0, cancel_after: None };
+        let out = generate(files, &main_case_request(), &mut hooks).unwrap();
+        assert_eq!(hooks.steps, 12);
+        let diff = max_pixel_diff(&out.image, &expected);
+        assert!(diff <= 2, "{}: max pixel difference {diff}", files.describe());
+    }
+}
+
+#[test]
+fn cancel_stops_within_a_step() {
+    let dir = DirFiles::open(tiny_model()).unwrap();
+    let mut hooks = Recorder { steps: 0, cancel_after: Some(3) };
+    let err = generate(&dir, &main_case_request(), &mut hooks).unwrap_err();
+    assert_eq!(err.kind, sd_wasm::ErrorKind::Cancelled);
+    assert_eq!(hooks.steps, 3);
+}
