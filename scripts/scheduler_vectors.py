@@ -35,6 +35,9 @@ from diffusers.schedulers import (
     scheduling_lcm,
 )
 
+diffusers.utils.logging.set_verbosity_error()  # from_config warns about every ignored key
+
+EXPECTED_DIFFUSERS = "0.42.1"
 SHAPE = (1, 4, 3, 5)
 TIMESTEP_COUNTS = [1, 4, 10, 25]
 TRAJECTORY_STEPS = 6
@@ -207,6 +210,9 @@ def case(case_id, name, config, extra=None, eta=0.0, counts=TIMESTEP_COUNTS, tra
 
 
 def main():
+    if diffusers.__version__ != EXPECTED_DIFFUSERS:
+        print(f"warning: diffusers {diffusers.__version__}, the vectors are meant to come from {EXPECTED_DIFFUSERS}",
+              file=sys.stderr)
     out_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "scheduler_vectors.json"
     )
@@ -271,6 +277,13 @@ def main():
     cases.append(case("dpm-karras-sample-euler-final", None, dict(dpm, use_karras_sigmas=True, prediction_type="sample",
                                                                   euler_at_final=True, lower_order_final=False)))
     cases.append(case("dpm-exponential", None, dict(dpm, use_exponential_sigmas=True)))
+    cases.append(case("dpm-lambda-clipped-cosine", None, {"_class_name": "DPMSolverMultistepScheduler",
+                                                          "beta_schedule": "squaredcos_cap_v2",
+                                                          "lambda_min_clipped": -5.1, "prediction_type": "v_prediction"}))
+    cases.append(case("euler-continuous-v", None, dict(SD21, _class_name="EulerDiscreteScheduler",
+                                                       timestep_type="continuous")))
+    cases.append(case("lms-exponential-leading", None, dict(SD15, _class_name="LMSDiscreteScheduler",
+                                                            use_exponential_sigmas=True, timestep_spacing="leading")))
     cases.append(case("lcm-defaults-clip", None, {"_class_name": "LCMScheduler", "original_inference_steps": 40,
                                                   "clip_sample": True, "timestep_scaling": 7.5}))
     trained = [round(float(b), 8) for b in np.linspace(0.0002, 0.03, 200) ** 1.1]

@@ -73,6 +73,8 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                 .ok_or_else(|| SdError::usage(format!("{flag} needs a value (see --help)")))
         };
         match flag {
+            // wasmtime forwards the `--` that separates its own flags from the module's.
+            "--" => {}
             "--help" | "-h" => return Ok(Command::Help),
             "--version" | "-V" => return Ok(Command::Version),
             "--prompt" | "-p" => prompt = Some(value()?),

@@ -117,3 +117,54 @@ parity_cases! {
     no_negative_prompt => "no-negative-pndm",
     non_square => "nonsquare-24x16-euler",
 }
+
+/// The fixture must be able to see a wrong token, pad token or guidance value: run sd.wasm on
+/// each variant the fixture script recorded (pndm), check it matches diffusers' variant, and
+/// that the variant lands far outside the tolerance from the baseline picture.
+#[test]
+fn one_word_pad_token_and_guidance_each_move_the_picture_far_beyond_tolerance() {
+    let base = case("pndm");
+    let baseline = read_png(&expected_dir().join("pndm.png"));
+    let sensitivity: Value =
+        serde_json::from_str(&std::fs::read_to_string(expected_dir().join("sensitivity.json")).unwrap()).unwrap();
+    let changed = sensitivity["changed_word_prompt"].as_str().unwrap().to_string();
+
+    // A model copy whose tokenizer pads with "!" (SD 2.x style) instead of "<|endoftext|>".
+    let bang_model = scratch("model-pad-bang");
+    for sub in ["scheduler", "text_encoder", "tokenizer", "unet", "vae_decoder"] {
+        std::fs::create_dir_all(bang_model.join(sub)).unwrap();
+        for f in std::fs::read_dir(tiny_model().join(sub)).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), bang_model.join(sub).join(f.file_name())).unwrap();
+        }
+    }
+    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let path = bang_model.join("tokenizer").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\"pad_token\": \"<|endoftext|>\"", "\"pad_token\": \"!\"")).unwrap();
+    }
+
+    let variants: [(&str, &std::path::Path, Vec<(&str, String)>, u8); 3] = [
+        ("changed_word", &tiny_model(), vec![("--prompt", changed)], 20),
+        ("pad_token_bang", &bang_model, vec![], 20),
+        ("guidance_7.0", &tiny_model(), vec![("--guidance-scale", "7".to_string())], 10),
+    ];
+    for (name, model, overrides, threshold) in variants {
+        let mut args = flags(&base["args"]);
+        for (flag, value) in overrides {
+            let at = args.iter().position(|a| a == flag).unwrap();
+            args[at + 1] = value;
+        }
+        let out = scratch(&format!("sensitivity-{name}"));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = run_wasm(model, &out, &argv);
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        let png = files_in(&out).into_iter().find(|p| p.extension().unwrap() == "png").unwrap();
+        let ours = read_png(&png);
+        let theirs = read_png(&expected_dir().join(format!("sensitivity/pndm-{name}.png")));
+        let parity = max_pixel_diff(&ours, &theirs);
+        assert!(parity <= TOLERANCE, "{name}: {parity}/255 from diffusers' picture");
+        let moved = max_pixel_diff(&ours, &baseline);
+        assert!(moved > threshold, "{name}: moved only {moved}/255 from the baseline (want > {threshold})");
+    }
+}

@@ -21,11 +21,13 @@ const INPUT_ULPS: f32 = 8.0;
 const FREE_RUNNING_REL: f32 = 1e-4;
 /// Timesteps are compared exactly (they are integers or float32 values)...
 const TIMESTEP_TOL: f64 = 1e-9;
-/// ...except where diffusers inverts Karras/exponential sigmas back to timesteps: its sigma table
-/// goes through torch's sqrt, which is not correctly rounded, and an ulp of log-sigma moves the
-/// interpolated timestep by up to ~1e-4 (with a correctly rounded sqrt diffusers gives exactly our
-/// values; checked when the vectors were made).
-const INVERTED_TIMESTEP_TOL: f64 = 1e-4;
+/// ...except where diffusers derives float timesteps from its sigma table (Euler/LMS with Karras or
+/// exponential sigmas inverted back to timesteps, Euler's continuous 0.25*ln(sigma)): that table
+/// goes through torch's sqrt, which is not correctly rounded, and an ulp of log-sigma moves an
+/// interpolated timestep by up to ~1e-4 (patching torch's sqrt to a correctly rounded one makes
+/// diffusers give exactly our values).
+const SIGMA_DERIVED_TIMESTEP_TOL: f64 = 1e-4;
+const CONTINUOUS_TIMESTEP_TOL: f64 = 1e-6;
 
 fn vectors() -> Value {
     serde_json::from_str(VECTORS).expect("scheduler_vectors.json parses")
@@ -119,13 +121,21 @@ fn compare(got: &Latents, want: &Latents, input_scale: f32, rel: f32) -> (f32, f
     worst
 }
 
-/// Whether the case's timesteps come from inverting Karras/exponential sigmas (Euler, LMS).
-fn inverts_sigmas(case: &Value) -> bool {
+/// Timestep tolerance for a case (see SIGMA_DERIVED_TIMESTEP_TOL).
+fn timestep_tol(case: &Value) -> f64 {
     let c = &case["config"];
     let class = c["_class_name"].as_str().unwrap_or("");
-    case["name"].is_null()
-        && matches!(class, "EulerDiscreteScheduler" | "LMSDiscreteScheduler")
-        && (c["use_karras_sigmas"] == json!(true) || c["use_exponential_sigmas"] == json!(true))
+    let sigma_class = case["name"].is_null()
+        && matches!(class, "EulerDiscreteScheduler" | "LMSDiscreteScheduler");
+    if !sigma_class {
+        TIMESTEP_TOL
+    } else if c["timestep_type"] == json!("continuous") {
+        CONTINUOUS_TIMESTEP_TOL
+    } else if c["use_karras_sigmas"] == json!(true) || c["use_exponential_sigmas"] == json!(true) {
+        SIGMA_DERIVED_TIMESTEP_TOL
+    } else {
+        TIMESTEP_TOL
+    }
 }
 
 fn check_timesteps(
@@ -136,11 +146,7 @@ fn check_timesteps(
     failures: &mut Vec<String>,
 ) {
     let id = case["id"].as_str().unwrap();
-    let tol = if inverts_sigmas(case) {
-        INVERTED_TIMESTEP_TOL
-    } else {
-        TIMESTEP_TOL
-    };
+    let tol = timestep_tol(case);
     let close = |g: f64, w: f64| (g - w).abs() <= tol;
     let ok = got.len() == want.len() && got.iter().zip(want).all(|(&g, &w)| close(g, w));
     if !ok {
@@ -476,4 +482,39 @@ fn ddim_eta_draws_noise_only_when_positive() {
     let t = s.timesteps()[0];
     s.step(&x, t, &x, &mut NoNoise).unwrap();
     assert!(scheduler_from_config(Some("ddim"), &cfg, &SchedulerOptions { eta: -1.0 }).is_err());
+}
+
+#[test]
+fn use_default_values_keys_take_class_defaults() {
+    // diffusers drops keys listed in _use_default_values, so the target class's default applies.
+    let mut cfg = with("timestep_spacing", json!("trailing"));
+    cfg["_use_default_values"] = json!(["timestep_spacing"]);
+    let opts = SchedulerOptions::default();
+    let mut a = scheduler_from_config(Some("euler"), &cfg, &opts).unwrap();
+    let mut b = scheduler_from_config(Some("euler"), &sd15(), &opts).unwrap();
+    a.set_timesteps(7).unwrap();
+    b.set_timesteps(7).unwrap();
+    assert_eq!(a.timesteps(), b.timesteps());
+}
+
+#[test]
+fn begin_index_matches_timestep_lookup() {
+    // img2img: set_begin_index(i) behaves as if the schedule were entered at timesteps[i].
+    let opts = SchedulerOptions::default();
+    let x = Latents::from_shape_fn(vec![1, 4, 2, 2], |d| d[1] as f32 - 0.5 * d[2] as f32);
+    let n = Latents::from_elem(vec![1, 4, 2, 2], 0.25);
+    for name in ["euler", "euler-a", "lms", "dpm++2m", "lcm"] {
+        let mut a = scheduler_from_config(Some(name), &sd15(), &opts).unwrap();
+        let mut b = scheduler_from_config(Some(name), &sd15(), &opts).unwrap();
+        a.set_timesteps(8).unwrap();
+        b.set_timesteps(8).unwrap();
+        let t = a.timesteps()[3];
+        a.set_begin_index(3);
+        assert_eq!(a.add_noise(&x, &n, t), b.add_noise(&x, &n, t), "{name}");
+        assert_eq!(
+            a.scale_model_input(&x, t),
+            b.scale_model_input(&x, t),
+            "{name}"
+        );
+    }
 }

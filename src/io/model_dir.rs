@@ -30,7 +30,7 @@ pub trait ModelFiles: Send + Sync {
     }
     fn read_json(&self, rel: &str) -> Result<serde_json::Value> {
         let bytes = self.read(rel)?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        serde_json::from_slice(&python_json_literals(&bytes)).map_err(|e| {
             SdError::model(format!("{}/{rel} is not valid JSON ({e}); re-export the model dir", self.describe()))
         })
     }
@@ -41,6 +41,42 @@ pub trait ModelFiles: Send + Sync {
             Ok(None)
         }
     }
+}
+
+/// Python's json module writes `Infinity`, `-Infinity` and `NaN` (diffusers saves DPM
+/// configs with `"lambda_min_clipped": -Infinity`); JSON has no such literals. Outside strings,
+/// map the infinities to ±1e308 (as good as infinite for every config value) and NaN to null.
+pub fn python_json_literals(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut escaped, mut i) = (false, false, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            in_string = escaped || b != b'"';
+            escaped = !escaped && b == b'\\';
+        } else if b == b'"' {
+            in_string = true;
+        } else {
+            let rest = &bytes[i..];
+            let replaced: Option<(&[u8], usize)> = if rest.starts_with(b"-Infinity") {
+                Some((b"-1e308", 9))
+            } else if rest.starts_with(b"Infinity") {
+                Some((b"1e308", 8))
+            } else if rest.starts_with(b"NaN") {
+                Some((b"null", 3))
+            } else {
+                None
+            };
+            if let Some((with, len)) = replaced {
+                out.extend_from_slice(with);
+                i += len;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
 }
 
 /// A model dir on a file system (native, or WASI preopens under wasmtime/wazero).
@@ -257,4 +293,19 @@ pub fn tokenizer_files(files: &dyn ModelFiles) -> Result<crate::tokenizer::Token
         )));
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::python_json_literals;
+
+    #[test]
+    fn python_literals_become_json_outside_strings() {
+        let text = br#"{"a": -Infinity, "b": [Infinity, NaN], "c": "NaN -Infinity \" Infinity"}"#;
+        let v: serde_json::Value = serde_json::from_slice(&python_json_literals(text)).unwrap();
+        assert_eq!(v["a"], -1e308);
+        assert_eq!(v["b"][0], 1e308);
+        assert!(v["b"][1].is_null());
+        assert_eq!(v["c"], "NaN -Infinity \" Infinity");
+    }
 }

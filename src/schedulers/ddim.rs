@@ -36,7 +36,7 @@ impl Ddim {
                 "DDIMScheduler",
             )?,
             spacing: Spacing::parse(cfg, "leading")?,
-            steps_offset: cfg.i64("steps_offset", 0)?,
+            steps_offset: cfg.steps_offset()?,
             eta,
             train,
             num_inference_steps: 0,
@@ -87,7 +87,9 @@ impl Scheduler for Ddim {
         let t = int_timestep(timestep)?;
         let prev_t = t - (self.train.num_train_timesteps / self.num_inference_steps) as i64;
         let a_t = self.train.alpha_at(t)?;
-        let a_prev = self.train.alpha_or_final(prev_t, self.final_alpha_cumprod)?;
+        let a_prev = self
+            .train
+            .alpha_or_final(prev_t, self.final_alpha_cumprod)?;
         let b_t = 1.0 - a_t;
         let (sa, sb) = (a_t.sqrt(), b_t.sqrt());
 

@@ -4,8 +4,9 @@ use ndarray::{Axis, Slice};
 
 use super::{
     draw_noise, exp_f32, karras_sigmas, ln_f32, log_sigmas, map2, map_n, np_arange, np_interp,
-    np_linspace, np_round, parse_final_sigma_is_min, sigma_from_alpha_cumprod, sigma_to_t, Config,
-    Latents, NoiseSource, Prediction, Scheduler, SigmaSpacing, Spacing, StepIndex, TrainSchedule,
+    np_linspace, np_round, parse_final_sigma_is_min, require_steps, sigma_from_alpha_cumprod,
+    sigma_to_t, Config, Latents, NoiseSource, Prediction, Scheduler, SigmaSpacing, Spacing,
+    StepIndex, TrainSchedule,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +140,7 @@ impl DpmSolverMultistep {
                 .unwrap_or(f64::NEG_INFINITY),
             learned_variance,
             spacing: Spacing::parse(cfg, "linspace")?,
-            steps_offset: cfg.i64("steps_offset", 0)?,
+            steps_offset: cfg.steps_offset()?,
             cosine: beta_schedule == "squaredcos_cap_v2",
             train,
             sigmas: Vec::new(),
@@ -398,9 +399,7 @@ impl Scheduler for DpmSolverMultistep {
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
-        if n == 0 {
-            return Err("num_inference_steps must be at least 1".into());
-        }
+        require_steps(n)?;
         let num_train = self.train.num_train_timesteps;
         // clipped_idx = searchsorted(flip(lambda_t), lambda_min_clipped); lambda_t falls with t.
         let clipped = self

@@ -2,7 +2,7 @@
 
 use super::{
     discrete_timesteps_f32, exp_f32, ln_f32, log_sigmas, map2, next_sigma, np_interp, numpy_logf,
-    parse_final_sigma_is_min, sigma_add_noise, sigma_for_input, sigma_init_noise,
+    parse_final_sigma_is_min, require_steps, sigma_add_noise, sigma_for_input, sigma_init_noise,
     sigma_pred_original, sigma_scale_input, sigma_to_t, torch_linspace_f32, Config, Latents,
     NoiseSource, Prediction, Scheduler, SigmaSpacing, Spacing, StepIndex, TrainSchedule,
 };
@@ -52,7 +52,7 @@ impl Euler {
             sigma_max: cfg.opt_f64("sigma_max")?,
             spacing: Spacing::parse(cfg, "linspace")?,
             continuous,
-            steps_offset: cfg.i64("steps_offset", 0)?,
+            steps_offset: cfg.steps_offset()?,
             final_sigma_min: parse_final_sigma_is_min(cfg)?,
             train,
             sigmas: Vec::new(),
@@ -68,9 +68,7 @@ impl Scheduler for Euler {
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
-        if n == 0 {
-            return Err("num_inference_steps must be at least 1".into());
-        }
+        require_steps(n)?;
         let num_train = self.train.num_train_timesteps;
         let mut ts = discrete_timesteps_f32(self.spacing, n, num_train, self.steps_offset);
         let table = self.train.sigmas();

@@ -1,9 +1,9 @@
 //! EulerAncestralDiscreteScheduler (draws noise every step, including the last).
 
 use super::{
-    discrete_timesteps_f32, draw_noise, map2, next_sigma, np_interp, sigma_add_noise,
-    sigma_for_input, sigma_init_noise, sigma_pred_original, sigma_scale_input, Config, Latents,
-    NoiseSource, Prediction, Scheduler, Spacing, StepIndex, TrainSchedule,
+    discrete_timesteps_f32, draw_noise, map2, next_sigma, np_interp, require_steps,
+    sigma_add_noise, sigma_for_input, sigma_init_noise, sigma_pred_original, sigma_scale_input,
+    Config, Latents, NoiseSource, Prediction, Scheduler, Spacing, StepIndex, TrainSchedule,
 };
 
 pub(crate) struct EulerAncestral {
@@ -28,7 +28,7 @@ impl EulerAncestral {
                 "EulerAncestralDiscreteScheduler",
             )?,
             spacing: Spacing::parse(cfg, "linspace")?,
-            steps_offset: cfg.i64("steps_offset", 0)?,
+            steps_offset: cfg.steps_offset()?,
             train,
             sigmas: Vec::new(),
             timesteps: Vec::new(),
@@ -43,9 +43,7 @@ impl Scheduler for EulerAncestral {
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
-        if n == 0 {
-            return Err("num_inference_steps must be at least 1".into());
-        }
+        require_steps(n)?;
         let ts = discrete_timesteps_f32(
             self.spacing,
             n,

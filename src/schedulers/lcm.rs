@@ -1,8 +1,9 @@
 //! LCMScheduler (latent consistency models; draws noise each step except the last).
 
 use super::{
-    add_noise_at_timestep, draw_noise, int_timestep, map2, np_linspace, torch_clamp, Config,
-    Latents, NoiseSource, Prediction, Scheduler, StepIndex, TrainSchedule,
+    add_noise_at_timestep, alpha_pred_original, draw_noise, int_timestep, map2, np_linspace,
+    parse_clip_sample, require_steps, Config, Latents, NoiseSource, Prediction, Scheduler,
+    StepIndex, TrainSchedule,
 };
 
 pub(crate) struct Lcm {
@@ -55,9 +56,7 @@ impl Scheduler for Lcm {
                 "LCM original_inference_steps ({original}) must be between 1 and num_train_timesteps ({num_train})"
             ));
         }
-        if n == 0 {
-            return Err("num_inference_steps must be at least 1".into());
-        }
+        require_steps(n)?;
         if n > original {
             return Err(format!(
                 "LCM num_inference_steps ({n}) cannot be larger than original_inference_steps ({original})"
@@ -104,7 +103,9 @@ impl Scheduler for Lcm {
             None => t,
         };
         let a_t = self.train.alpha_at(t)?;
-        let a_prev = self.train.alpha_or_final(prev_t, self.final_alpha_cumprod)?;
+        let a_prev = self
+            .train
+            .alpha_or_final(prev_t, self.final_alpha_cumprod)?;
 
         // Boundary-condition scalings with sigma_data = 0.5 (the timestep is an int64 tensor, so f32 math).
         let scaled = t as f32 * self.timestep_scaling;
@@ -115,7 +116,7 @@ impl Scheduler for Lcm {
         let denoised = map2(&x0, sample, |x, s| c_out * x + c_skip * s)?;
         let prev = if i + 1 != self.num_inference_steps {
             let n = draw_noise(noise, model_output.shape())?;
-            let (sa_prev, sb_prev) = (a_prev.sqrt(), b_prev.sqrt());
+            let (sa_prev, sb_prev) = (a_prev.sqrt(), (1.0 - a_prev).sqrt());
             map2(&denoised, &n, |d, n| sa_prev * d + sb_prev * n)?
         } else {
             denoised

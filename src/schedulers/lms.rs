@@ -1,9 +1,10 @@
 //! LMSDiscreteScheduler (linear multistep, order 4).
 
 use super::{
-    discrete_timesteps_f32, log_sigmas, map2, next_sigma, np_interp, sigma_add_noise,
-    sigma_for_input, sigma_init_noise, sigma_pred_original, sigma_scale_input, sigma_to_t, Config,
-    Latents, NoiseSource, Prediction, Scheduler, SigmaSpacing, Spacing, StepIndex, TrainSchedule,
+    discrete_timesteps_f32, log_sigmas, map2, next_sigma, np_interp, require_steps,
+    sigma_add_noise, sigma_for_input, sigma_init_noise, sigma_pred_original, sigma_scale_input,
+    sigma_to_t, Config, Latents, NoiseSource, Prediction, Scheduler, SigmaSpacing, Spacing,
+    StepIndex, TrainSchedule,
 };
 
 /// diffusers' LMS step default.
@@ -32,7 +33,7 @@ impl Lms {
             )?,
             sigma_spacing: SigmaSpacing::parse(cfg)?,
             spacing: Spacing::parse(cfg, "linspace")?,
-            steps_offset: cfg.i64("steps_offset", 0)?,
+            steps_offset: cfg.steps_offset()?,
             train,
             sigmas: Vec::new(),
             timesteps: Vec::new(),
@@ -68,9 +69,7 @@ impl Scheduler for Lms {
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
-        if n == 0 {
-            return Err("num_inference_steps must be at least 1".into());
-        }
+        require_steps(n)?;
         let mut ts = discrete_timesteps_f32(
             self.spacing,
             n,

@@ -268,6 +268,17 @@ impl<'a> Config<'a> {
         }
     }
 
+    /// `steps_offset`, bounded so timestep arithmetic cannot overflow.
+    pub(crate) fn steps_offset(&self) -> Result<i64, String> {
+        let v = self.i64("steps_offset", 0)?;
+        if v.abs() > MAX_TRAIN_TIMESTEPS as i64 {
+            return Err(format!(
+                "scheduler config: steps_offset {v} is out of range"
+            ));
+        }
+        Ok(v)
+    }
+
     /// Rejects a key that is set to a value this crate does not implement.
     pub(crate) fn reject_true(&self, key: &str, why: &str) -> Result<(), String> {
         if self.bool(key, false)? {
@@ -378,6 +389,10 @@ impl SigmaSpacing {
 // ---------------------------------------------------------------------------------------------
 // Training noise schedule.
 
+/// Sanity bound on schedule lengths (SD uses 1000) so absurd configs fail cleanly instead of
+/// exhausting memory.
+const MAX_TRAIN_TIMESTEPS: usize = 1_000_000;
+
 /// The training schedule every scheduler derives from.
 pub(crate) struct TrainSchedule {
     pub num_train_timesteps: usize,
@@ -397,6 +412,11 @@ impl TrainSchedule {
         accepts_rescale: bool,
     ) -> Result<Self, String> {
         let n = cfg.usize("num_train_timesteps", 1000)?;
+        if n > MAX_TRAIN_TIMESTEPS {
+            return Err(format!(
+                "scheduler config: num_train_timesteps {n} is larger than supported ({MAX_TRAIN_TIMESTEPS})"
+            ));
+        }
         if n < 2 {
             return Err(format!(
                 "scheduler config: num_train_timesteps must be at least 2, got {n}"
@@ -460,7 +480,11 @@ impl TrainSchedule {
     /// `set_alpha_to_one`: the alpha_cumprod "before" timestep 0 that the last step moves to
     /// (1, or alphas_cumprod[0]).
     pub(crate) fn final_alpha_cumprod(&self, cfg: &Config, default: bool) -> Result<f32, String> {
-        Ok(if cfg.bool("set_alpha_to_one", default)? { 1.0 } else { self.alphas_cumprod[0] })
+        Ok(if cfg.bool("set_alpha_to_one", default)? {
+            1.0
+        } else {
+            self.alphas_cumprod[0]
+        })
     }
 
     /// alphas_cumprod[t], or `final_alpha` for t < 0 (past the end of the schedule).
@@ -867,6 +891,11 @@ pub(crate) fn int_timestep(t: f64) -> Result<i64, String> {
 pub(crate) fn require_steps(n: usize) -> Result<(), String> {
     if n == 0 {
         return Err("num_inference_steps must be at least 1".into());
+    }
+    if n > MAX_TRAIN_TIMESTEPS {
+        return Err(format!(
+            "num_inference_steps {n} is larger than supported ({MAX_TRAIN_TIMESTEPS})"
+        ));
     }
     Ok(())
 }

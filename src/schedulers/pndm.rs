@@ -27,17 +27,12 @@ const PNDM_ORDER: usize = 4;
 impl Pndm {
     pub(crate) fn from_config(cfg: &Config) -> Result<Self, String> {
         let train = TrainSchedule::from_config(cfg, 0.0001, 0.02, "linear", false)?;
-        let final_alpha_cumprod = if cfg.bool("set_alpha_to_one", false)? {
-            1.0
-        } else {
-            train.alphas_cumprod[0]
-        };
         Ok(Pndm {
-            final_alpha_cumprod,
+            final_alpha_cumprod: train.final_alpha_cumprod(cfg, false)?,
             skip_prk_steps: cfg.bool("skip_prk_steps", false)?,
             prediction: Prediction::parse(cfg, &["epsilon", "v_prediction"], "PNDMScheduler")?,
             spacing: Spacing::parse(cfg, "leading")?,
-            steps_offset: cfg.i64("steps_offset", 0)?,
+            steps_offset: cfg.steps_offset()?,
             train,
             num_inference_steps: 0,
             prk_timesteps: Vec::new(),
@@ -58,11 +53,9 @@ impl Pndm {
         model_output: &Latents,
     ) -> Result<Latents, String> {
         let a_t = self.train.alpha_at(t)?;
-        let a_prev = if prev_t >= 0 {
-            self.train.alpha_at(prev_t)?
-        } else {
-            self.final_alpha_cumprod
-        };
+        let a_prev = self
+            .train
+            .alpha_or_final(prev_t, self.final_alpha_cumprod)?;
         let b_t = 1.0 - a_t;
         let b_prev = 1.0 - a_prev;
         let model_output = match self.prediction {
