@@ -54,3 +54,16 @@ fn progress_lines_and_summary_on_stderr() {
         assert!(done.contains(part), "summary lacks {part}: {done}");
     }
 }
+
+#[test]
+fn an_over_long_prompt_is_truncated_with_a_warning() {
+    let out = scratch("long-prompt");
+    let prompt = "a very detailed painting of a lighthouse on a rocky cliff ".repeat(8) + "with zebras";
+    let run = run_wasm(&tiny_model(), &out, &["--prompt", &prompt, "--seed", "1", "--steps", "2", "--quiet"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let warning = run.stderr.lines().find(|l| l.starts_with("warning: ")).expect("a truncation warning");
+    assert!(warning.contains("77") && warning.contains("zebras"), "{warning}");
+    let png = files_in(&out).into_iter().find(|p| p.extension().unwrap() == "png").unwrap();
+    let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(png.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(sidecar["warnings"].as_array().unwrap().len(), 1);
+}

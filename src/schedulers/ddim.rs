@@ -2,7 +2,8 @@
 
 use super::{
     add_noise_at_timestep, alpha_pred_original, check_steps, draw_noise, int_timestep, map2, map3,
-    parse_clip_sample, Config, Latents, NoiseSource, Prediction, Scheduler, Spacing, TrainSchedule,
+    parse_clip_sample, require_timesteps_set, Config, Latents, NoiseSource, Prediction, Scheduler,
+    Spacing, TrainSchedule,
 };
 
 pub(crate) struct Ddim {
@@ -20,10 +21,7 @@ pub(crate) struct Ddim {
 impl Ddim {
     pub(crate) fn from_config(cfg: &Config, eta: f32) -> Result<Self, String> {
         let train = TrainSchedule::from_config(cfg, 0.0001, 0.02, "linear", true)?;
-        cfg.reject_true(
-            "thresholding",
-            "dynamic thresholding is only for pixel-space models",
-        )?;
+        cfg.reject_thresholding()?;
         if !eta.is_finite() || eta < 0.0 {
             return Err(format!("DDIM eta must be a non-negative number, got {eta}"));
         }
@@ -62,17 +60,7 @@ impl Scheduler for Ddim {
         Ok(())
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Latents, _timestep: f64) -> Latents {
-        sample.clone()
-    }
+    unit_noise_scheduler_methods!();
 
     fn step(
         &mut self,
@@ -81,15 +69,10 @@ impl Scheduler for Ddim {
         sample: &Latents,
         noise: &mut dyn NoiseSource,
     ) -> Result<Latents, String> {
-        if self.num_inference_steps == 0 {
-            return Err("DDIM: call set_timesteps before step".into());
-        }
+        require_timesteps_set(self.num_inference_steps, "DDIM")?;
         let t = int_timestep(timestep)?;
         let prev_t = t - (self.train.num_train_timesteps / self.num_inference_steps) as i64;
-        let a_t = self.train.alpha_at(t)?;
-        let a_prev = self
-            .train
-            .alpha_or_final(prev_t, self.final_alpha_cumprod)?;
+        let (a_t, a_prev) = self.train.alphas(t, prev_t, self.final_alpha_cumprod)?;
         let b_t = 1.0 - a_t;
         let (sa, sb) = (a_t.sqrt(), b_t.sqrt());
 

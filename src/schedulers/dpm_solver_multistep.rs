@@ -4,7 +4,7 @@ use ndarray::{Axis, Slice};
 
 use super::{
     draw_noise, exp_f32, karras_sigmas, ln_f32, log_sigmas, map2, map_n, np_arange, np_interp,
-    np_linspace, np_round, parse_final_sigma_is_min, require_steps, sigma_from_alpha_cumprod,
+    np_linspace, np_round, parse_final_sigma_is_min, require_steps, require_timesteps_set,
     sigma_to_t, Config, Latents, NoiseSource, Prediction, Scheduler, SigmaSpacing, Spacing,
     StepIndex, TrainSchedule,
 };
@@ -75,10 +75,7 @@ impl DpmSolverMultistep {
         let beta_schedule = cfg.string("beta_schedule", "linear")?;
         let mut train = TrainSchedule::from_config(cfg, 0.0001, 0.02, "linear", true)?;
         train.clamp_zero_snr_tail();
-        cfg.reject_true(
-            "thresholding",
-            "dynamic thresholding is only for pixel-space models",
-        )?;
+        cfg.reject_thresholding()?;
         cfg.reject_true(
             "use_flow_sigmas",
             "flow-matching sigmas are not used by Stable Diffusion models",
@@ -464,16 +461,7 @@ impl Scheduler for DpmSolverMultistep {
                 s
             }
         };
-        let last_sigma = if self.final_sigma_min {
-            sigma_from_alpha_cumprod(self.train.alphas_cumprod[0])
-        } else {
-            0.0
-        };
-        self.sigmas = sigmas
-            .iter()
-            .map(|&s| s as f32)
-            .chain(std::iter::once(last_sigma))
-            .collect();
+        self.sigmas = self.train.with_final_sigma(&sigmas, self.final_sigma_min);
         // .to(torch.int64) truncates toward zero.
         self.timesteps = ts.iter().map(|&t| t.trunc()).collect();
         self.model_outputs = vec![None; self.solver_order];
@@ -482,17 +470,7 @@ impl Scheduler for DpmSolverMultistep {
         Ok(())
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Latents, _timestep: f64) -> Latents {
-        sample.clone()
-    }
+    unit_noise_scheduler_methods!();
 
     fn step(
         &mut self,
@@ -502,9 +480,7 @@ impl Scheduler for DpmSolverMultistep {
         noise: &mut dyn NoiseSource,
     ) -> Result<Latents, String> {
         let len = self.timesteps.len();
-        if len == 0 {
-            return Err("DPM-Solver: call set_timesteps before step".into());
-        }
+        require_timesteps_set(len, "DPM-Solver")?;
         let i = self.idx.init(&self.timesteps, timestep, Some(len - 1))?;
         if i + 1 >= self.sigmas.len() {
             return Err("step called more times than there are timesteps".into());

@@ -2,8 +2,8 @@
 
 use super::{
     add_noise_at_timestep, alpha_pred_original, draw_noise, int_timestep, map2, np_linspace,
-    parse_clip_sample, require_steps, Config, Latents, NoiseSource, Prediction, Scheduler,
-    StepIndex, TrainSchedule,
+    parse_clip_sample, require_steps, require_timesteps_set, Config, Latents, NoiseSource,
+    Prediction, Scheduler, StepIndex, TrainSchedule,
 };
 
 pub(crate) struct Lcm {
@@ -21,10 +21,7 @@ pub(crate) struct Lcm {
 impl Lcm {
     pub(crate) fn from_config(cfg: &Config) -> Result<Self, String> {
         let train = TrainSchedule::from_config(cfg, 0.00085, 0.012, "scaled_linear", true)?;
-        cfg.reject_true(
-            "thresholding",
-            "dynamic thresholding is only for pixel-space models",
-        )?;
+        cfg.reject_thresholding()?;
         Ok(Lcm {
             final_alpha_cumprod: train.final_alpha_cumprod(cfg, true)?,
             original_inference_steps: cfg.usize("original_inference_steps", 50)?,
@@ -74,17 +71,7 @@ impl Scheduler for Lcm {
         Ok(())
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Latents, _timestep: f64) -> Latents {
-        sample.clone()
-    }
+    unit_noise_scheduler_methods!();
 
     fn step(
         &mut self,
@@ -93,19 +80,14 @@ impl Scheduler for Lcm {
         sample: &Latents,
         noise: &mut dyn NoiseSource,
     ) -> Result<Latents, String> {
-        if self.num_inference_steps == 0 {
-            return Err("LCM: call set_timesteps before step".into());
-        }
+        require_timesteps_set(self.num_inference_steps, "LCM")?;
         let i = self.idx.init(&self.timesteps, timestep, None)?;
         let t = int_timestep(timestep)?;
         let prev_t = match self.timesteps.get(i + 1) {
             Some(&p) => p as i64,
             None => t,
         };
-        let a_t = self.train.alpha_at(t)?;
-        let a_prev = self
-            .train
-            .alpha_or_final(prev_t, self.final_alpha_cumprod)?;
+        let (a_t, a_prev) = self.train.alphas(t, prev_t, self.final_alpha_cumprod)?;
 
         // Boundary-condition scalings with sigma_data = 0.5 (the timestep is an int64 tensor, so f32 math).
         let scaled = t as f32 * self.timestep_scaling;

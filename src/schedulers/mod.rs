@@ -9,6 +9,32 @@
 use ndarray::{ArrayD, Zip};
 use serde_json::{Map, Value};
 
+pub type Latents = ArrayD<f32>;
+
+/// The Scheduler methods of the DDPM-parameterised schedulers (PNDM, DDIM, LCM, DPM-Solver): the
+/// initial noise has unit variance and the model input is the sample as is. Expands inside an
+/// `impl Scheduler` whose type has a `timesteps: Vec<f64>` field.
+macro_rules! unit_noise_scheduler_methods {
+    () => {
+        fn timesteps(&self) -> &[f64] {
+            &self.timesteps
+        }
+
+        fn init_noise_sigma(&self) -> f32 {
+            1.0
+        }
+
+        fn scale_model_input(
+            &self,
+            sample: &$crate::schedulers::Latents,
+            _timestep: f64,
+        ) -> $crate::schedulers::Latents {
+            sample.clone()
+        }
+    };
+}
+
+// Declared after the macro so they can use it.
 mod ddim;
 mod dpm_solver_multistep;
 mod euler;
@@ -16,8 +42,6 @@ mod euler_ancestral;
 mod lcm;
 mod lms;
 mod pndm;
-
-pub type Latents = ArrayD<f32>;
 
 /// Source of standard-normal noise; the pipeline passes its RNG (a torch-compatible MT19937
 /// generator) so later draws continue the same stream as diffusers' generator.
@@ -279,6 +303,14 @@ impl<'a> Config<'a> {
         Ok(v)
     }
 
+    /// `thresholding` (DDIM, LCM, DPM-Solver) is not implemented.
+    pub(crate) fn reject_thresholding(&self) -> Result<(), String> {
+        self.reject_true(
+            "thresholding",
+            "dynamic thresholding is only for pixel-space models",
+        )
+    }
+
     /// Rejects a key that is set to a value this crate does not implement.
     pub(crate) fn reject_true(&self, key: &str, why: &str) -> Result<(), String> {
         if self.bool(key, false)? {
@@ -349,8 +381,9 @@ pub(crate) fn parse_final_sigma_is_min(cfg: &Config) -> Result<bool, String> {
 }
 
 /// Which sigma spacing replaces the interpolated one (use_karras_sigmas / use_exponential_sigmas).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum SigmaSpacing {
+    #[default]
     Interpolated,
     Karras,
     Exponential,
@@ -487,13 +520,21 @@ impl TrainSchedule {
         })
     }
 
-    /// alphas_cumprod[t], or `final_alpha` for t < 0 (past the end of the schedule).
-    pub(crate) fn alpha_or_final(&self, t: i64, final_alpha: f32) -> Result<f32, String> {
-        if t >= 0 {
-            self.alpha_at(t)
+    /// (alphas_cumprod[t], alphas_cumprod[prev_t]) for a step from t to prev_t, with
+    /// `final_alpha` for prev_t < 0 (past the end of the schedule).
+    pub(crate) fn alphas(
+        &self,
+        t: i64,
+        prev_t: i64,
+        final_alpha: f32,
+    ) -> Result<(f32, f32), String> {
+        let a_t = self.alpha_at(t)?;
+        let a_prev = if prev_t >= 0 {
+            self.alpha_at(prev_t)?
         } else {
-            Ok(final_alpha)
-        }
+            final_alpha
+        };
+        Ok((a_t, a_prev))
     }
 
     /// Euler/DPM set alphas_cumprod[-1] = 2**-24 after zero-terminal-SNR rescaling (so sigma stays finite).
@@ -510,6 +551,21 @@ impl TrainSchedule {
         self.alphas_cumprod
             .iter()
             .map(|&a| sigma_from_alpha_cumprod(a))
+            .collect()
+    }
+
+    /// The schedule's sigmas in float32 followed by the final sigma (`final_sigmas_type`: the
+    /// training schedule's smallest sigma if `final_sigma_min`, else 0).
+    pub(crate) fn with_final_sigma(&self, sigmas: &[f64], final_sigma_min: bool) -> Vec<f32> {
+        let last = if final_sigma_min {
+            sigma_from_alpha_cumprod(self.alphas_cumprod[0])
+        } else {
+            0.0
+        };
+        sigmas
+            .iter()
+            .map(|&s| s as f32)
+            .chain(std::iter::once(last))
             .collect()
     }
 }
@@ -760,14 +816,7 @@ pub(crate) fn discrete_timesteps_f32(
     num_train: usize,
     steps_offset: i64,
 ) -> Vec<f64> {
-    match spacing {
-        Spacing::Linspace => np_linspace(0.0, (num_train - 1) as f64, n, true)
-            .into_iter()
-            .rev()
-            .map(|t| t as f32 as f64)
-            .collect(),
-        _ => integer_timesteps(spacing, n, num_train, steps_offset),
-    }
+    spaced_timesteps(spacing, n, num_train, steps_offset, |t| t as f32 as f64)
 }
 
 /// Descending integer timesteps as DDIM computes them (linspace rounded half-to-even).
@@ -777,11 +826,22 @@ pub(crate) fn integer_timesteps(
     num_train: usize,
     steps_offset: i64,
 ) -> Vec<f64> {
+    spaced_timesteps(spacing, n, num_train, steps_offset, np_round)
+}
+
+/// Descending timesteps by `spacing`; the linspace values go through `linspace_cast`.
+fn spaced_timesteps(
+    spacing: Spacing,
+    n: usize,
+    num_train: usize,
+    steps_offset: i64,
+    linspace_cast: fn(f64) -> f64,
+) -> Vec<f64> {
     match spacing {
         Spacing::Linspace => np_linspace(0.0, (num_train - 1) as f64, n, true)
             .into_iter()
             .rev()
-            .map(np_round)
+            .map(linspace_cast)
             .collect(),
         Spacing::Leading => {
             let ratio = (num_train / n) as i64;
@@ -896,6 +956,14 @@ pub(crate) fn require_steps(n: usize) -> Result<(), String> {
         return Err(format!(
             "num_inference_steps {n} is larger than supported ({MAX_TRAIN_TIMESTEPS})"
         ));
+    }
+    Ok(())
+}
+
+/// Error for step() before set_timesteps (`class` names the scheduler in the message).
+pub(crate) fn require_timesteps_set(num_timesteps: usize, class: &str) -> Result<(), String> {
+    if num_timesteps == 0 {
+        return Err(format!("{class}: call set_timesteps before step"));
     }
     Ok(())
 }
@@ -1062,75 +1130,254 @@ pub(crate) fn add_noise_at_timestep(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared pieces of the sigma-parameterised (k-diffusion style) schedulers: Euler, Euler-a, LMS.
+// The sigma-parameterised (k-diffusion style) schedulers: Euler, Euler-a, LMS. They share the
+// schedule (SigmaSchedule) and every Scheduler method but the update rule (SigmaStep), which is
+// all their files hold besides parsing their options.
 
-/// init_noise_sigma: max sigma for linspace/trailing spacing, else sqrt(max^2 + 1).
-pub(crate) fn sigma_init_noise(sigmas: &[f32], spacing: Spacing) -> f32 {
-    let max = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    match spacing {
-        Spacing::Linspace | Spacing::Trailing => max,
-        Spacing::Leading => (max * max + 1.0).sqrt(),
-    }
+/// How a k-diffusion class places its sigmas; options a class does not accept keep the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SigmaOptions {
+    /// use_karras_sigmas / use_exponential_sigmas.
+    pub sigma_spacing: SigmaSpacing,
+    /// interpolation_type "log_linear": n + 1 sigmas log-linear between the table's ends.
+    pub log_linear: bool,
+    /// sigma_min / sigma_max: the ends of Karras / exponential sigmas (default: the schedule's).
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+    /// final_sigmas_type "sigma_min" instead of "zero".
+    pub final_sigma_min: bool,
+    /// timestep_type "continuous" with v_prediction: timesteps are 0.25 * ln(sigma).
+    pub continuous: bool,
 }
 
-/// scale_model_input: sample / sqrt(sigma^2 + 1).
-pub(crate) fn sigma_scale_input(sample: &Latents, sigma: f32) -> Latents {
-    let d = (sigma * sigma + 1.0).sqrt();
-    sample.mapv(|s| s / d)
-}
-
-/// The sigma for a timestep before/while stepping (diffusers initialises the step index in
-/// scale_model_input; this API takes &self, so the index is computed, and step() stores it).
-pub(crate) fn sigma_for_input(idx: &StepIndex, timesteps: &[f64], sigmas: &[f32], t: f64) -> f32 {
-    let i = idx
-        .peek(timesteps, t)
-        .unwrap_or_else(|| nearest_index(timesteps, t));
-    sigmas.get(i).copied().unwrap_or(0.0)
-}
-
-/// x0 prediction from the model output at noise level sigma.
-pub(crate) fn sigma_pred_original(
+/// Sigmas, timesteps and step index of a k-diffusion scheduler.
+pub(crate) struct SigmaSchedule {
+    train: TrainSchedule,
     prediction: Prediction,
-    sigma: f32,
-    model_output: &Latents,
-    sample: &Latents,
-) -> Result<Latents, String> {
-    match prediction {
-        Prediction::Epsilon => map2(sample, model_output, |s, m| s - sigma * m),
-        Prediction::Velocity => {
-            let c_out = -sigma / (sigma * sigma + 1.0).sqrt();
-            let c_in = sigma * sigma + 1.0;
-            map2(model_output, sample, |m, s| m * c_out + s / c_in)
+    options: SigmaOptions,
+    spacing: Spacing,
+    steps_offset: i64,
+    /// The schedule's sigmas and the final one (n + 1 values).
+    pub sigmas: Vec<f32>,
+    timesteps: Vec<f64>,
+    idx: StepIndex,
+}
+
+impl SigmaSchedule {
+    /// Reads timestep_spacing (default linspace) and steps_offset, which all three classes accept.
+    pub(crate) fn from_config(
+        cfg: &Config,
+        train: TrainSchedule,
+        prediction: Prediction,
+        options: SigmaOptions,
+    ) -> Result<Self, String> {
+        Ok(SigmaSchedule {
+            spacing: Spacing::parse(cfg, "linspace")?,
+            steps_offset: cfg.steps_offset()?,
+            train,
+            prediction,
+            options,
+            sigmas: Vec::new(),
+            timesteps: Vec::new(),
+            idx: StepIndex::default(),
+        })
+    }
+
+    fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
+        require_steps(n)?;
+        let o = self.options;
+        let num_train = self.train.num_train_timesteps;
+        let mut ts = discrete_timesteps_f32(self.spacing, n, num_train, self.steps_offset);
+        let table = self.train.sigmas();
+        let mut sigmas: Vec<f64> = if o.log_linear {
+            // torch.linspace(log(sigma_max), log(sigma_min), n + 1).exp(): note n + 1 sigmas.
+            torch_linspace_f32(
+                numpy_logf(table[num_train - 1]) as f64,
+                numpy_logf(table[0]) as f64,
+                n + 1,
+            )
+            .into_iter()
+            .map(|l| exp_f32(l) as f64)
+            .collect()
+        } else {
+            ts.iter().map(|&t| np_interp(t, &table)).collect()
+        };
+        let smin = o.sigma_min.unwrap_or(sigmas[sigmas.len() - 1]);
+        let smax = o.sigma_max.unwrap_or(sigmas[0]);
+        if let Some(s) = o.sigma_spacing.convert(smin, smax, n) {
+            let ls = log_sigmas(&table);
+            ts = s
+                .iter()
+                .map(|&sig| sigma_to_t(sig, &ls) as f32 as f64)
+                .collect();
+            sigmas = s;
         }
-        Prediction::Sample => {
-            if model_output.shape() != sample.shape() {
-                return Err(shape_err(model_output, sample));
+        self.sigmas = self.train.with_final_sigma(&sigmas, o.final_sigma_min);
+        self.timesteps = if o.continuous {
+            let q = 0.25f32;
+            self.sigmas[..self.sigmas.len() - 1]
+                .iter()
+                .map(|&s| (q * ln_f32(s)) as f64)
+                .collect()
+        } else {
+            ts
+        };
+        self.idx.reset();
+        Ok(())
+    }
+
+    /// init_noise_sigma: max sigma for linspace/trailing spacing, else sqrt(max^2 + 1); before
+    /// set_timesteps diffusers uses the full training sigma table.
+    fn init_noise_sigma(&self) -> f32 {
+        let table;
+        let sigmas = if self.sigmas.is_empty() {
+            table = self.train.sigmas();
+            &table
+        } else {
+            &self.sigmas
+        };
+        let max = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        match self.spacing {
+            Spacing::Linspace | Spacing::Trailing => max,
+            Spacing::Leading => (max * max + 1.0).sqrt(),
+        }
+    }
+
+    /// scale_model_input: sample / sqrt(sigma^2 + 1), at the sigma for `t` (diffusers initialises
+    /// the step index in scale_model_input; this API takes &self, so the index is computed, and
+    /// step() stores it).
+    fn scale_model_input(&self, sample: &Latents, t: f64) -> Latents {
+        let i = self
+            .idx
+            .peek(&self.timesteps, t)
+            .unwrap_or_else(|| nearest_index(&self.timesteps, t));
+        let sigma = self.sigmas.get(i).copied().unwrap_or(0.0);
+        let d = (sigma * sigma + 1.0).sqrt();
+        sample.mapv(|s| s / d)
+    }
+
+    /// add_noise: original + noise * sigma.
+    fn add_noise(&self, original: &Latents, noise: &Latents, t: f64) -> Latents {
+        let sigma = self
+            .sigmas
+            .get(self.idx.for_add_noise(&self.timesteps, t, None))
+            .copied()
+            .unwrap_or(0.0);
+        map2(original, noise, |x, n| x + n * sigma).unwrap_or_else(|_| original.clone())
+    }
+
+    /// x0 prediction from the model output at noise level sigma.
+    pub(crate) fn pred_original(
+        &self,
+        sigma: f32,
+        model_output: &Latents,
+        sample: &Latents,
+    ) -> Result<Latents, String> {
+        match self.prediction {
+            Prediction::Epsilon => map2(sample, model_output, |s, m| s - sigma * m),
+            Prediction::Velocity => {
+                let c_out = -sigma / (sigma * sigma + 1.0).sqrt();
+                let c_in = sigma * sigma + 1.0;
+                map2(model_output, sample, |m, s| m * c_out + s / c_in)
             }
-            Ok(model_output.clone())
+            Prediction::Sample => {
+                if model_output.shape() != sample.shape() {
+                    return Err(shape_err(model_output, sample));
+                }
+                Ok(model_output.clone())
+            }
         }
+    }
+
+    /// Sigma at `i + 1`, erroring (as diffusers would with an IndexError) past the end.
+    pub(crate) fn next_sigma(&self, i: usize) -> Result<f32, String> {
+        self.sigmas
+            .get(i + 1)
+            .copied()
+            .ok_or_else(|| "step called more times than there are timesteps".to_string())
     }
 }
 
-/// add_noise for sigma schedulers: original + noise * sigma.
-pub(crate) fn sigma_add_noise(
-    idx: &StepIndex,
-    timesteps: &[f64],
-    sigmas: &[f32],
-    original: &Latents,
-    noise: &Latents,
-    t: f64,
-) -> Latents {
-    let sigma = sigmas
-        .get(idx.for_add_noise(timesteps, t, None))
-        .copied()
-        .unwrap_or(0.0);
-    map2(original, noise, |x, n| x + n * sigma).unwrap_or_else(|_| original.clone())
+/// The update rule of one k-diffusion scheduler.
+pub(crate) trait SigmaStep {
+    /// Command-line name.
+    const NAME: &'static str;
+
+    /// Forgets per-schedule state (called by set_timesteps).
+    fn reset(&mut self) {}
+
+    /// prev_sample from the model output at step `i` (noise level `sigma = schedule.sigmas[i]`).
+    fn step(
+        &mut self,
+        schedule: &SigmaSchedule,
+        i: usize,
+        sigma: f32,
+        model_output: &Latents,
+        sample: &Latents,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Latents, String>;
 }
 
-/// Sigma at `i + 1`, erroring (as diffusers would with an IndexError) past the end.
-pub(crate) fn next_sigma(sigmas: &[f32], i: usize) -> Result<f32, String> {
-    sigmas
-        .get(i + 1)
-        .copied()
-        .ok_or_else(|| "step called more times than there are timesteps".to_string())
+/// A k-diffusion scheduler: the shared schedule with one update rule.
+pub(crate) struct SigmaScheduler<M> {
+    schedule: SigmaSchedule,
+    method: M,
+}
+
+impl<M: SigmaStep> SigmaScheduler<M> {
+    pub(crate) fn new(schedule: SigmaSchedule, method: M) -> Self {
+        SigmaScheduler { schedule, method }
+    }
+}
+
+impl<M: SigmaStep> Scheduler for SigmaScheduler<M> {
+    fn name(&self) -> &'static str {
+        M::NAME
+    }
+
+    fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
+        self.schedule.set_timesteps(n)?;
+        self.method.reset();
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.schedule.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f32 {
+        self.schedule.init_noise_sigma()
+    }
+
+    fn scale_model_input(&self, sample: &Latents, timestep: f64) -> Latents {
+        self.schedule.scale_model_input(sample, timestep)
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Latents,
+        timestep: f64,
+        sample: &Latents,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Latents, String> {
+        let s = &mut self.schedule;
+        let i = s.idx.init(&s.timesteps, timestep, None)?;
+        let sigma = *s
+            .sigmas
+            .get(i)
+            .ok_or("step index past the end of the schedule")?;
+        let prev = self
+            .method
+            .step(&self.schedule, i, sigma, model_output, sample, noise)?;
+        self.schedule.idx.step_index = Some(i + 1);
+        Ok(prev)
+    }
+
+    fn add_noise(&self, original: &Latents, noise: &Latents, timestep: f64) -> Latents {
+        self.schedule.add_noise(original, noise, timestep)
+    }
+
+    fn set_begin_index(&mut self, begin_index: usize) {
+        self.schedule.idx.begin_index = Some(begin_index);
+    }
 }

@@ -1,8 +1,8 @@
 //! PNDMScheduler: pseudo numerical methods (Runge-Kutta warm-up, then linear multistep / PLMS).
 
 use super::{
-    add_noise_at_timestep, check_steps, int_timestep, map2, map3, map4, Config, Latents,
-    NoiseSource, Prediction, Scheduler, Spacing, TrainSchedule,
+    add_noise_at_timestep, check_steps, int_timestep, map2, map3, map4, require_timesteps_set,
+    Config, Latents, NoiseSource, Prediction, Scheduler, Spacing, TrainSchedule,
 };
 
 pub(crate) struct Pndm {
@@ -52,10 +52,7 @@ impl Pndm {
         prev_t: i64,
         model_output: &Latents,
     ) -> Result<Latents, String> {
-        let a_t = self.train.alpha_at(t)?;
-        let a_prev = self
-            .train
-            .alpha_or_final(prev_t, self.final_alpha_cumprod)?;
+        let (a_t, a_prev) = self.train.alphas(t, prev_t, self.final_alpha_cumprod)?;
         let b_t = 1.0 - a_t;
         let b_prev = 1.0 - a_prev;
         let model_output = match self.prediction {
@@ -219,17 +216,7 @@ impl Scheduler for Pndm {
         Ok(())
     }
 
-    fn timesteps(&self) -> &[f64] {
-        &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Latents, _timestep: f64) -> Latents {
-        sample.clone()
-    }
+    unit_noise_scheduler_methods!();
 
     fn step(
         &mut self,
@@ -238,9 +225,7 @@ impl Scheduler for Pndm {
         sample: &Latents,
         _noise: &mut dyn NoiseSource,
     ) -> Result<Latents, String> {
-        if self.num_inference_steps == 0 {
-            return Err("PNDM: call set_timesteps before step".into());
-        }
+        require_timesteps_set(self.num_inference_steps, "PNDM")?;
         let t = int_timestep(timestep)?;
         if self.counter < self.prk_timesteps.len() && !self.skip_prk_steps {
             self.step_prk(model_output, t, sample)
