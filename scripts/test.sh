@@ -12,4 +12,13 @@ start=$(date +%s%N)
 "$WASMTIME" compile dist/sd.wasm -o dist/sd.cwasm
 echo "wasmtime cold compile of dist/sd.wasm: $(( ($(date +%s%N) - start) / 1000000 )) ms, $(stat -c %s dist/sd.wasm) bytes"
 export SD_CWASM=$PWD/dist/sd.cwasm
-cargo test --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one "test result" per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
