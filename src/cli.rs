@@ -136,7 +136,7 @@ pub fn clock_seed() -> u64 {
 
 /// Where the PNG goes: an explicit file, or `sd-<seed>-<hash of parameters>.png` in a directory.
 /// The name depends only on the parameters: a rerun writes the same bytes to the same name.
-fn output_paths(args: &CliArgs, parameters: &str) -> Result<(PathBuf, PathBuf)> {
+fn output_paths(args: &CliArgs, parameters: &str) -> (PathBuf, PathBuf) {
     let default_name = || {
         let mut h: u32 = 0x811c9dc5;
         for b in parameters.bytes() {
@@ -150,7 +150,8 @@ fn output_paths(args: &CliArgs, parameters: &str) -> Result<(PathBuf, PathBuf)> 
         None if Path::new("/outputs").is_dir() => Path::new("/outputs").join(default_name()),
         None => PathBuf::from(default_name()),
     };
-    Ok((png.clone(), png.with_extension("json")))
+    let json = png.with_extension("json");
+    (png, json)
 }
 
 /// Fails early (before minutes of work) when the output's directory does not exist.
@@ -253,7 +254,7 @@ fn run_inner(args: &[String]) -> Result<()> {
     let out = generate(&files, &cli.request, &mut hooks)?;
     let parameters = parameters_text(&cli.request, &out);
     let png = encode_png(&out.image, &parameters)?;
-    let (png_path, json_path) = output_paths(&cli, &parameters)?;
+    let (png_path, json_path) = output_paths(&cli, &parameters);
     write_once(&png_path, &png)?;
     let sidecar = sidecar_json(&cli.request, &out, &png_path.file_name().unwrap_or_default().to_string_lossy());
     let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| SdError::runtime(e.to_string()))?;

@@ -16,12 +16,6 @@ pub struct Unet {
     hidden_type: DatumType,
 }
 
-/// The UNet's own description of its inputs, read before choosing a size.
-pub struct UnetInputs {
-    pub in_channels: Option<usize>,
-    pub text_dim: Option<usize>,
-}
-
 impl Unet {
     pub fn load(files: &dyn ModelFiles, latent: [usize; 4], text_shape: [usize; 3]) -> Result<Self> {
         let mut graph = OnnxGraph::load(files, UNET)?;
@@ -71,15 +65,6 @@ impl Unet {
             timestep_rank,
             hidden_type,
         })
-    }
-
-    /// Reads the input shapes a UNet export declares, without optimizing it.
-    pub fn describe(files: &dyn ModelFiles) -> Result<UnetInputs> {
-        let graph = OnnxGraph::load(files, UNET)?;
-        let dim = |names: &[&str], axis: usize| -> Result<Option<usize>> {
-            Ok(graph.input(names)?.shape.and_then(|s| s.get(axis).copied().flatten()))
-        };
-        Ok(UnetInputs { in_channels: dim(&["sample"], 1)?, text_dim: dim(&["encoder_hidden_states"], 2)? })
     }
 
     pub fn predict(
