@@ -3,35 +3,13 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const USAGE: i32 = 2;
 const MODEL: i32 = 3;
 const OUTPUT: i32 = 5;
 
 const BASE: &[&str] = &["--prompt", "a red cube", "--seed", "1", "--steps", "2", "--quiet"];
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            if entry.file_name() != "expected" {
-                copy_dir(&entry.path(), &dest);
-            }
-        } else {
-            std::fs::copy(entry.path(), dest).unwrap();
-        }
-    }
-}
-
-/// A copy of the tiny model that a test may break.
-fn model_copy(name: &str) -> PathBuf {
-    let dir = scratch(&format!("model-{name}"));
-    copy_dir(&tiny_model(), &dir);
-    dir
-}
 
 /// Runs sd.wasm and checks the failure contract; returns stderr for message checks.
 fn fails(name: &str, models: &Path, extra: &[&str], code: i32) -> String {
@@ -57,7 +35,7 @@ fn missing_model_dir() {
 
 #[test]
 fn missing_unet_file() {
-    let m = model_copy("no-unet");
+    let m = tiny_model_copy("no-unet");
     std::fs::remove_file(m.join("unet/model.onnx")).unwrap();
     let e = fails("no-unet", &m, &[], MODEL);
     assert!(e.contains("unet/model.onnx") && e.contains("missing"), "{e}");
@@ -65,7 +43,7 @@ fn missing_unet_file() {
 
 #[test]
 fn truncated_onnx() {
-    let m = model_copy("truncated");
+    let m = tiny_model_copy("truncated");
     let path = m.join("text_encoder/model.onnx");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
@@ -75,7 +53,7 @@ fn truncated_onnx() {
 
 #[test]
 fn truncated_external_data() {
-    let m = model_copy("truncated-data");
+    let m = tiny_model_copy("truncated-data");
     let data = std::fs::read_dir(m.join("unet"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -89,7 +67,7 @@ fn truncated_external_data() {
 
 #[test]
 fn corrupt_onnx() {
-    let m = model_copy("corrupt");
+    let m = tiny_model_copy("corrupt");
     let garbage: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(m.join("vae_decoder/model.onnx"), garbage).unwrap();
     let e = fails("corrupt", &m, &[], MODEL);
@@ -98,7 +76,7 @@ fn corrupt_onnx() {
 
 #[test]
 fn network_with_wrong_inputs() {
-    let m = model_copy("wrong-net");
+    let m = tiny_model_copy("wrong-net");
     std::fs::copy(m.join("vae_decoder/model.onnx"), m.join("unet/model.onnx")).unwrap();
     let e = fails("wrong-net", &m, &[], MODEL);
     assert!(e.contains("unet/model.onnx") && e.contains("sample"), "{e}");
@@ -106,7 +84,7 @@ fn network_with_wrong_inputs() {
 
 #[test]
 fn broken_scheduler_config() {
-    let m = model_copy("bad-sched-config");
+    let m = tiny_model_copy("bad-sched-config");
     std::fs::write(m.join("scheduler/scheduler_config.json"), "{ not json").unwrap();
     let e = fails("bad-sched-config", &m, &[], MODEL);
     assert!(e.contains("scheduler_config.json"), "{e}");
@@ -142,7 +120,7 @@ fn unknown_scheduler() {
 fn unreadable_latents() {
     let e = fails("latents-missing", &tiny_model(), &["--latents", "/models/none.npy"], USAGE);
     assert!(e.contains("--latents"), "{e}");
-    let m = model_copy("latents-garbage");
+    let m = tiny_model_copy("latents-garbage");
     std::fs::write(m.join("junk.npy"), b"this is not numpy").unwrap();
     let e = fails("latents-garbage", &m, &["--latents", "/models/junk.npy"], USAGE);
     assert!(e.contains("--latents"), "{e}");
@@ -150,7 +128,7 @@ fn unreadable_latents() {
 
 #[test]
 fn latents_of_wrong_shape() {
-    let m = model_copy("latents-shape");
+    let m = tiny_model_copy("latents-shape");
     let wrong = ndarray::ArrayD::<f32>::zeros(vec![1, 4, 3, 3]);
     std::fs::write(m.join("wrong.npy"), sd_wasm::io::npy::write_npy(&wrong)).unwrap();
     let e = fails("latents-shape", &m, &["--latents", "/models/wrong.npy"], USAGE);

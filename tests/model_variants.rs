@@ -12,18 +12,6 @@ const FLOAT: i32 = 1;
 const INT32: i32 = 6;
 const INT64: i32 = 7;
 
-fn copy_model(name: &str) -> std::path::PathBuf {
-    let dir = scratch(&format!("variant-{name}"));
-    for sub in ["scheduler", "text_encoder", "tokenizer", "unet", "vae_decoder"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        for f in std::fs::read_dir(tiny_model().join(sub)).unwrap() {
-            let f = f.unwrap();
-            std::fs::copy(f.path(), dir.join(sub).join(f.file_name())).unwrap();
-        }
-    }
-    dir
-}
-
 /// Retypes graph input `name` (rank 0 when `scalar`) and casts it back to `original` in front
 /// of every consumer.
 fn retype_input(path: &std::path::Path, name: &str, elem_type: i32, scalar: bool, original: i32) {
@@ -76,28 +64,28 @@ fn check_pndm_case(model: &std::path::Path, name: &str) {
 
 #[test]
 fn int64_scalar_timestep_as_optimum_writes_it() {
-    let m = copy_model("ts-int64-scalar");
+    let m = tiny_model_copy("ts-int64-scalar");
     retype_input(&m.join("unet/model.onnx"), "timestep", INT64, true, FLOAT);
     check_pndm_case(&m, "int64 scalar timestep");
 }
 
 #[test]
 fn int64_timestep_of_shape_batch() {
-    let m = copy_model("ts-int64-batch");
+    let m = tiny_model_copy("ts-int64-batch");
     retype_input(&m.join("unet/model.onnx"), "timestep", INT64, false, FLOAT);
     check_pndm_case(&m, "int64 [batch] timestep");
 }
 
 #[test]
 fn float_scalar_timestep() {
-    let m = copy_model("ts-float-scalar");
+    let m = tiny_model_copy("ts-float-scalar");
     retype_input(&m.join("unet/model.onnx"), "timestep", FLOAT, true, FLOAT);
     check_pndm_case(&m, "float scalar timestep");
 }
 
 #[test]
 fn int64_input_ids() {
-    let m = copy_model("ids-int64");
+    let m = tiny_model_copy("ids-int64");
     retype_input(&m.join("text_encoder/model.onnx"), "input_ids", INT64, false, INT32);
     check_pndm_case(&m, "int64 input_ids");
 }

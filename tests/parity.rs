@@ -130,14 +130,7 @@ fn one_word_pad_token_and_guidance_each_move_the_picture_far_beyond_tolerance() 
     let changed = sensitivity["changed_word_prompt"].as_str().unwrap().to_string();
 
     // A model copy whose tokenizer pads with "!" (SD 2.x style) instead of "<|endoftext|>".
-    let bang_model = scratch("model-pad-bang");
-    for sub in ["scheduler", "text_encoder", "tokenizer", "unet", "vae_decoder"] {
-        std::fs::create_dir_all(bang_model.join(sub)).unwrap();
-        for f in std::fs::read_dir(tiny_model().join(sub)).unwrap() {
-            let f = f.unwrap();
-            std::fs::copy(f.path(), bang_model.join(sub).join(f.file_name())).unwrap();
-        }
-    }
+    let bang_model = tiny_model_copy("pad-bang");
     for file in ["tokenizer_config.json", "special_tokens_map.json"] {
         let path = bang_model.join("tokenizer").join(file);
         let text = std::fs::read_to_string(&path).unwrap();

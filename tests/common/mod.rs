@@ -25,6 +25,28 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A copy of the tiny model (without the diffusers oracle in `expected/`) that a test may
+/// break or rewrite.
+pub fn tiny_model_copy(name: &str) -> PathBuf {
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let dest = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                if entry.file_name() != "expected" {
+                    copy_dir(&entry.path(), &dest);
+                }
+            } else {
+                std::fs::copy(entry.path(), dest).unwrap();
+            }
+        }
+    }
+    let dir = scratch(&format!("model-{name}"));
+    copy_dir(&tiny_model(), &dir);
+    dir
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
