@@ -2,7 +2,7 @@
 //! with classifier-free guidance, decode. One network in memory at a time.
 
 use crate::error::{ErrorKind, Result, SdError};
-use crate::io::model_dir::{tokenizer_files, ModelDir, ModelFiles};
+use crate::io::model_dir::{ModelDir, ModelFiles};
 use crate::io::png::RgbImage;
 use crate::models::{TextEncoder, Unet, VaeDecoder};
 use crate::rng::TorchRng;
@@ -179,7 +179,7 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     }
 
     // Text → embeddings.
-    let tokenizer = ClipTokenizer::from_files(&tokenizer_files(files)?).map_err(|e| {
+    let tokenizer = ClipTokenizer::from_files(&dir.tokenizer).map_err(|e| {
         SdError::model(format!("{}/tokenizer: {e}", files.describe()))
     })?;
     let guided = req.guidance_scale > 1.0;
@@ -198,11 +198,8 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     };
     let seq_len = cond_ids.ids.len();
     let (cond, uncond) = {
-        let t = hooks.now();
-        hooks.event(&Event::Loading { network: "text encoder" });
-        let encoder = TextEncoder::load(files, seq_len)?;
-        timings.load_text_encoder = hooks.now() - t;
-        hooks.event(&Event::Loaded { network: "text encoder", seconds: timings.load_text_encoder });
+        let (encoder, seconds) = load_network(hooks, "text encoder", || TextEncoder::load(files, seq_len))?;
+        timings.load_text_encoder = seconds;
         let t = hooks.now();
         let cond = encoder.encode(&cond_ids.ids)?;
         let uncond = uncond_ids.map(|ids| encoder.encode(&ids)).transpose()?;
@@ -222,11 +219,8 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     };
     latents *= scheduler.init_noise_sigma();
     {
-        let t = hooks.now();
-        hooks.event(&Event::Loading { network: "UNet" });
-        let unet = Unet::load(files, latent_shape, text_shape)?;
-        timings.load_unet = hooks.now() - t;
-        hooks.event(&Event::Loaded { network: "UNet", seconds: timings.load_unet });
+        let (unet, seconds) = load_network(hooks, "UNet", || Unet::load(files, latent_shape, text_shape))?;
+        timings.load_unet = seconds;
         let loop_start = hooks.now();
         for (index, &t) in timesteps.iter().enumerate() {
             if hooks.cancelled() {
@@ -252,11 +246,8 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     }
 
     // Latents → pixels.
-    let t = hooks.now();
-    hooks.event(&Event::Loading { network: "VAE decoder" });
-    let vae = VaeDecoder::load(files, latent_shape)?;
-    timings.load_vae = hooks.now() - t;
-    hooks.event(&Event::Loaded { network: "VAE decoder", seconds: timings.load_vae });
+    let (vae, seconds) = load_network(hooks, "VAE decoder", || VaeDecoder::load(files, latent_shape))?;
+    timings.load_vae = seconds;
     let t = hooks.now();
     let decoded = vae.decode(&(latents / dir.vae_scaling_factor()))?;
     drop(vae);
@@ -272,6 +263,16 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
         model_name: dir.name(),
         model_identity: dir.identity.clone(),
     })
+}
+
+/// Loads one network, telling the hooks before and after; returns it with its load time.
+fn load_network<T>(hooks: &mut dyn Hooks, network: &'static str, load: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let start = hooks.now();
+    hooks.event(&Event::Loading { network });
+    let loaded = load()?;
+    let seconds = hooks.now() - start;
+    hooks.event(&Event::Loaded { network, seconds });
+    Ok((loaded, seconds))
 }
 
 /// [1, 3, H, W] in [-1, 1] → RGB8, exactly as diffusers' postprocess + numpy_to_pil:

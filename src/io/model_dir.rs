@@ -183,6 +183,7 @@ pub struct ModelDir<'a> {
     pub scheduler_config: serde_json::Value,
     pub unet_config: Option<serde_json::Value>,
     pub vae_config: Option<serde_json::Value>,
+    pub tokenizer: crate::tokenizer::TokenizerFiles,
     /// Short stable identity of the model dir (configs, tokenizer and file sizes), for metadata.
     pub identity: String,
 }
@@ -209,8 +210,9 @@ impl<'a> ModelDir<'a> {
             Some(c) => Some(c),
             None => files.read_json_optional("vae/config.json")?,
         };
-        let identity = identity(files);
-        Ok(ModelDir { files, scheduler_config, unet_config, vae_config, identity })
+        let tokenizer = tokenizer_files(files)?;
+        let identity = identity(files, &tokenizer);
+        Ok(ModelDir { files, scheduler_config, unet_config, vae_config, tokenizer, identity })
     }
 
     /// 2^(len(block_out_channels)-1), as diffusers computes `vae_scale_factor`.
@@ -242,7 +244,7 @@ impl<'a> ModelDir<'a> {
 
 /// FNV-1a over the small files and the sizes of the large ones: cheap (no hashing of GBs of
 /// weights) yet changes whenever the export changes shape, config or tokenizer.
-fn identity(files: &dyn ModelFiles) -> String {
+fn identity(files: &dyn ModelFiles, tokenizer: &crate::tokenizer::TokenizerFiles) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -256,15 +258,23 @@ fn identity(files: &dyn ModelFiles) -> String {
         "unet/config.json",
         "vae_decoder/config.json",
         "text_encoder/config.json",
-        "tokenizer/tokenizer.json",
-        "tokenizer/vocab.json",
-        "tokenizer/merges.txt",
-        "tokenizer/tokenizer_config.json",
-        "tokenizer/special_tokens_map.json",
     ] {
         if let Ok(Some(bytes)) = files.read_optional(small) {
             feed(small.as_bytes());
             feed(&bytes);
+        }
+    }
+    // The tokenizer files are already in memory (the vocabulary is a megabyte or more).
+    for (name, bytes) in [
+        ("tokenizer/tokenizer.json", &tokenizer.tokenizer_json),
+        ("tokenizer/vocab.json", &tokenizer.vocab_json),
+        ("tokenizer/merges.txt", &tokenizer.merges_txt),
+        ("tokenizer/tokenizer_config.json", &tokenizer.tokenizer_config_json),
+        ("tokenizer/special_tokens_map.json", &tokenizer.special_tokens_map_json),
+    ] {
+        if let Some(bytes) = bytes {
+            feed(name.as_bytes());
+            feed(bytes);
         }
     }
     for big in [TEXT_ENCODER, UNET, VAE_DECODER, "unet/model.onnx_data", "unet/weights.pb"] {
