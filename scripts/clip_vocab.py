@@ -53,6 +53,49 @@ def write_clip_tokenizer(out_dir, pad_token="<|endoftext|>", max_length=77):
     return tok
 
 
+def _write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_tokenizer(out_dir, pad_token="<|endoftext|>"):
+    """vocab.json + merges.txt + special_tokens_map.json + tokenizer_config.json, as SD 1.5's hub
+    tokenizer/ folder (no tokenizer.json); returns the tokenizer loaded back from that folder."""
+    write_clip_tokenizer(out_dir, pad_token=pad_token)
+    for f in ("tokenizer.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja"):
+        if os.path.exists(os.path.join(out_dir, f)):
+            os.remove(os.path.join(out_dir, f))
+
+    def added(content):
+        return {"content": content, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
+
+    special = {
+        "bos_token": added("<|startoftext|>"),
+        "eos_token": added("<|endoftext|>"),
+        "pad_token": pad_token,
+        "unk_token": added("<|endoftext|>"),
+    }
+    config = {
+        "add_prefix_space": False,
+        "bos_token": {"__type": "AddedToken", **added("<|startoftext|>")},
+        "do_lower_case": True,
+        "eos_token": {"__type": "AddedToken", **added("<|endoftext|>")},
+        "errors": "replace",
+        "model_max_length": 77,
+        "name_or_path": "openai/clip-vit-large-patch14",
+        "pad_token": pad_token,
+        "special_tokens_map_file": "./special_tokens_map.json",
+        "tokenizer_class": "CLIPTokenizer",
+        "unk_token": {"__type": "AddedToken", **added("<|endoftext|>")},
+    }
+    _write_json(os.path.join(out_dir, "special_tokens_map.json"), special)
+    _write_json(os.path.join(out_dir, "tokenizer_config.json"), config)
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(out_dir)
+
+
 if __name__ == "__main__":
     import sys
 

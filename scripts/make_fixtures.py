@@ -63,7 +63,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clip_vocab import write_clip_tokenizer  # noqa: E402
+from clip_vocab import write_clip_tokenizer, write_tokenizer  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "fixtures", "tiny")
@@ -223,41 +223,6 @@ def build_models(scales):
     for m in (text_encoder, unet, vae):
         m.requires_grad_(False)
     return text_encoder, unet, vae
-
-
-def write_tokenizer(out_dir, pad_token="<|endoftext|>"):
-    """vocab.json + merges.txt + special_tokens_map.json + tokenizer_config.json, as SD 1.5's hub
-    tokenizer/ folder (no tokenizer.json); returns the tokenizer loaded back from that folder."""
-    write_clip_tokenizer(out_dir, pad_token=pad_token)
-    for f in ("tokenizer.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja"):
-        if os.path.exists(os.path.join(out_dir, f)):
-            os.remove(os.path.join(out_dir, f))
-
-    def added(content):
-        return {"content": content, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
-
-    special = {
-        "bos_token": added("<|startoftext|>"),
-        "eos_token": added("<|endoftext|>"),
-        "pad_token": pad_token,
-        "unk_token": added("<|endoftext|>"),
-    }
-    config = {
-        "add_prefix_space": False,
-        "bos_token": {"__type": "AddedToken", **added("<|startoftext|>")},
-        "do_lower_case": True,
-        "eos_token": {"__type": "AddedToken", **added("<|endoftext|>")},
-        "errors": "replace",
-        "model_max_length": 77,
-        "name_or_path": "openai/clip-vit-large-patch14",
-        "pad_token": pad_token,
-        "special_tokens_map_file": "./special_tokens_map.json",
-        "tokenizer_class": "CLIPTokenizer",
-        "unk_token": {"__type": "AddedToken", **added("<|endoftext|>")},
-    }
-    write_json(os.path.join(out_dir, "special_tokens_map.json"), special)
-    write_json(os.path.join(out_dir, "tokenizer_config.json"), config)
-    return CLIPTokenizer.from_pretrained(out_dir)
 
 
 def write_json(path, obj):

@@ -5,7 +5,8 @@ use crate::error::{Result, SdError};
 use crate::io::metadata::{parameters_text, sidecar_json};
 use crate::io::model_dir::DirFiles;
 use crate::io::png::encode_png;
-use crate::pipeline::{generate, validate, Event, GenerateRequest, Hooks};
+use crate::io::png::RgbImage;
+use crate::pipeline::{bench_unet, generate, validate, Event, GenerateRequest, Hooks, VaeChoice, MAX_SIDE};
 use std::path::{Path, PathBuf};
 
 pub const HELP: &str = "\
@@ -29,11 +30,18 @@ OPTIONS:
                            (default: the model's scheduler_config.json)
   --eta E                  DDIM eta in [0, 1] (default 0)
   --latents FILE.npy       initial latents [1, C, H/f, W/f], unscaled (diffusers' latents=)
+  --vae full|taesd         decoder: the model's VAE (default) or TAESD (vae_decoder_taesd/,
+                           added by scripts/convert.py --taesd): much faster, slightly softer
+  --preview-every K        every K steps write a small preview PNG (latents mapped to RGB)
+                           beside the output, named <output stem>-step-<N>.png
   --models DIR             diffusers ONNX model dir (default /models; alias --model)
   --output PATH            PNG file or directory (default: /outputs if it exists, else .);
                            a JSON sidecar with the same stem is written beside it
   --quiet                  no per-step progress lines
   --help, --version
+  --bench-unet [--latent L] [--runs N]
+                           time N UNet evaluations at an LxL latent (default 64, 2 runs);
+                           prints one JSON line (scripts/bench.py reads it)
 
 EXIT CODES: 0 ok, 2 bad arguments, 3 model dir problem, 4 runtime failure, 5 output not writable.
 ";
@@ -50,6 +58,7 @@ pub struct CliArgs {
 
 pub enum Command {
     Generate(Box<CliArgs>),
+    BenchUnet { models: PathBuf, latent: usize, runs: usize },
     Help,
     Version,
 }
@@ -60,6 +69,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     let mut prompt = None;
     let (mut seed_given, mut models, mut latents_path, mut output, mut quiet) =
         (false, PathBuf::from("/models"), None, None, false);
+    let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
     let mut it = args.iter().peekable();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -99,6 +109,15 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             "--models" | "--model" => models = PathBuf::from(value()?),
             "--output" | "-o" => output = Some(PathBuf::from(value()?)),
             "--quiet" | "-q" => quiet = true,
+            "--vae" => {
+                let v = value()?;
+                req.vae = VaeChoice::parse(&v)
+                    .ok_or_else(|| SdError::usage(format!("--vae {v:?} is not known; choose full or taesd")))?;
+            }
+            "--preview-every" => req.preview_every = Some(number(flag, &value()?)?),
+            "--bench-unet" => bench = true,
+            "--latent" => bench_latent = number(flag, &value()?)?,
+            "--runs" => bench_runs = number(flag, &value()?)?,
             other if other.starts_with('-') => {
                 return Err(SdError::usage(format!("unknown option {other} (see --help)")))
             }
@@ -108,6 +127,12 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                 )))
             }
         }
+    }
+    if bench {
+        if bench_latent == 0 || bench_latent > (MAX_SIDE / 8) as usize || bench_runs == 0 {
+            return Err(SdError::usage("--bench-unet needs --latent between 1 and 256 and --runs of at least 1"));
+        }
+        return Ok(Command::BenchUnet { models, latent: bench_latent, runs: bench_runs });
     }
     req.prompt = prompt.ok_or_else(|| SdError::usage("--prompt is required (see --help)"))?;
     validate(&req)?;
@@ -154,6 +179,20 @@ fn output_paths(args: &CliArgs, parameters: &str) -> (PathBuf, PathBuf) {
     (png, json)
 }
 
+/// Previews are named before the picture's parameters hash is known: from --output's stem
+/// when it names a file, else `sd-<seed>`, in the picture's directory.
+fn preview_base(args: &CliArgs, seed: u64) -> (PathBuf, String) {
+    match &args.output {
+        Some(p) if !p.is_dir() => (
+            p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+            p.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+        ),
+        Some(p) => (p.clone(), format!("sd-{seed}")),
+        None if Path::new("/outputs").is_dir() => (PathBuf::from("/outputs"), format!("sd-{seed}")),
+        None => (PathBuf::from("."), format!("sd-{seed}")),
+    }
+}
+
 /// Fails early (before minutes of work) when the output's directory does not exist.
 fn check_output_dir(args: &CliArgs) -> Result<()> {
     let Some(out) = &args.output else { return Ok(()) };
@@ -193,6 +232,22 @@ fn write_once(path: &Path, bytes: &[u8]) -> Result<()> {
 struct StderrProgress {
     start: std::time::Instant,
     quiet: bool,
+    /// Where previews go: `<dir>/<stem>-step-<N>.png`.
+    preview_base: Option<(PathBuf, String)>,
+}
+
+impl StderrProgress {
+    fn write_preview(&self, index: usize, image: &RgbImage) {
+        let Some((dir, stem)) = &self.preview_base else { return };
+        let path = dir.join(format!("{stem}-step-{index:03}.png"));
+        // A preview that cannot be written must not end a long run.
+        let written = encode_png(image, "preview").and_then(|png| write_once(&path, &png));
+        match written {
+            Ok(()) if !self.quiet => eprintln!("preview: {}", path.display()),
+            Ok(()) => {}
+            Err(e) => eprintln!("warning: preview not written: {}", e.message),
+        }
+    }
 }
 
 impl Hooks for StderrProgress {
@@ -205,6 +260,7 @@ impl Hooks for StderrProgress {
                 eprintln!("step {index}/{total}  {seconds:.2} s  ETA {eta:.1} s");
             }
             Event::Warning(text) => eprintln!("warning: {text}"),
+            Event::Preview { index, image } => self.write_preview(*index, image),
             _ => {}
         }
     }
@@ -234,6 +290,17 @@ fn run_inner(args: &[String]) -> Result<()> {
             println!("sd.wasm {}", crate::VERSION);
             return Ok(());
         }
+        Command::BenchUnet { models, latent, runs } => {
+            let files = DirFiles::open(&models)?;
+            let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: false, preview_base: None };
+            let b = bench_unet(&files, latent, runs, &mut hooks)?;
+            let line = serde_json::json!({
+                "network": "unet", "latent": b.latent, "load_s": b.load_seconds, "runs_s": b.run_seconds, "threads": 1,
+                "peak_memory_bytes": crate::models::memory::peak_bytes(),
+            });
+            println!("{line}");
+            return Ok(());
+        }
         Command::Generate(cli) => *cli,
     };
     if !cli.seed_given {
@@ -250,7 +317,8 @@ fn run_inner(args: &[String]) -> Result<()> {
         cli.request.latents = Some(latents);
     }
     let files = DirFiles::open(&cli.models)?;
-    let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: cli.quiet };
+    let preview_base = cli.request.preview_every.map(|_| preview_base(&cli, cli.request.seed));
+    let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: cli.quiet, preview_base };
     let out = generate(&files, &cli.request, &mut hooks)?;
     let parameters = parameters_text(&cli.request, &out);
     let png = encode_png(&out.image, &parameters)?;
@@ -262,7 +330,7 @@ fn run_inner(args: &[String]) -> Result<()> {
     let t = &out.timings;
     eprintln!(
         "done: {} ({}x{}, {} steps, {}) — load: text encoder {:.2} s, UNet {:.2} s, VAE {:.2} s; \
-         {:.3} s/step; decode {:.2} s; total {:.2} s",
+         {:.3} s/step; decode {:.2} s; total {:.2} s; peak memory {:.2} GiB",
         png_path.display(),
         out.image.width,
         out.image.height,
@@ -273,7 +341,8 @@ fn run_inner(args: &[String]) -> Result<()> {
         t.load_vae,
         t.denoising / out.steps.max(1) as f64,
         t.decoding,
-        t.total
+        t.total,
+        crate::models::memory::peak_bytes().unwrap_or(0) as f64 / (1u64 << 30) as f64
     );
     println!("{}", png_path.display());
     Ok(())

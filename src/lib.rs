@@ -9,6 +9,7 @@ pub mod error;
 pub mod io;
 pub mod models;
 pub mod pipeline;
+pub mod preview;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;

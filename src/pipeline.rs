@@ -4,7 +4,7 @@
 use crate::error::{ErrorKind, Result, SdError};
 use crate::io::model_dir::{ModelDir, ModelFiles};
 use crate::io::png::RgbImage;
-use crate::models::{TextEncoder, Unet, VaeDecoder};
+use crate::models::{memory, TextEncoder, Unet, VaeDecoder};
 use crate::rng::TorchRng;
 use crate::schedulers::{scheduler_from_config, Latents, SchedulerOptions};
 use crate::tokenizer::ClipTokenizer;
@@ -29,6 +29,42 @@ pub struct GenerateRequest {
     pub eta: f32,
     /// Initial latents, unscaled (diffusers' `latents=`), shape [1, C, h, w].
     pub latents: Option<Latents>,
+    pub vae: VaeChoice,
+    /// Every K steps, an [`Event::Preview`] with a cheap picture of the current latents.
+    pub preview_every: Option<usize>,
+}
+
+/// Which decoder turns latents into pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VaeChoice {
+    /// The model's own VAE decoder (`vae_decoder/`).
+    #[default]
+    Full,
+    /// TAESD (`vae_decoder_taesd/`): a ~2.5M-parameter decoder, far faster and smaller,
+    /// slightly softer pictures.
+    Taesd,
+}
+
+impl VaeChoice {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "full" | "default" | "vae" => Some(VaeChoice::Full),
+            "taesd" | "tiny" => Some(VaeChoice::Taesd),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            VaeChoice::Full => "full",
+            VaeChoice::Taesd => "taesd",
+        }
+    }
+    pub fn dir(self) -> &'static str {
+        match self {
+            VaeChoice::Full => "vae_decoder",
+            VaeChoice::Taesd => "vae_decoder_taesd",
+        }
+    }
 }
 
 impl Default for GenerateRequest {
@@ -44,6 +80,8 @@ impl Default for GenerateRequest {
             scheduler: None,
             eta: 0.0,
             latents: None,
+            vae: VaeChoice::Full,
+            preview_every: None,
         }
     }
 }
@@ -54,6 +92,8 @@ pub enum Event {
     Loading { network: &'static str },
     Loaded { network: &'static str, seconds: f64 },
     Step { index: usize, total: usize, seconds: f64, elapsed: f64 },
+    /// The latents after step `index`, as a small picture (one pixel per latent).
+    Preview { index: usize, image: RgbImage },
     Warning(String),
 }
 
@@ -111,6 +151,9 @@ pub fn validate(req: &GenerateRequest) -> Result<()> {
             }
         }
     }
+    if req.preview_every == Some(0) {
+        return Err(SdError::usage("--preview-every must be at least 1"));
+    }
     if let Some(name) = &req.scheduler {
         if !crate::schedulers::SCHEDULER_NAMES.contains(&name.as_str()) {
             return Err(SdError::usage(format!(
@@ -151,6 +194,14 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
         Ok(side)
     };
     let (width, height) = (side(req.width, "--width")?, side(req.height, "--height")?);
+    let decoder = req.vae.dir();
+    if !files.exists(&format!("{decoder}/model.onnx")) {
+        return Err(SdError::model(format!(
+            "{}/{decoder}/model.onnx is missing: --vae {} needs it (scripts/convert.py --taesd adds TAESD)",
+            files.describe(),
+            req.vae.name()
+        )));
+    }
     let channels = dir
         .unet_config
         .as_ref()
@@ -198,7 +249,10 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     };
     let seq_len = cond_ids.ids.len();
     let (cond, uncond) = {
-        let (encoder, seconds) = load_network(hooks, "text encoder", || TextEncoder::load(files, seq_len))?;
+        let (encoder, seconds) = load_network(hooks, "text encoder", || {
+            memory::ensure_for_network(files, "text_encoder", 64 << 20)?;
+            TextEncoder::load(files, seq_len)
+        })?;
         timings.load_text_encoder = seconds;
         let t = hooks.now();
         let cond = encoder.encode(&cond_ids.ids)?;
@@ -219,7 +273,10 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     };
     latents *= scheduler.init_noise_sigma();
     {
-        let (unet, seconds) = load_network(hooks, "UNet", || Unet::load(files, latent_shape, text_shape))?;
+        let (unet, seconds) = load_network(hooks, "UNet", || {
+            memory::ensure_for_network(files, "unet", memory::unet_activations(files, &latent_shape))?;
+            Unet::load(files, latent_shape, text_shape)
+        })?;
         timings.load_unet = seconds;
         let loop_start = hooks.now();
         for (index, &t) in timesteps.iter().enumerate() {
@@ -241,15 +298,23 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
                 .map_err(|e| SdError::runtime(format!("scheduler step {index}: {e}")))?;
             let now = hooks.now();
             hooks.event(&Event::Step { index: index + 1, total: timesteps.len(), seconds: now - step_start, elapsed: now - loop_start });
+            if req.preview_every.is_some_and(|k| (index + 1) % k == 0 && index + 1 < timesteps.len()) {
+                if let Some(image) = crate::preview::latent_preview(&latents) {
+                    hooks.event(&Event::Preview { index: index + 1, image });
+                }
+            }
         }
         timings.denoising = hooks.now() - loop_start;
     }
 
     // Latents → pixels.
-    let (vae, seconds) = load_network(hooks, "VAE decoder", || VaeDecoder::load(files, latent_shape))?;
+    let (vae, seconds) = load_network(hooks, "VAE decoder", || {
+        memory::ensure_for_network(files, decoder, memory::vae_activations(&latent_shape, scale))?;
+        VaeDecoder::load(files, decoder, latent_shape)
+    })?;
     timings.load_vae = seconds;
     let t = hooks.now();
-    let decoded = vae.decode(&(latents / dir.vae_scaling_factor()))?;
+    let decoded = vae.decode(&(latents / dir.decoder_scaling_factor(decoder)?))?;
     drop(vae);
     let image = to_rgb8(&decoded)?;
     timings.decoding = hooks.now() - t;
@@ -294,4 +359,37 @@ pub fn to_rgb8(decoded: &Latents) -> Result<RgbImage> {
         }
     }
     Ok(RgbImage { width: w as u32, height: h as u32, pixels })
+}
+
+/// UNet load time and per-evaluation times at a square latent, for the benchmark script
+/// (scripts/bench.py compares them with OpenVINO and onnxruntime on the same ONNX files).
+#[derive(Debug, Clone)]
+pub struct UnetBench {
+    pub latent: usize,
+    pub load_seconds: f64,
+    pub run_seconds: Vec<f64>,
+}
+
+pub fn bench_unet(files: &dyn ModelFiles, latent: usize, runs: usize, hooks: &mut dyn Hooks) -> Result<UnetBench> {
+    let dir = ModelDir::open(files)?;
+    let config = |key: &str, default: u64| {
+        dir.unet_config.as_ref().and_then(|c| c.get(key)).and_then(|v| v.as_u64()).unwrap_or(default) as usize
+    };
+    let latent_shape = [1, config("in_channels", 4), latent, latent];
+    let text_shape = [1, 77, config("cross_attention_dim", 768)];
+    let (unet, load_seconds) = load_network(hooks, "UNet", || {
+        memory::ensure_for_network(files, "unet", memory::unet_activations(files, &latent_shape))?;
+        Unet::load(files, latent_shape, text_shape)
+    })?;
+    let mut rng = TorchRng::new(0);
+    let (sample, hidden) = (rng.randn(&latent_shape), rng.randn(&text_shape));
+    let mut run_seconds = Vec::with_capacity(runs);
+    for index in 0..runs {
+        let start = hooks.now();
+        unet.predict(&sample, 500.0, &hidden)?;
+        let seconds = hooks.now() - start;
+        run_seconds.push(seconds);
+        hooks.event(&Event::Step { index: index + 1, total: runs, seconds, elapsed: run_seconds.iter().sum() });
+    }
+    Ok(UnetBench { latent, load_seconds, run_seconds })
 }

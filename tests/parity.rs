@@ -17,37 +17,10 @@ fn case(name: &str) -> Value {
     cases().into_iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no fixture case {name}"))
 }
 
-/// The case's arguments as command-line flags (files given relative to the mounted model dir).
-fn flags(args: &Value) -> Vec<String> {
-    let mut v = Vec::new();
-    let mut push = |flag: &str, value: String| {
-        v.push(flag.to_string());
-        v.push(value);
-    };
-    let num = |x: &Value| x.to_string();
-    push("--prompt", args["prompt"].as_str().unwrap().to_string());
-    if let Some(neg) = args["negative_prompt"].as_str() {
-        push("--negative-prompt", neg.to_string());
-    }
-    push("--seed", num(&args["seed"]));
-    push("--steps", num(&args["steps"]));
-    push("--guidance-scale", num(&args["guidance_scale"]));
-    push("--width", num(&args["width"]));
-    push("--height", num(&args["height"]));
-    push("--scheduler", args["scheduler"].as_str().unwrap().to_string());
-    if !args["eta"].is_null() {
-        push("--eta", num(&args["eta"]));
-    }
-    if let Some(latents) = args["latents"].as_str() {
-        push("--latents", format!("/models/expected/{latents}"));
-    }
-    v
-}
-
 fn check_case(name: &str) {
     let case = case(name);
     let out = scratch(&format!("parity-{name}"));
-    let args = flags(&case["args"]);
+    let args = case_flags(&case["args"]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = run_wasm(&tiny_model(), &out, &argv);
     assert_eq!(run.code, 0, "case {name} failed:\n{}", run.stderr);

@@ -41,6 +41,9 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
     if req.latents.is_some() {
         fields.push(("Latents", "given".to_string()));
     }
+    if req.vae != crate::pipeline::VaeChoice::Full {
+        fields.push(("VAE", req.vae.name().to_string()));
+    }
     fields.push(("Scheduler", out.scheduler.to_string()));
     fields.push(("RNG", "torch".to_string()));
     fields.push(("Version", format!("sd.wasm {}", crate::VERSION)));
@@ -65,6 +68,7 @@ pub fn sidecar_json(req: &GenerateRequest, out: &Generated, image_file: &str) ->
         "scheduler": out.scheduler,
         "eta": req.eta,
         "latents_given": req.latents.is_some(),
+        "vae": req.vae.name(),
         "model": { "name": out.model_name, "identity": out.model_identity },
         "parameters": parameters_text(req, out),
         "warnings": out.warnings,
@@ -79,6 +83,7 @@ pub fn sidecar_json(req: &GenerateRequest, out: &Generated, image_file: &str) ->
             "decoding": t.decoding,
             "total": t.total,
         },
+        "peak_memory_bytes": crate::models::memory::peak_bytes(),
         "version": format!("sd.wasm {}", crate::VERSION),
     })
 }

@@ -12,6 +12,11 @@ pub trait ModelFiles: Send + Sync {
     /// Reads `len` bytes at `offset` (all of the rest when `len` is None).
     fn read_range(&self, rel: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>>;
     fn size(&self, rel: &str) -> Option<u64>;
+    /// Fills `buf` from `offset` (weights go straight into the tensor that keeps them).
+    fn read_into(&self, rel: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        buf.copy_from_slice(&self.read_range(rel, offset, Some(buf.len() as u64))?);
+        Ok(())
+    }
     /// A human-readable name for messages ("/models").
     fn describe(&self) -> String;
 
@@ -87,6 +92,14 @@ pub struct DirFiles {
 /// One read call per chunk: wasmtime 49 fails a single ~200 MB read with ENOMEM.
 const READ_CHUNK: usize = 16 << 20;
 
+fn read_chunked(file: &mut std::fs::File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(offset))?;
+    for chunk in buf.chunks_mut(READ_CHUNK) {
+        file.read_exact(chunk)?;
+    }
+    Ok(())
+}
+
 impl DirFiles {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
@@ -127,18 +140,22 @@ impl ModelFiles for DirFiles {
             )));
         }
         let len = len.unwrap_or(size - offset) as usize;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| fail("seek", e))?;
         let mut buf = Vec::new();
         buf.try_reserve_exact(len).map_err(|_| {
             SdError::runtime(format!("out of memory reading {} ({} MB)", path.display(), len >> 20))
         })?;
-        while buf.len() < len {
-            let want = (len - buf.len()).min(READ_CHUNK);
-            let start = buf.len();
-            buf.resize(start + want, 0);
-            file.read_exact(&mut buf[start..]).map_err(|e| fail("read", e))?;
-        }
+        buf.resize(len, 0);
+        read_chunked(&mut file, offset, &mut buf).map_err(|e| fail("read", e))?;
         Ok(buf)
+    }
+
+    fn read_into(&self, rel: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let path = self.root.join(rel);
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| SdError::model(format!("{}: open failed ({e})", path.display())))?;
+        read_chunked(&mut file, offset, buf).map_err(|e| {
+            SdError::model(format!("{}: read of {} bytes at {offset} failed ({e}); copy or export it again", path.display(), buf.len()))
+        })
     }
 
     fn size(&self, rel: &str) -> Option<u64> {
@@ -228,6 +245,15 @@ impl<'a> ModelDir<'a> {
             .and_then(|c| c.get("scaling_factor"))
             .and_then(|v| v.as_f64())
             .unwrap_or(0.18215) as f32
+    }
+
+    /// The scaling factor of a decoder dir: TAESD has its own (1.0) in its config.json.
+    pub fn decoder_scaling_factor(&self, dir: &str) -> Result<f32> {
+        if dir == "vae_decoder" {
+            return Ok(self.vae_scaling_factor());
+        }
+        let config = self.files.read_json_optional(&format!("{dir}/config.json"))?;
+        Ok(config.as_ref().and_then(|c| c.get("scaling_factor")).and_then(|v| v.as_f64()).unwrap_or(1.0) as f32)
     }
 
     pub fn unet_sample_size(&self) -> Option<u32> {

@@ -3,6 +3,7 @@
 //! optimizes best with concrete shapes, and a free timestep axis breaks its analysis), and the
 //! caller drops one network before loading the next.
 
+pub mod memory;
 pub mod text_encoder;
 pub mod unet;
 pub mod vae;
@@ -46,17 +47,19 @@ impl OnnxGraph {
         })?;
         drop(bytes);
         let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        inline_external_data(&mut proto, files, dir, &path)?;
+        let external = take_external_initializers(&mut proto, files, dir, &path)?;
         let parsed = tract_onnx::onnx().parse(&proto, None).map_err(|e| {
             SdError::model(format!("{path} could not be read by tract: {}", chain(&e)))
         })?;
-        if !parsed.unresolved_inputs.is_empty() {
-            return Err(SdError::model(format!(
-                "{path} refers to undefined values {:?}",
-                parsed.unresolved_inputs
-            )));
+        drop(proto);
+        let undefined: Vec<&String> =
+            parsed.unresolved_inputs.iter().filter(|name| !external.iter().any(|t| &t.name == *name)).collect();
+        if !undefined.is_empty() {
+            return Err(SdError::model(format!("{path} refers to undefined values {undefined:?}")));
         }
-        Ok(OnnxGraph { model: parsed.model, path })
+        let mut model = parsed.model;
+        bind_external_initializers(&mut model, external, files, &path)?;
+        Ok(OnnxGraph { model, path })
     }
 
     pub fn inputs(&self) -> Result<Vec<InputSpec>> {
@@ -131,43 +134,126 @@ impl OnnxGraph {
     }
 }
 
+/// An initializer whose bytes live in an external data file.
+struct ExternalTensor {
+    name: String,
+    datum_type: DatumType,
+    shape: Vec<usize>,
+    rel: String,
+    offset: u64,
+}
+
 /// tract resolves external data by canonicalizing paths, which WASI does not support and
-/// browsers have no files for; so the data is read here, through the model dir, and inlined.
-fn inline_external_data(proto: &mut pb::ModelProto, files: &dyn ModelFiles, dir: &str, path: &str) -> Result<()> {
+/// browsers have no files for. So external initializers are taken out of the proto before
+/// tract parses it (they become unresolved inputs) and read here, one tensor at a time,
+/// straight into the tensor tract will keep: the weights are in memory once, never twice,
+/// and no allocation is larger than one tensor.
+fn take_external_initializers(
+    proto: &mut pb::ModelProto,
+    files: &dyn ModelFiles,
+    dir: &str,
+    path: &str,
+) -> Result<Vec<ExternalTensor>> {
     let Some(graph) = proto.graph.as_mut() else {
         return Err(SdError::model(format!("{path} has no graph")));
     };
-    let constants = graph
-        .node
-        .iter_mut()
-        .flat_map(|n| n.attribute.iter_mut())
-        .filter_map(|a| a.t.as_mut());
-    for tensor in graph.initializer.iter_mut().chain(constants) {
-        if tensor.data_location != Some(pb::tensor_proto::DataLocation::External as i32) {
-            continue;
+    let external = pb::tensor_proto::DataLocation::External as i32;
+    // Constant-node attributes with external data are rare and small: inline those.
+    for tensor in graph.node.iter_mut().flat_map(|n| n.attribute.iter_mut()).filter_map(|a| a.t.as_mut()) {
+        if tensor.data_location == Some(external) {
+            let ext = describe_external(tensor, files, dir, path)?;
+            tensor.raw_data = files.read_range(&ext.rel, ext.offset, Some(byte_len(&ext)))?;
+            tensor.data_location = None;
+            tensor.external_data.clear();
         }
-        let entry = |key: &str| tensor.external_data.iter().find(|e| e.key == key).map(|e| e.value.clone());
-        let location = entry("location").ok_or_else(|| {
-            SdError::model(format!("{path}: tensor {} has external data without a location", tensor.name))
-        })?;
-        if location.split('/').any(|c| c == ".." || c.is_empty()) || location.starts_with('/') {
-            return Err(SdError::model(format!("{path}: external data location {location:?} leaves the model dir")));
-        }
-        let parse = |v: Option<String>, what: &str| -> Result<Option<u64>> {
-            v.map(|s| s.parse::<u64>().map_err(|_| SdError::model(format!("{path}: bad external data {what} {s:?}"))))
-                .transpose()
+    }
+    let (taken, kept): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut graph.initializer).into_iter().partition(|t| t.data_location == Some(external));
+    graph.initializer = kept;
+    taken.iter().map(|t| describe_external(t, files, dir, path)).collect()
+}
+
+fn byte_len(t: &ExternalTensor) -> u64 {
+    (t.shape.iter().product::<usize>() * t.datum_type.size_of()) as u64
+}
+
+fn describe_external(tensor: &pb::TensorProto, files: &dyn ModelFiles, dir: &str, path: &str) -> Result<ExternalTensor> {
+    let entry = |key: &str| tensor.external_data.iter().find(|e| e.key == key).map(|e| e.value.clone());
+    let location = entry("location").ok_or_else(|| {
+        SdError::model(format!("{path}: tensor {} has external data without a location", tensor.name))
+    })?;
+    if location.split('/').any(|c| c == ".." || c.is_empty()) || location.starts_with('/') {
+        return Err(SdError::model(format!("{path}: external data location {location:?} leaves the model dir")));
+    }
+    let number = |v: Option<String>, what: &str| -> Result<Option<u64>> {
+        v.map(|s| s.parse::<u64>().map_err(|_| SdError::model(format!("{path}: bad external data {what} {s:?}"))))
+            .transpose()
+    };
+    let offset = number(entry("offset"), "offset")?.unwrap_or(0);
+    let length = number(entry("length"), "length")?;
+    let rel = if dir.is_empty() { location.clone() } else { format!("{dir}/{location}") };
+    let Some(file_size) = files.size(&rel) else {
+        return Err(SdError::model(format!(
+            "{path} keeps its weights in {location}, which is missing beside it: copy the whole folder"
+        )));
+    };
+    let datum_type = onnx_datum_type(tensor.data_type).ok_or_else(|| {
+        SdError::model(format!("{path}: tensor {} has an unsupported element type ({})", tensor.name, tensor.data_type))
+    })?;
+    let shape: Vec<usize> = tensor.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let ext = ExternalTensor { name: tensor.name.clone(), datum_type, shape, rel, offset };
+    let needed = byte_len(&ext);
+    if length.is_some_and(|l| l != needed) {
+        return Err(SdError::model(format!(
+            "{path}: tensor {} declares {} bytes of external data but its shape needs {needed}",
+            ext.name,
+            length.unwrap_or(0)
+        )));
+    }
+    if offset + needed > file_size {
+        return Err(SdError::model(format!(
+            "{}/{} is truncated: {file_size} bytes, but the model refers to bytes {offset}..{}; copy or export it again",
+            files.describe(),
+            ext.rel,
+            offset + needed
+        )));
+    }
+    Ok(ext)
+}
+
+fn onnx_datum_type(code: i32) -> Option<DatumType> {
+    use pb::tensor_proto::DataType as D;
+    Some(match D::try_from(code).ok()? {
+        D::Float => DatumType::F32,
+        D::Float16 => DatumType::F16,
+        D::Double => DatumType::F64,
+        D::Int8 => DatumType::I8,
+        D::Uint8 => DatumType::U8,
+        D::Int16 => DatumType::I16,
+        D::Int32 => DatumType::I32,
+        D::Int64 => DatumType::I64,
+        D::Bool => DatumType::Bool,
+        _ => return None,
+    })
+}
+
+/// Turns the sources tract made for the external initializers into constants, reading each.
+fn bind_external_initializers(model: &mut InferenceModel, tensors: Vec<ExternalTensor>, files: &dyn ModelFiles, path: &str) -> Result<()> {
+    use tract_onnx::tract_hir::ops::konst::Const;
+    for ext in tensors {
+        let Some(id) = model.nodes().iter().find(|n| n.name == ext.name).map(|n| n.id) else {
+            continue; // an unused initializer
         };
-        let offset = parse(entry("offset"), "offset")?.unwrap_or(0);
-        let length = parse(entry("length"), "length")?;
-        let rel = if dir.is_empty() { location.clone() } else { format!("{dir}/{location}") };
-        if !files.exists(&rel) {
-            return Err(SdError::model(format!(
-                "{path} keeps its weights in {location}, which is missing beside it: copy the whole folder"
-            )));
-        }
-        tensor.raw_data = files.read_range(&rel, offset, length)?;
-        tensor.data_location = None;
-        tensor.external_data.clear();
+        // SAFETY: every byte is overwritten by the read below before the tensor is used.
+        let mut tensor = unsafe { Tensor::uninitialized_dt(ext.datum_type, &ext.shape) }
+            .map_err(|e| SdError::runtime(format!("{path}: out of memory for tensor {} ({})", ext.name, chain(&e))))?;
+        files.read_into(&ext.rel, ext.offset, tensor.as_bytes_mut())?;
+        let tensor = tensor.into_arc_tensor();
+        let fact = TypedFact::try_from(tensor.clone()).map_err(|e| SdError::model(format!("{path}: {}", chain(&e))))?;
+        let node = model.node_mut(id);
+        node.op = Box::new(Const::new(tensor).map_err(|e| SdError::model(format!("{path}: {}", chain(&e))))?);
+        node.outputs[0].fact = fact.into();
+        model.inputs.retain(|outlet| outlet.node != id);
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
-//! VAE decoder: latents (already divided by the scaling factor) → image in [-1, 1].
+//! VAE decoder (the model's own or TAESD): latents (already divided by its scaling factor)
+//! → image in [-1, 1].
 
 use super::{float_tensor, float_type, run_f32, OnnxGraph, Plan};
 use crate::error::Result;
-use crate::io::model_dir::{ModelFiles, VAE_DECODER};
+use crate::io::model_dir::ModelFiles;
 use tract_onnx::prelude::tvec;
 
 pub struct VaeDecoder {
@@ -11,8 +12,9 @@ pub struct VaeDecoder {
 }
 
 impl VaeDecoder {
-    pub fn load(files: &dyn ModelFiles, latent: [usize; 4]) -> Result<Self> {
-        let mut graph = OnnxGraph::load(files, VAE_DECODER)?;
+    /// `dir`: `vae_decoder` or `vae_decoder_taesd` (same interface: latents in, [-1, 1] out).
+    pub fn load(files: &dyn ModelFiles, dir: &str, latent: [usize; 4]) -> Result<Self> {
+        let mut graph = OnnxGraph::load(files, &format!("{dir}/model.onnx"))?;
         let input = graph.input(&["latent_sample", "latent", "z"])?;
         let latent_type = float_type(&input);
         graph.pin_input(input.index, latent_type, &latent)?;

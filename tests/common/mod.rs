@@ -100,3 +100,36 @@ pub fn max_pixel_diff(a: &sd_wasm::io::png::RgbImage, b: &sd_wasm::io::png::RgbI
 pub fn read_png(path: &Path) -> sd_wasm::io::png::RgbImage {
     sd_wasm::io::png::decode_rgb(&std::fs::read(path).unwrap()).unwrap()
 }
+
+/// A fixture case's arguments (expected/cases.json) as command-line flags; files are given
+/// relative to the mounted model dir. A null scheduler means the model's own.
+pub fn case_flags(args: &serde_json::Value) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut push = |flag: &str, value: String| {
+        v.push(flag.to_string());
+        v.push(value);
+    };
+    let num = |x: &serde_json::Value| x.to_string();
+    push("--prompt", args["prompt"].as_str().unwrap().to_string());
+    if let Some(neg) = args["negative_prompt"].as_str() {
+        push("--negative-prompt", neg.to_string());
+    }
+    push("--seed", num(&args["seed"]));
+    push("--steps", num(&args["steps"]));
+    push("--guidance-scale", num(&args["guidance_scale"]));
+    push("--width", num(&args["width"]));
+    push("--height", num(&args["height"]));
+    if let Some(scheduler) = args["scheduler"].as_str() {
+        push("--scheduler", scheduler.to_string());
+    }
+    if !args["eta"].is_null() {
+        push("--eta", num(&args["eta"]));
+    }
+    if let Some(latents) = args["latents"].as_str() {
+        push("--latents", format!("/models/expected/{latents}"));
+    }
+    if let Some(vae) = args.get("vae").and_then(|v| v.as_str()) {
+        push("--vae", vae.to_string());
+    }
+    v
+}

@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""UNet evaluation time of sd.wasm (under wasmtime), the native build, onnxruntime and OpenVINO
+on the same ONNX UNet, latent sizes and thread count, with the ratios to OpenVINO.
+
+    nice -n 5 python3 scripts/bench.py                              # 32x32 and 64x64, 2 runs
+    nice -n 5 python3 scripts/bench.py --latents 64 --runs 3 --json bench.json
+    nice -n 5 python3 scripts/bench.py --skip-wasm --skip-native    # the peers only
+
+A benchmark, not a test: it prints numbers and fails only when it cannot measure at all.
+Goals: sd.wasm <= 1.5x OpenVINO native, native build <= 1.0x (medians, same latent, OpenVINO on
+the plain fp32 UNet being the peer of record).
+
+Model forms, both SD 1.5 shapes with random weights (timing does not depend on the values),
+made with scripts/convert.py when missing (several minutes each):
+  converted   fp16 weights at rest + com.microsoft MultiHeadAttention: what sd.wasm runs
+  plain fp32  optimum-style export: what the peers are built for
+Every measurement runs in its own process, so a UNet (up to 3.4 GB) never shares memory with
+the next one and a crash costs one row. Each prints one JSON line on stdout, as
+`sd --bench-unet` does: {"network": "unet", "latent", "load_s", "runs_s": [...], "threads"}.
+The peers are timed as `sd --bench-unet` is: load (read + compile), one warm-up run not
+reported, then --runs runs.
+"""
+import argparse
+import importlib.metadata
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "sd-wasm", "models")
+UNET = os.path.join("unet", "model.onnx")
+TEXT_LEN = 77
+TIMESTEP = 500.0
+SEED = 0
+
+CONVERTED, PLAIN = "converted", "plain fp32"
+PEERS = ("onnxruntime", "openvino")
+REFERENCE = ("openvino", PLAIN)
+GOALS = (("sd.wasm", CONVERTED, 1.5), ("native", CONVERTED, 1.0))
+
+# ---------------------------------------------------------------------------------------------
+# Peer side (runs in a child process: `bench.py --peer ENGINE --peer-model UNET.onnx ...`)
+# ---------------------------------------------------------------------------------------------
+
+
+def unet_feeds(path, latent):
+    """Inputs shaped from the graph itself: the converted UNet takes a scalar timestep, the plain
+    one a [1] timestep."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(path, load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    rng = np.random.default_rng(SEED)
+    feeds = {}
+    for inp in graph.input:
+        if inp.name in initializers:
+            continue
+        t = inp.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(t.elem_type)
+        dims = [d.dim_value or None for d in t.shape.dim]
+        if inp.name == "sample":
+            feeds[inp.name] = rng.standard_normal((1, dims[1], latent, latent)).astype(dtype)
+        elif inp.name == "encoder_hidden_states":
+            feeds[inp.name] = rng.standard_normal((1, TEXT_LEN, dims[2])).astype(dtype)
+        elif inp.name == "timestep":
+            feeds[inp.name] = np.full((1,) * len(dims), TIMESTEP, dtype=dtype)
+        else:
+            raise ValueError(f"unexpected UNet input {inp.name!r}")
+    return feeds
+
+
+def load_onnxruntime(path, feeds, threads):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return (lambda: session.run(None, feeds)), {"intra_op_num_threads": threads}
+
+
+def load_openvino(path, feeds, threads):
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(path)
+    # Static shapes, as sd.wasm gets for one latent size: OpenVINO's fastest configuration.
+    model.reshape({name: list(a.shape) for name, a in feeds.items()})
+    compiled = core.compile_model(model, "CPU", {
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        # Otherwise OpenVINO computes in bf16/f16 on CPUs that have it, and quantizes the
+        # activations of layers with compressed (here fp16) weights to int8.
+        "INFERENCE_PRECISION_HINT": "f32",
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
+    })
+    request = compiled.create_infer_request()
+    effective = {k: compiled.get_property(k) for k in
+                 ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT")}
+    effective = {k: v.get_type_name() if isinstance(v, ov.Type) else str(v) for k, v in effective.items()}
+    return (lambda: request.infer(feeds)), effective
+
+
+LOADERS = {"onnxruntime": load_onnxruntime, "openvino": load_openvino}
+
+
+def first_line(error):
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+def peer_main(engine, path, latent, runs, threads):
+    feeds = unet_feeds(path, latent)
+    start = time.perf_counter()
+    try:
+        run, config = LOADERS[engine](path, feeds, threads)
+    except Exception as e:  # an engine rejecting the graph is a result, not a crash
+        print(json.dumps({"error": f"does not load: {first_line(e)}"}))
+        return
+    load_s = time.perf_counter() - start
+    times = []
+    try:
+        for _ in range(runs + 1):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    except Exception as e:
+        print(json.dumps({"error": f"does not run: {first_line(e)}"}))
+        return
+    print(json.dumps({"network": "unet", "latent": latent, "load_s": load_s, "warmup_s": times[0],
+                      "runs_s": times[1:], "threads": threads, "config": config}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+
+
+def ensure_model(path, plain):
+    """convert.py writes model_index.json last, so its presence marks a finished dir."""
+    if os.path.exists(os.path.join(path, "model_index.json")) and os.path.exists(os.path.join(path, UNET)):
+        return
+    flags = ["--random-init", "sd15", "--no-encoder"] + (["--plain"] if plain else [])
+    print(f"bench: {path} missing, running convert.py {' '.join(flags)} (several minutes)", file=sys.stderr)
+    subprocess.run([sys.executable, os.path.join(HERE, "convert.py"), *flags, path],
+                   stdout=sys.stderr, check=True)
+
+
+def wasmtime_path():
+    try:
+        return subprocess.run([os.path.join(HERE, "wasmtime-path")], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except subprocess.CalledProcessError:
+        return None
+
+
+def measure(cmd, needs):
+    """Runs one measurement process; returns its JSON result, or {"error": ...}."""
+    missing = [path for path in needs if not (path and os.path.exists(path))]
+    if missing:
+        return {"error": f"not found: {missing[0]}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "error" in result or result.get("network") == "unet":
+                return result
+    tail = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["no output"]
+    return {"error": f"exit code {proc.returncode}: {tail[0][:300]}"}
+
+
+def measurements(args, latent, wasmtime):
+    """(engine, model form, command, files the command needs) for one latent size."""
+    ours = ["--bench-unet", "--latent", str(latent), "--runs", str(args.runs)]
+    if args.threads > 1:
+        ours += ["--threads", str(args.threads)]
+    if not args.skip_wasm:
+        yield "sd.wasm", CONVERTED, [wasmtime, "run", "-W", "max-memory-size=4294967296",
+                                     "--dir", f"{args.models}::/models", args.wasm, *ours,
+                                     "--models", "/models"], [wasmtime or "wasmtime", args.wasm]
+    if not args.skip_native:
+        yield "native", CONVERTED, [args.native, *ours, "--models", args.models], [args.native]
+    for engine in PEERS:
+        for form, path in ((CONVERTED, args.models), (PLAIN, args.plain_models)):
+            yield engine, form, [sys.executable, os.path.abspath(__file__), "--peer", engine,
+                                 "--peer-model", os.path.join(path, UNET), "--latent", str(latent),
+                                 "--runs", str(args.runs), "--threads", str(args.threads)], []
+
+
+def machine():
+    cpu = "unknown"
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    # The SIMD the engines can use: it decides most of the ratios.
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    with open("/proc/meminfo") as f:
+        mem_gib = int(f.readline().split()[1]) / (1 << 20)
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {mem_gib:.0f} GiB, {' '.join(simd)}"
+
+
+def versions(wasmtime):
+    found = {}
+    for package in PEERS:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    found["wasmtime"] = "not used"
+    if wasmtime:
+        try:
+            found["wasmtime"] = subprocess.run([wasmtime, "--version"], capture_output=True, text=True,
+                                               check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            found["wasmtime"] = "not installed (scripts/install-deps.sh)"
+    return found
+
+
+def add_ratios(rows):
+    reference = {r["latent"]: r["median_s"] for r in rows if (r["engine"], r["model"]) == REFERENCE
+                 and "median_s" in r}
+    for r in rows:
+        if "median_s" in r and r["latent"] in reference:
+            r["ratio"] = r["median_s"] / reference[r["latent"]]
+
+
+def print_table(rows):
+    print(f"{'engine':<12} {'model':<10} {'latent':>6} {'threads':>7} {'load s':>8} {'min s':>8} "
+          f"{'median s':>8} {'x OpenVINO':>10}")
+    for r in rows:
+        size = f"{r['latent']}x{r['latent']}"
+        head = f"{r['engine']:<12} {r['model']:<10} {size:>6} "
+        if "error" in r:
+            print(f"{head}{'':>7} {r['error']}")
+            continue
+        ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
+        print(f"{head}{r.get('threads', '?'):>7} {r['load_s']:>8.2f} {r['min_s']:>8.3f} {r['median_s']:>8.3f} "
+              f"{ratio:>10}")
+    for latent in sorted({r["latent"] for r in rows}):
+        parts = []
+        for engine, form, goal in GOALS:
+            ratio = next((r.get("ratio") for r in rows
+                          if (r["engine"], r["model"], r["latent"]) == (engine, form, latent)), None)
+            verdict = "not measured" if ratio is None else \
+                f"{ratio:.2f}x (goal <= {goal}x: {'met' if ratio <= goal else 'NOT met'})"
+            parts.append(f"{engine}/OpenVINO {verdict}")
+        print(f"goals at {latent}x{latent}: " + "; ".join(parts))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--latents", type=int, nargs="+", default=[32, 64], help="latent sizes (default 32 64)")
+    p.add_argument("--runs", type=int, default=2, help="timed runs after one warm-up (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="threads for every engine (default 1)")
+    p.add_argument("--models", default=os.path.join(CACHE, "sd15"), help="converted model dir")
+    p.add_argument("--plain-models", default=os.path.join(CACHE, "sd15-plain"), help="plain fp32 model dir")
+    p.add_argument("--wasm", default=os.path.join(ROOT, "dist", "sd.wasm"))
+    p.add_argument("--native", default=os.path.join(ROOT, "target", "release", "sd"))
+    p.add_argument("--skip-wasm", action="store_true")
+    p.add_argument("--skip-native", action="store_true")
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
+    p.add_argument("--peer-model", help=argparse.SUPPRESS)
+    p.add_argument("--latent", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.threads < 1:
+        p.error("--runs and --threads must be at least 1")
+    if args.peer:
+        peer_main(args.peer, args.peer_model, args.latent, args.runs, args.threads)
+        return
+    args.models, args.plain_models = os.path.abspath(args.models), os.path.abspath(args.plain_models)
+    ensure_model(args.models, plain=False)
+    ensure_model(args.plain_models, plain=True)
+
+    wasmtime = None if args.skip_wasm else wasmtime_path()
+    info = {"machine": machine(), "threads": args.threads, "runs": args.runs, "versions": versions(wasmtime),
+            "models": {CONVERTED: args.models, PLAIN: args.plain_models}}
+    rows = []
+    for latent in args.latents:
+        for engine, form, cmd, needs in measurements(args, latent, wasmtime):
+            print(f"bench: {engine} ({form}) at {latent}x{latent} ...", file=sys.stderr, flush=True)
+            result = measure(cmd, needs)
+            row = {"engine": engine, "model": form, "latent": latent, **result}
+            if "runs_s" in result:
+                row.update(min_s=min(result["runs_s"]), median_s=statistics.median(result["runs_s"]))
+            done = row["error"] if "error" in row else f"median {row['median_s']:.3f} s"
+            print(f"bench:   {done}", file=sys.stderr, flush=True)
+            rows.append(row)
+    add_ratios(rows)
+
+    print(f"machine:  {info['machine']}")
+    print(f"threads:  {args.threads}, runs: {args.runs} after one warm-up")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    print(f"models:   converted = {args.models} (fp16 weights at rest, MultiHeadAttention), "
+          f"plain fp32 = {args.plain_models}")
+    print()
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({**info, "results": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""Turns a diffusers Stable Diffusion checkpoint into the model dir sd.wasm reads.
+
+    python3 scripts/convert.py runwayml/stable-diffusion-v1-5 models/sd15     # hub id or folder
+    python3 scripts/convert.py --random-init sd15 models/sd15-random          # same shapes, random
+    python3 scripts/convert.py --random-init taesd models/sd15-random         # add a TAESD decoder
+    python3 scripts/convert.py --plain --random-init sd15 models/sd15-plain   # optimum-style fp32
+
+Families for --random-init: sd15, sd21 (v-prediction, OpenCLIP text encoder, 768²), sd-turbo
+(SD 2.1 shapes at 512², trailing Euler, guidance 0, with TAESD) and taesd (only the TAESD
+decoder, added to OUT). `--tiny` shrinks every family to test size (same structure).
+
+What the default (non --plain) form changes against optimum's export, and why (measured in
+wasm32 under wasmtime, see the README's benchmark section):
+  * Weights at rest in fp16: every float initializer of >= --fp16-min-elements elements is
+    stored as fp16 and Cast to f32 where it is used. tract does not constant-fold a Cast whose
+    output is larger than its input, so the UNet stays 1.7 GB in memory instead of 3.4 GB: the
+    fp32 SD 1.5 UNet does not fit wasm32's 4 GiB at all. Random-init weights are rounded to
+    fp16 in torch first, so torch (the oracle) computes with exactly the stored values.
+  * Attention as one com.microsoft MultiHeadAttention node: tract lowers it to its flash SDPA,
+    which never materializes the (heads x 4096 x 4096) score tensor at a 64x64 latent (512 MiB
+    per head group in the exported MatMul/Softmax/MatMul form). onnxruntime runs it too.
+  * Each network's external data in one file per network, read tensor by tensor by sd.wasm,
+    so no single allocation nears wasm32's 2 GiB limit.
+The UNet is exported with a scalar float timestep and input_ids as int32, names as optimum's.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+OPSET = 17
+MHA_DOMAIN = "com.microsoft"
+
+# ---------------------------------------------------------------------------------------------
+# Configs of the families (the hub checkpoints' own config.json values)
+# ---------------------------------------------------------------------------------------------
+
+SD15_SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+SD21_SCHEDULER = {
+    "_class_name": "DDIMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+SD_TURBO_SCHEDULER = {
+    "_class_name": "EulerDiscreteScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+    "timestep_spacing": "trailing",
+    "trained_betas": None,
+    "use_karras_sigmas": False,
+}
+
+CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+              hidden_act="quick_gelu", projection_dim=768)
+OPEN_CLIP_H = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                   hidden_act="gelu", projection_dim=512)
+
+UNET_SD15 = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8,
+)
+UNET_SD21 = dict(UNET_SD15, sample_size=96, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+                 use_linear_projection=True)
+VAE_SD = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=512, scaling_factor=0.18215,
+)
+
+# --tiny: the same block structure, test-sized (trains nothing, exports in seconds).
+TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32)
+TINY_UNET = dict(sample_size=8, layers_per_block=1, block_out_channels=(32, 64),
+                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                 cross_attention_dim=32, norm_num_groups=8)
+TINY_VAE = dict(layers_per_block=1, block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, sample_size=16, scaling_factor=0.5)
+TINY_TAESD = dict(encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(16, 16, 16, 16))
+
+FAMILIES = {
+    # text encoder, pad token, unet, scheduler, bundled TAESD (SD-Turbo runs 1 step, guidance 0)
+    "sd15": (CLIP_L, "<|endoftext|>", UNET_SD15, SD15_SCHEDULER, False),
+    "sd21": (OPEN_CLIP_H, "!", UNET_SD21, SD21_SCHEDULER, False),
+    "sd-turbo": (OPEN_CLIP_H, "!", dict(UNET_SD21, sample_size=64), SD_TURBO_SCHEDULER, True),
+}
+
+# ---------------------------------------------------------------------------------------------
+# Attention as one MultiHeadAttention node
+# ---------------------------------------------------------------------------------------------
+
+
+class MultiHeadAttention(torch.autograd.Function):
+    """Scaled dot-product attention on [B, S, heads*dim] projections; exports as
+    com.microsoft MultiHeadAttention (tract: flash SDPA; onnxruntime: its CPU kernel)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, heads, scale):
+        def split(x):
+            return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v), scale=scale)
+        return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], -1)
+
+    @staticmethod
+    def symbolic(g, q, k, v, heads, scale):
+        out = g.op(f"{MHA_DOMAIN}::MultiHeadAttention", q, k, v, num_heads_i=heads, scale_f=scale)
+        out.setType(q.type())
+        return out
+
+
+class FusedAttnProcessor:
+    """diffusers' Attention forward for the configurations SD's UNet and VAE use (self- and
+    cross-attention, 3D or 4D input, optional group norm and residual), with the attention core
+    as MultiHeadAttention. Anything else is refused rather than exported wrong."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if attention_mask is not None or attn.spatial_norm is not None or attn.norm_q is not None:
+            raise NotImplementedError("attention masks, spatial norm and q/k norms are not exported fused")
+        residual = hidden_states
+        image_shape = None
+        if hidden_states.ndim == 4:
+            image_shape = hidden_states.shape
+            b, c, h, w = image_shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        out = MultiHeadAttention.apply(attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context),
+                                       attn.heads, float(attn.scale))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if image_shape is not None:
+            out = out.transpose(1, 2).reshape(image_shape)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+# ---------------------------------------------------------------------------------------------
+# Export (names and dynamic axes as optimum's stable-diffusion ONNX configs)
+# ---------------------------------------------------------------------------------------------
+
+
+class UNetWrapper(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states):
+        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+
+class VaeEncoderWrapper(torch.nn.Module):
+    """optimum: latent_parameters = encode(sample).latent_dist.parameters (mean ++ logvar, 8 ch)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, sample):
+        return self.vae.encode(sample).latent_dist.parameters
+
+
+class VaeDecoderWrapper(torch.nn.Module):
+    """optimum: sample = decode(latent_sample) (post_quant_conv + decoder, no scaling). Also
+    TAESD (AutoencoderTiny), whose decode already returns [-1, 1]."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent_sample):
+        return self.vae.decode(latent_sample, return_dict=False)[0]
+
+
+def export(module, args, path, input_names, output_names, dynamic_axes, external_data=False,
+           fp16_min_elements=None):
+    """torch.onnx.export (TorchScript exporter, opset 17), then optionally fp16 weights at rest,
+    then one external data file "<name>_data" beside the model (as optimum does)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = os.path.join(tmp, "model.onnx")  # > 2 GB exports spill one file per tensor here
+        torch.onnx.export(module, args, raw, input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+        model = onnx.load(raw)
+    if fp16_min_elements is not None:
+        weights_fp16_at_rest(model, fp16_min_elements)
+    location = os.path.basename(path) + "_data"
+    for stale in (path, os.path.join(os.path.dirname(path), location)):
+        if os.path.exists(stale):
+            os.remove(stale)
+    if external_data:
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+                  size_threshold=1024, convert_attribute=True)
+    else:
+        onnx.save(model, path)
+    onnx.checker.check_model(path)
+    return path
+
+
+def weights_fp16_at_rest(model, min_elements):
+    """Stores each large float initializer as fp16 with a Cast to f32 in front of its users."""
+    graph = model.graph
+    casts, kept = [], []
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= min_elements:
+            half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
+            kept.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                          name=init.name + "_to_f32"))
+        else:
+            kept.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def round_to_fp16(module, min_elements):
+    """Makes the torch module compute with exactly the values the fp16-at-rest export stores."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.numel() >= min_elements:
+                p.copy_(p.half().float())
+
+
+def export_text_encoder(text_encoder, out, fp16_min):
+    d = os.path.join(out, "text_encoder")
+    ids = torch.zeros(1, 77, dtype=torch.int32)
+    export(text_encoder, (ids,), os.path.join(d, "model.onnx"), ["input_ids"], ["last_hidden_state", "pooler_output"],
+           {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "last_hidden_state": {0: "batch_size", 1: "sequence_length"}, "pooler_output": {0: "batch_size"}},
+           external_data=True, fp16_min_elements=fp16_min)
+    text_encoder.config.save_pretrained(d)
+
+
+def export_unet(unet, out, fp16_min, scalar_timestep):
+    d = os.path.join(out, "unet")
+    c = unet.config
+    g = torch.Generator().manual_seed(0)
+    timestep = torch.tensor(500.0) if scalar_timestep else torch.tensor([500.0])
+    axes = {"sample": {0: "batch_size", 2: "height", 3: "width"},
+            "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
+            "out_sample": {0: "batch_size", 2: "height", 3: "width"}}
+    if not scalar_timestep:
+        axes["timestep"] = {0: "steps"}
+    export(UNetWrapper(unet),
+           (torch.randn(1, c.in_channels, 8, 8, generator=g), timestep,
+            torch.randn(1, 77, c.cross_attention_dim, generator=g)),
+           os.path.join(d, "model.onnx"), ["sample", "timestep", "encoder_hidden_states"], ["out_sample"], axes,
+           external_data=True, fp16_min_elements=fp16_min)
+    unet.save_config(d)
+
+
+def export_vae(vae, out, fp16_min, encoder=True):
+    g = torch.Generator().manual_seed(0)
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.save_config(os.path.join(out, "vae_decoder"))
+    export(VaeDecoderWrapper(vae), (torch.randn(1, vae.config.latent_channels, 8, 8, generator=g),),
+           os.path.join(out, "vae_decoder", "model.onnx"), ["latent_sample"], ["sample"],
+           {"latent_sample": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
+            "sample": {0: "batch_size", 2: "height", 3: "width"}},
+           external_data=True, fp16_min_elements=fp16_min)
+    if encoder:
+        vae.save_config(os.path.join(out, "vae_encoder"))
+        export(VaeEncoderWrapper(vae), (torch.rand(1, 3, 8 * scale, 8 * scale, generator=g) * 2 - 1,),
+               os.path.join(out, "vae_encoder", "model.onnx"), ["sample"], ["latent_parameters"],
+               {"sample": {0: "batch_size", 2: "height", 3: "width"},
+                "latent_parameters": {0: "batch_size", 2: "height_latent", 3: "width_latent"}},
+               external_data=True, fp16_min_elements=fp16_min)
+
+
+TAESD_DIR = "vae_decoder_taesd"
+
+
+def export_taesd(taesd, out, fp16_min):
+    d = os.path.join(out, TAESD_DIR)
+    taesd.save_config(d)
+    export(VaeDecoderWrapper(taesd), (torch.randn(1, taesd.config.latent_channels, 8, 8),),
+           os.path.join(d, "model.onnx"), ["latent_sample"], ["sample"],
+           {"latent_sample": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
+            "sample": {0: "batch_size", 2: "height", 3: "width"}},
+           external_data=True, fp16_min_elements=fp16_min)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building or loading the torch modules
+# ---------------------------------------------------------------------------------------------
+
+
+def random_family(family, tiny, seed):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text, pad, unet_cfg, scheduler, with_taesd = FAMILIES[family]
+    text = dict(text, **TINY_TEXT) if tiny else text
+    unet_cfg = dict(unet_cfg, **TINY_UNET) if tiny else dict(unet_cfg)
+    unet_cfg["cross_attention_dim"] = text["hidden_size"]
+    if tiny and isinstance(unet_cfg.get("attention_head_dim"), tuple):
+        unet_cfg["attention_head_dim"] = (4, 8)
+    elif tiny:
+        unet_cfg["attention_head_dim"] = 4
+    vae_cfg = dict(VAE_SD, **TINY_VAE) if tiny else VAE_SD
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, layer_norm_eps=1e-5,
+                                                bos_token_id=0, eos_token_id=2, pad_token_id=1, **text)).eval()
+    unet = UNet2DConditionModel(**unet_cfg).eval()
+    vae = AutoencoderKL(**vae_cfg).eval()
+    return text_encoder, pad, unet, vae, dict(scheduler), with_taesd
+
+
+def random_taesd(tiny, seed):
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    return AutoencoderTiny(**(TINY_TAESD if tiny else {})).eval()
+
+
+def write_scheduler(out, config):
+    os.makedirs(os.path.join(out, "scheduler"), exist_ok=True)
+    with open(os.path.join(out, "scheduler", "scheduler_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def write_model_index(out):
+    index = {"_class_name": "OnnxStableDiffusionPipeline", "requires_safety_checker": False}
+    for sub in ("text_encoder", "unet", "vae_decoder", "vae_encoder"):
+        if os.path.isdir(os.path.join(out, sub)):
+            index[sub] = ["diffusers", "OnnxRuntimeModel"]
+    index["tokenizer"] = ["transformers", "CLIPTokenizer"]
+    with open(os.path.join(out, "scheduler", "scheduler_config.json")) as f:
+        index["scheduler"] = ["diffusers", json.load(f)["_class_name"]]
+    with open(os.path.join(out, "model_index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+
+
+def write_random_tokenizer(out, pad):
+    from clip_vocab import write_tokenizer
+
+    write_tokenizer(os.path.join(out, "tokenizer"), pad_token=pad)
+
+
+def load_checkpoint(source):
+    """A diffusers pipeline folder or hub id (the hub needs network, which CI does not have)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=torch.float32, safety_checker=None)
+    return pipe
+
+
+def convert(args, tweak=None):
+    """Writes the model dir. `tweak(modules)` may change the random-init torch modules before
+    export (test fixtures scale a few weights so a random model is not flat)."""
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    fp16_min = None if args.plain else args.fp16_min_elements
+    modules = {}
+    taesd_source = "random" if args.random_init == "taesd" else args.taesd
+    if args.random_init and args.random_init != "taesd":
+        text_encoder, pad, unet, vae, scheduler, with_taesd = random_family(args.random_init, args.tiny, args.seed)
+        modules.update(text_encoder=text_encoder, unet=unet, vae=vae)
+        write_random_tokenizer(out, pad)
+        write_scheduler(out, scheduler)
+        taesd_source = taesd_source or ("random" if with_taesd else None)
+    elif args.source:
+        pipe = load_checkpoint(args.source)
+        modules.update(text_encoder=pipe.text_encoder.eval(), unet=pipe.unet.eval(), vae=pipe.vae.eval())
+        pipe.tokenizer.save_pretrained(os.path.join(out, "tokenizer"))
+        pipe.scheduler.save_config(os.path.join(out, "scheduler"))
+    if taesd_source == "random":
+        modules["taesd"] = random_taesd(args.tiny, args.seed + 1)
+    elif taesd_source:
+        from diffusers import AutoencoderTiny
+
+        modules["taesd"] = AutoencoderTiny.from_pretrained(taesd_source, torch_dtype=torch.float32).eval()
+    if tweak:
+        tweak(modules)
+    if fp16_min and (args.random_init or taesd_source == "random"):
+        for name, module in modules.items():
+            if args.random_init or name == "taesd":
+                round_to_fp16(module, fp16_min)
+    if not args.plain:
+        for name in ("unet", "vae"):
+            if name in modules:
+                modules[name].set_attn_processor(FusedAttnProcessor())
+    with torch.no_grad():
+        if "text_encoder" in modules:
+            export_text_encoder(modules["text_encoder"], out, fp16_min)
+            export_unet(modules["unet"], out, fp16_min, scalar_timestep=not args.plain)
+            export_vae(modules["vae"], out, fp16_min, encoder=not args.no_encoder)
+            write_model_index(out)
+        if "taesd" in modules:
+            export_taesd(modules["taesd"], out, fp16_min)
+    if args.save_torch:
+        # The same modules in diffusers' layout: the oracle for tests of this converter.
+        for name, module in modules.items():
+            if hasattr(module, "set_attn_processor") and module.attn_processors:
+                from diffusers.models.attention_processor import AttnProcessor2_0
+
+                module.set_attn_processor(AttnProcessor2_0())
+            module.save_pretrained(os.path.join(args.save_torch, name))
+    for root, _, files in sorted(os.walk(out)):
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            print(f"{os.path.getsize(p):>14,}  {os.path.relpath(p, out)}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", nargs="?", help="diffusers folder or hub id (omit with --random-init)")
+    p.add_argument("out", help="model dir to write")
+    p.add_argument("--random-init", choices=sorted(FAMILIES) + ["taesd"])
+    p.add_argument("--tiny", action="store_true", help="test-sized shapes of the family")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--taesd", help="add a TAESD decoder: a diffusers AutoencoderTiny folder/hub id, or 'random'")
+    p.add_argument("--plain", action="store_true", help="optimum-style fp32 export (no fp16 weights, no fusion)")
+    p.add_argument("--fp16-min-elements", type=int, default=1 << 16,
+                   help="initializers with at least this many elements are stored fp16 (default 65536)")
+    p.add_argument("--no-encoder", action="store_true", help="skip vae_encoder (txt2img only)")
+    p.add_argument("--save-torch", help="also save the torch modules here (diffusers layout)")
+    args = p.parse_args(argv)
+    if args.source is None and args.random_init is None:
+        p.error("give a checkpoint (folder or hub id) or --random-init FAMILY")
+    if args.source is not None and args.random_init is not None:
+        p.error("give either a checkpoint or --random-init, not both")
+    return args
+
+
+def main(argv=None):
+    convert(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+//! How much memory a network needs, checked before loading it: a job with too little memory
+//! (Bacalhau's default is 512 MB) should hear so in one line, with the flag that fixes it,
+//! instead of trapping minutes into a load.
+
+use crate::error::{Result, SdError};
+use crate::io::model_dir::ModelFiles;
+
+const MIB: u64 = 1 << 20;
+/// Probe in pieces: one wasm32 allocation must stay under 2 GiB.
+const PROBE_CHUNK: usize = 64 << 20;
+
+/// Bytes the weights of `dir` take in memory: the ONNX file plus its external data. fp16
+/// weights at rest stay fp16 in tract, so file size is memory size.
+pub fn weight_bytes(files: &dyn ModelFiles, dir: &str) -> u64 {
+    ["model.onnx", "model.onnx_data"].iter().filter_map(|f| files.size(&format!("{dir}/{f}"))).sum()
+}
+
+/// Peak working memory of one batch-1 UNet evaluation beyond its weights. Measured in
+/// wasm32 on SD 1.5 shapes (README, "Memory"): attention fused into MultiHeadAttention runs
+/// as flash SDPA and needs little; exported MatMul/Softmax attention holds the score
+/// tensor (heads × pixels² floats, twice) of the largest self-attention.
+pub fn unet_activations(files: &dyn ModelFiles, latent: &[usize; 4]) -> u64 {
+    let pixels = (latent[2] * latent[3]) as u64;
+    let base = 128 * MIB + pixels * 96 * 1024;
+    let fused = files
+        .read(crate::io::model_dir::UNET)
+        .map(|proto| proto.windows(18).any(|w| w == b"MultiHeadAttention"))
+        .unwrap_or(false);
+    if fused {
+        base
+    } else {
+        base + 2 * 8 * pixels * pixels * 4
+    }
+}
+
+/// Peak working memory of the VAE decoder: a few full-resolution 128-channel tensors.
+pub fn vae_activations(latent: &[usize; 4], scale: u32) -> u64 {
+    let out_pixels = (latent[2] * latent[3]) as u64 * (scale as u64).pow(2);
+    64 * MIB + out_pixels * 128 * 4 * 6
+}
+
+/// Fails with a clear message when `weights + activations` cannot be allocated now. The
+/// probe's memory is returned to the allocator at once and reused by the load.
+pub fn ensure_for_network(files: &dyn ModelFiles, dir: &str, activations: u64) -> Result<()> {
+    let needed = weight_bytes(files, dir) + activations;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut got = 0u64;
+    while got < needed {
+        let want = PROBE_CHUNK.min((needed - got) as usize);
+        let mut chunk = Vec::new();
+        if chunk.try_reserve_exact(want).is_err() {
+            return Err(SdError::runtime(format!(
+                "{dir} needs about {:.1} GiB of memory to load and run, but only {:.1} GiB more could be \
+                 allocated: give the module more memory (Bacalhau: --memory 4GiB; wasmtime: \
+                 -W max-memory-size=4294967296) or use a smaller size",
+                needed as f64 / (1u64 << 30) as f64,
+                got as f64 / (1u64 << 30) as f64
+            )));
+        }
+        got += want as u64;
+        held.push(chunk);
+    }
+    Ok(())
+}
+
+/// The most memory this process has held: wasm32 linear memory never shrinks, so its
+/// current size is the peak; natively, the peak resident set (Linux VmHWM).
+pub fn peak_bytes() -> Option<u64> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        Some(core::arch::wasm32::memory_size(0) as u64 * 65536)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    }
+}
