@@ -17,8 +17,8 @@ made with scripts/convert.py when missing (several minutes each):
 Every measurement runs in its own process, so a UNet (up to 3.4 GB) never shares memory with
 the next one and a crash costs one row. Each prints one JSON line on stdout, as
 `sd --bench-unet` does: {"network": "unet", "latent", "load_s", "runs_s": [...], "threads"}.
-The peers are timed as `sd --bench-unet` is: load (read + compile), one warm-up run not
-reported, then --runs runs.
+The peers report load (read + compile) time, then --runs runs after one warm-up run; OpenVINO
+gets static shapes and its effective settings are recorded in --json.
 """
 import argparse
 import importlib.metadata
