@@ -149,10 +149,32 @@ class MultiHeadAttention(torch.autograd.Function):
         return out
 
 
-class FusedAttnProcessor:
+def attention_per_head(q, k, v, heads, scale):
+    """Attention one head at a time as plain MatMul/Softmax/MatMul: each head's score matrix
+    (pixels x pixels) is the largest temporary, and tract runs both products on its SIMD
+    matmul kernels (its flash SDPA runs scalar 32x32 blocks in wasm)."""
+    b, s, _ = q.shape
+    qs, ks, vs = (x.view(b, x.shape[1], heads, -1) for x in (q, k, v))
+    outs = []
+    for h in range(heads):
+        scores = torch.matmul(qs[:, :, h] * scale, ks[:, :, h].transpose(1, 2))
+        outs.append(torch.matmul(scores.softmax(dim=-1), vs[:, :, h]))
+    return torch.cat(outs, dim=-1)
+
+
+ATTENTION_FORMS = {
+    "fused": lambda q, k, v, heads, scale: MultiHeadAttention.apply(q, k, v, heads, scale),
+    "per-head": attention_per_head,
+}
+
+
+class ExportAttnProcessor:
     """diffusers' Attention forward for the configurations SD's UNet and VAE use (self- and
     cross-attention, 3D or 4D input, optional group norm and residual), with the attention core
-    as MultiHeadAttention. Anything else is refused rather than exported wrong."""
+    in the chosen export form. Anything else is refused rather than exported wrong."""
+
+    def __init__(self, form="fused"):
+        self.attention = ATTENTION_FORMS[form]
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if attention_mask is not None or attn.spatial_norm is not None or attn.norm_q is not None:
@@ -168,8 +190,8 @@ class FusedAttnProcessor:
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
-        out = MultiHeadAttention.apply(attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context),
-                                       attn.heads, float(attn.scale))
+        out = self.attention(attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context),
+                             attn.heads, float(attn.scale))
         out = attn.to_out[1](attn.to_out[0](out))
         if image_shape is not None:
             out = out.transpose(1, 2).reshape(image_shape)
@@ -426,7 +448,7 @@ def convert(args, tweak=None):
     if not args.plain:
         for name in ("unet", "vae"):
             if name in modules:
-                modules[name].set_attn_processor(FusedAttnProcessor())
+                modules[name].set_attn_processor(ExportAttnProcessor(args.attention))
     with torch.no_grad():
         if "text_encoder" in modules:
             export_text_encoder(modules["text_encoder"], out, fp16_min)
@@ -460,6 +482,9 @@ def parse_args(argv=None):
     p.add_argument("--plain", action="store_true", help="optimum-style fp32 export (no fp16 weights, no fusion)")
     p.add_argument("--fp16-min-elements", type=int, default=1 << 16,
                    help="initializers with at least this many elements are stored fp16 (default 65536)")
+    p.add_argument("--attention", choices=sorted(ATTENTION_FORMS), default="fused",
+                   help="fused: one MultiHeadAttention node (tract's flash SDPA); per-head: "
+                        "MatMul/Softmax/MatMul one head at a time")
     p.add_argument("--no-encoder", action="store_true", help="skip vae_encoder (txt2img only)")
     p.add_argument("--save-torch", help="also save the torch modules here (diffusers layout)")
     args = p.parse_args(argv)

@@ -7,15 +7,20 @@ use std::path::Path;
 
 const USAGE: i32 = 2;
 const MODEL: i32 = 3;
+const RUNTIME: i32 = 4;
 const OUTPUT: i32 = 5;
 
 const BASE: &[&str] = &["--prompt", "a red cube", "--seed", "1", "--steps", "2", "--quiet"];
 
 /// Runs sd.wasm and checks the failure contract; returns stderr for message checks.
 fn fails(name: &str, models: &Path, extra: &[&str], code: i32) -> String {
+    fails_with_memory(name, models, extra, code, 4 << 30)
+}
+
+fn fails_with_memory(name: &str, models: &Path, extra: &[&str], code: i32, max_memory: u64) -> String {
     let out = scratch(&format!("out-{name}"));
     let args: Vec<&str> = BASE.iter().chain(extra).copied().collect();
-    let run = run_wasm(models, &out, &args);
+    let run = run_wasm_with_memory(models, &out, &args, max_memory);
     assert_eq!(run.code, code, "{name}: exit code {} (want {code}); stderr:\n{}", run.code, run.stderr);
     let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{name}: want exactly one error line, stderr:\n{}", run.stderr);
@@ -172,4 +177,26 @@ fn help_and_version() {
     let run = run_wasm(&tiny_model(), &out, &["--version"]);
     assert_eq!(run.code, 0);
     assert!(run.stdout.starts_with("sd.wasm "), "{}", run.stdout);
+}
+
+/// Too little memory (Bacalhau's default job memory is 512 MB; here the tiny model's text
+/// encoder is given less than it needs) is said before loading, with the flag that fixes it.
+#[test]
+fn too_little_memory_is_said_before_loading() {
+    let e = fails_with_memory("little-memory", &tiny_model(), &[], RUNTIME, 48 << 20);
+    assert!(e.contains("needs about") && e.contains("--memory 4GiB") && e.contains("max-memory-size"), "{e}");
+}
+
+#[test]
+fn taesd_asked_for_but_missing() {
+    let e = fails("no-taesd", &tiny_model(), &["--vae", "taesd"], MODEL);
+    assert!(e.contains("vae_decoder_taesd") && e.contains("convert.py"), "{e}");
+}
+
+#[test]
+fn unknown_vae_and_zero_preview_interval() {
+    let e = fails("bad-vae", &tiny_model(), &["--vae", "huge"], USAGE);
+    assert!(e.contains("--vae"), "{e}");
+    let e = fails("zero-preview", &tiny_model(), &["--preview-every", "0"], USAGE);
+    assert!(e.contains("--preview-every"), "{e}");
 }

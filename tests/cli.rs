@@ -67,3 +67,36 @@ fn an_over_long_prompt_is_truncated_with_a_warning() {
     let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(png.with_extension("json")).unwrap()).unwrap();
     assert_eq!(sidecar["warnings"].as_array().unwrap().len(), 1);
 }
+
+/// `--bench-unet` (what scripts/bench.py runs) prints one JSON line with load and run times
+/// and the peak linear memory.
+#[test]
+fn bench_unet_prints_one_json_line() {
+    let out = scratch("bench");
+    let run = run_wasm(&tiny_model(), &out, &["--bench-unet", "--models", "/models", "--latent", "8", "--runs", "2"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
+    assert_eq!(line["latent"], 8);
+    assert_eq!(line["runs_s"].as_array().unwrap().len(), 2);
+    assert!(line["load_s"].as_f64().unwrap() > 0.0);
+    let peak = line["peak_memory_bytes"].as_u64().unwrap();
+    assert!(peak > (1 << 20) && peak < (1 << 30), "peak linear memory {peak}");
+}
+
+/// `--preview-every K` writes a latent preview after every K-th step (not after the last),
+/// beside the picture, each file once.
+#[test]
+fn previews_are_written_beside_the_picture() {
+    let out = scratch("previews");
+    let run = run_wasm(
+        &tiny_model(),
+        &out,
+        &["--prompt", "a red cube", "--seed", "3", "--steps", "5", "--preview-every", "2", "--output", "/outputs/cube.png"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let names: Vec<String> =
+        files_in(&out).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["cube-step-002.png", "cube-step-004.png", "cube.json", "cube.png"]);
+    let preview = read_png(&out.join("cube-step-004.png"));
+    assert_eq!((preview.width, preview.height), (8, 8), "one pixel per latent");
+}

@@ -116,7 +116,7 @@ fn one_word_pad_token_and_guidance_each_move_the_picture_far_beyond_tolerance() 
         ("guidance_7.0", &tiny_model(), vec![("--guidance-scale", "7".to_string())], 10),
     ];
     for (name, model, overrides, threshold) in variants {
-        let mut args = flags(&base["args"]);
+        let mut args = case_flags(&base["args"]);
         for (flag, value) in overrides {
             let at = args.iter().position(|a| a == flag).unwrap();
             args[at + 1] = value;

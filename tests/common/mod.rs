@@ -67,13 +67,18 @@ fn wasmtime_command() -> (String, PathBuf, bool) {
 
 /// Runs sd.wasm with `models` at /models and `outputs` at /outputs.
 pub fn run_wasm(models: &Path, outputs: &Path, args: &[&str]) -> Run {
+    run_wasm_with_memory(models, outputs, args, 4 << 30)
+}
+
+/// As [`run_wasm`], with the linear memory capped at `max_memory` bytes (Bacalhau's --memory).
+pub fn run_wasm_with_memory(models: &Path, outputs: &Path, args: &[&str], max_memory: u64) -> Run {
     let (wasmtime, module, precompiled) = wasmtime_command();
     let mut cmd = Command::new(wasmtime);
     cmd.arg("run");
     if precompiled {
         cmd.arg("--allow-precompiled");
     }
-    cmd.arg("-W").arg("max-memory-size=4294967296");
+    cmd.arg("-W").arg(format!("max-memory-size={max_memory}"));
     cmd.arg("--dir").arg(format!("{}::/models", models.display()));
     cmd.arg("--dir").arg(format!("{}::/outputs", outputs.display()));
     cmd.arg(module).arg("--").args(args);
