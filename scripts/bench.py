@@ -40,7 +40,7 @@ SEED = 0
 CONVERTED, PLAIN = "converted", "plain fp32"
 PEERS = ("onnxruntime", "openvino")
 REFERENCE = ("openvino", PLAIN)
-GOALS = (("sd.wasm", CONVERTED, 1.5), ("native", CONVERTED, 1.0))
+GOALS = (("sd.wasm", CONVERTED, 1.5), ("sd-relaxed.wasm", CONVERTED, 1.5), ("native", CONVERTED, 1.0))
 
 # ---------------------------------------------------------------------------------------------
 # Peer side (runs in a child process: `bench.py --peer ENGINE --peer-model UNET.onnx ...`)
@@ -187,9 +187,12 @@ def measurements(args, latent, wasmtime):
     if args.threads > 1:
         ours += ["--threads", str(args.threads)]
     if not args.skip_wasm:
-        yield "sd.wasm", CONVERTED, [wasmtime, "run", "-W", "max-memory-size=4294967296",
-                                     "--dir", f"{args.models}::/models", args.wasm, *ours,
-                                     "--models", "/models"], [wasmtime or "wasmtime", args.wasm]
+        # sd-relaxed.wasm (scripts/build-wasm.sh --relaxed) is measured when it has been built.
+        modules = [("sd.wasm", args.wasm)] + [("sd-relaxed.wasm", args.relaxed_wasm)] * os.path.exists(args.relaxed_wasm)
+        for engine, module in modules:
+            yield engine, CONVERTED, [wasmtime, "run", "-W", "max-memory-size=4294967296",
+                                      "--dir", f"{args.models}::/models", module, *ours,
+                                      "--models", "/models"], [wasmtime or "wasmtime", module]
     if not args.skip_native:
         yield "native", CONVERTED, [args.native, *ours, "--models", args.models], [args.native]
     for engine in PEERS:
@@ -272,6 +275,7 @@ def main(argv=None):
     p.add_argument("--models", default=os.path.join(CACHE, "sd15"), help="converted model dir")
     p.add_argument("--plain-models", default=os.path.join(CACHE, "sd15-plain"), help="plain fp32 model dir")
     p.add_argument("--wasm", default=os.path.join(ROOT, "dist", "sd.wasm"))
+    p.add_argument("--relaxed-wasm", default=os.path.join(ROOT, "dist", "sd-relaxed.wasm"))
     p.add_argument("--native", default=os.path.join(ROOT, "target", "release", "sd"))
     p.add_argument("--skip-wasm", action="store_true")
     p.add_argument("--skip-native", action="store_true")

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Builds the shipped module: dist/sd.wasm (wasm32-wasip1, +simd128 from .cargo/config.toml,
 # size-optimized `dist` profile, minimal `name` section kept for Bacalhau).
+#   --relaxed   builds dist/sd-relaxed.wasm instead: +relaxed-simd, so tract's f32 matmul
+#               kernels use relaxed FMA. For wasmtime and browsers only: wazero (Bacalhau)
+#               cannot compile it. Its own target dir, since the flags change every crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
-cargo build --locked --profile dist --target wasm32-wasip1 --bin sd
+name=sd
+if [[ "${1:-}" == "--relaxed" ]]; then
+  target_dir="$target_dir/relaxed"
+  name=sd-relaxed
+  export RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"
+fi
+CARGO_TARGET_DIR="$target_dir" cargo build --locked --profile dist --target wasm32-wasip1 --bin sd
 mkdir -p dist
-python3 scripts/wasm_names.py "$target_dir/wasm32-wasip1/dist/sd.wasm" dist/sd.wasm sd
+python3 scripts/wasm_names.py "$target_dir/wasm32-wasip1/dist/sd.wasm" "dist/$name.wasm" sd

@@ -2,6 +2,26 @@
 //! the exit code only from proc_exit, hence the explicit `exit`.
 
 fn main() {
+    // A panic (tract panics when an allocation fails) must still end as one `error:` line and
+    // a documented exit code, not as a wasm trap.
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if message.contains("allocate") {
+            eprintln!(
+                "error: out of memory ({message}): give the module more memory (Bacalhau: --memory 4GiB; \
+                 wasmtime: -W max-memory-size=4294967296) or use a smaller size"
+            );
+        } else {
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            eprintln!("error: internal failure{at}: {message}");
+        }
+        std::process::exit(sd_wasm::ErrorKind::Runtime.exit_code());
+    }));
     let args: Vec<String> = std::env::args().skip(1).collect();
     std::process::exit(sd_wasm::cli::run(&args));
 }

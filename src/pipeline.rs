@@ -4,7 +4,7 @@
 use crate::error::{ErrorKind, Result, SdError};
 use crate::io::model_dir::{ModelDir, ModelFiles};
 use crate::io::png::RgbImage;
-use crate::models::{memory, TextEncoder, Unet, VaeDecoder};
+use crate::models::{TextEncoder, Unet, VaeDecoder};
 use crate::rng::TorchRng;
 use crate::schedulers::{scheduler_from_config, Latents, SchedulerOptions};
 use crate::tokenizer::ClipTokenizer;
@@ -249,10 +249,7 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     };
     let seq_len = cond_ids.ids.len();
     let (cond, uncond) = {
-        let (encoder, seconds) = load_network(hooks, "text encoder", || {
-            memory::ensure_for_network(files, "text_encoder", 64 << 20)?;
-            TextEncoder::load(files, seq_len)
-        })?;
+        let (encoder, seconds) = load_network(hooks, "text encoder", || TextEncoder::load(files, seq_len))?;
         timings.load_text_encoder = seconds;
         let t = hooks.now();
         let cond = encoder.encode(&cond_ids.ids)?;
@@ -273,10 +270,7 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     };
     latents *= scheduler.init_noise_sigma();
     {
-        let (unet, seconds) = load_network(hooks, "UNet", || {
-            memory::ensure_for_network(files, "unet", memory::unet_activations(files, &latent_shape))?;
-            Unet::load(files, latent_shape, text_shape)
-        })?;
+        let (unet, seconds) = load_network(hooks, "UNet", || Unet::load(files, latent_shape, text_shape))?;
         timings.load_unet = seconds;
         let loop_start = hooks.now();
         for (index, &t) in timesteps.iter().enumerate() {
@@ -308,10 +302,7 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     }
 
     // Latents → pixels.
-    let (vae, seconds) = load_network(hooks, "VAE decoder", || {
-        memory::ensure_for_network(files, decoder, memory::vae_activations(&latent_shape, scale))?;
-        VaeDecoder::load(files, decoder, latent_shape)
-    })?;
+    let (vae, seconds) = load_network(hooks, "VAE decoder", || VaeDecoder::load(files, decoder, latent_shape, scale))?;
     timings.load_vae = seconds;
     let t = hooks.now();
     let decoded = vae.decode(&(latents / dir.decoder_scaling_factor(decoder)?))?;
@@ -377,10 +368,7 @@ pub fn bench_unet(files: &dyn ModelFiles, latent: usize, runs: usize, hooks: &mu
     };
     let latent_shape = [1, config("in_channels", 4), latent, latent];
     let text_shape = [1, 77, config("cross_attention_dim", 768)];
-    let (unet, load_seconds) = load_network(hooks, "UNet", || {
-        memory::ensure_for_network(files, "unet", memory::unet_activations(files, &latent_shape))?;
-        Unet::load(files, latent_shape, text_shape)
-    })?;
+    let (unet, load_seconds) = load_network(hooks, "UNet", || Unet::load(files, latent_shape, text_shape))?;
     let mut rng = TorchRng::new(0);
     let (sample, hidden) = (rng.randn(&latent_shape), rng.randn(&text_shape));
     let mut run_seconds = Vec::with_capacity(runs);

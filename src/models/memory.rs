@@ -3,29 +3,24 @@
 //! instead of trapping minutes into a load.
 
 use crate::error::{Result, SdError};
-use crate::io::model_dir::ModelFiles;
+use tract_onnx::pb;
 
 const MIB: u64 = 1 << 20;
 /// Probe in pieces: one wasm32 allocation must stay under 2 GiB.
 const PROBE_CHUNK: usize = 64 << 20;
 
-/// Bytes the weights of `dir` take in memory: the ONNX file plus its external data. fp16
-/// weights at rest stay fp16 in tract, so file size is memory size.
-pub fn weight_bytes(files: &dyn ModelFiles, dir: &str) -> u64 {
-    ["model.onnx", "model.onnx_data"].iter().filter_map(|f| files.size(&format!("{dir}/{f}"))).sum()
-}
-
 /// Peak working memory of one batch-1 UNet evaluation beyond its weights. Measured in
 /// wasm32 on SD 1.5 shapes (README, "Memory"): attention fused into MultiHeadAttention runs
 /// as flash SDPA and needs little; exported MatMul/Softmax attention holds the score
-/// tensor (heads × pixels² floats, twice) of the largest self-attention.
-pub fn unet_activations(files: &dyn ModelFiles, latent: &[usize; 4]) -> u64 {
+/// tensors (heads × pixels² floats) of the largest self-attention.
+pub fn unet_working(proto: &pb::ModelProto, latent: &[usize; 4]) -> u64 {
     let pixels = (latent[2] * latent[3]) as u64;
-    let base = 128 * MIB + pixels * 96 * 1024;
-    let fused = files
-        .read(crate::io::model_dir::UNET)
-        .map(|proto| proto.windows(18).any(|w| w == b"MultiHeadAttention"))
-        .unwrap_or(false);
+    let base = 256 * MIB + pixels * 96 * 1024;
+    let fused = proto
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .any(|n| n.op_type == "MultiHeadAttention" || n.op_type == "Attention");
     if fused {
         base
     } else {
@@ -34,15 +29,24 @@ pub fn unet_activations(files: &dyn ModelFiles, latent: &[usize; 4]) -> u64 {
 }
 
 /// Peak working memory of the VAE decoder: a few full-resolution 128-channel tensors.
-pub fn vae_activations(latent: &[usize; 4], scale: u32) -> u64 {
+pub fn vae_working(latent: &[usize; 4], scale: u32) -> u64 {
     let out_pixels = (latent[2] * latent[3]) as u64 * (scale as u64).pow(2);
     64 * MIB + out_pixels * 128 * 4 * 6
 }
 
-/// Fails with a clear message when `weights + activations` cannot be allocated now. The
-/// probe's memory is returned to the allocator at once and reused by the load.
-pub fn ensure_for_network(files: &dyn ModelFiles, dir: &str, activations: u64) -> Result<()> {
-    let needed = weight_bytes(files, dir) + activations;
+pub const TEXT_ENCODER_WORKING: u64 = 128 * MIB;
+
+/// Fails with a clear message when `needed` bytes cannot be allocated now. The probe's
+/// memory is returned to the allocator at once and reused by the load.
+pub fn ensure(what: &str, needed: u64) -> Result<()> {
+    if cfg!(target_pointer_width = "32") && needed >= 4 << 30 {
+        return Err(SdError::model(format!(
+            "{what} needs about {:.1} GiB of memory, more than wasm32's 4 GiB address space: convert \
+             the model with scripts/convert.py (fp16 weights at rest, fused attention) or use a \
+             smaller size",
+            needed as f64 / (1u64 << 30) as f64
+        )));
+    }
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut got = 0u64;
     while got < needed {
@@ -50,7 +54,7 @@ pub fn ensure_for_network(files: &dyn ModelFiles, dir: &str, activations: u64) -
         let mut chunk = Vec::new();
         if chunk.try_reserve_exact(want).is_err() {
             return Err(SdError::runtime(format!(
-                "{dir} needs about {:.1} GiB of memory to load and run, but only {:.1} GiB more could be \
+                "{what} needs about {:.2} GiB of memory to load and run, but only {:.2} GiB more could be \
                  allocated: give the module more memory (Bacalhau: --memory 4GiB; wasmtime: \
                  -W max-memory-size=4294967296) or use a smaller size",
                 needed as f64 / (1u64 << 30) as f64,

@@ -19,12 +19,24 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-pub type Plan = std::sync::Arc<TypedSimplePlan>;
+/// An optimized network and the fp16 weights it is fed on every run (see [`OnnxGraph`]).
+pub struct Plan {
+    plan: std::sync::Arc<TypedSimplePlan>,
+    weights: Vec<TValue>,
+}
 
 /// A parsed (not yet optimized) ONNX network and where it came from, for messages.
+///
+/// fp16 weights at rest (the converter's form: an fp16 initializer, then a Cast to f32) stay
+/// graph inputs, fed from `weights` on every run, instead of becoming constants: tract's
+/// constant folding evaluates every Cast of a constant at load — 860M f16→f32 conversions
+/// per pass on the SD 1.5 UNet, several passes, ~40 s in wasm — only to drop the result as
+/// too large. As inputs they are never folded; the Cast runs once per evaluation, as it
+/// would anyway.
 pub struct OnnxGraph {
     pub model: InferenceModel,
     pub path: String,
+    weights: Vec<TValue>,
 }
 
 /// What one input of a network looks like before we pin it.
@@ -38,8 +50,9 @@ pub struct InputSpec {
 }
 
 impl OnnxGraph {
-    /// Reads `rel` (and its external data) from the model dir and parses it.
-    pub fn load(files: &dyn ModelFiles, rel: &str) -> Result<Self> {
+    /// Reads `rel` (and its external data) from the model dir and parses it, after checking
+    /// that its weights and `working(proto)` bytes of working memory can be allocated.
+    pub fn load(files: &dyn ModelFiles, rel: &str, working: impl FnOnce(&pb::ModelProto) -> u64) -> Result<Self> {
         let path = format!("{}/{rel}", files.describe());
         let bytes = files.read(rel)?;
         let mut proto = pb::ModelProto::decode(&bytes[..]).map_err(|e| {
@@ -48,6 +61,12 @@ impl OnnxGraph {
         drop(bytes);
         let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let external = take_external_initializers(&mut proto, files, dir, &path)?;
+        // Weights, plus room for the f32 copy of the largest fp16 weight that the Cast makes per
+        // run and what its consumer makes of it (measured: the text encoder's embedding table).
+        let weights: u64 = external.iter().map(byte_len).sum::<u64>() + proto.encoded_len() as u64;
+        let largest_cast = external.iter().filter(|t| t.datum_type == DatumType::F16).map(|t| 4 * byte_len(t)).max();
+        let network = dir.rsplit('/').next().filter(|d| !d.is_empty()).unwrap_or(rel);
+        memory::ensure(network, weights + largest_cast.unwrap_or(0) + working(&proto))?;
         let parsed = tract_onnx::onnx().parse(&proto, None).map_err(|e| {
             SdError::model(format!("{path} could not be read by tract: {}", chain(&e)))
         })?;
@@ -57,13 +76,15 @@ impl OnnxGraph {
         if !undefined.is_empty() {
             return Err(SdError::model(format!("{path} refers to undefined values {undefined:?}")));
         }
-        let mut model = parsed.model;
-        bind_external_initializers(&mut model, external, files, &path)?;
-        Ok(OnnxGraph { model, path })
+        let mut graph = OnnxGraph { model: parsed.model, path, weights: Vec::new() };
+        graph.bind_external_initializers(external, files)?;
+        Ok(graph)
     }
 
+    /// The network's own inputs (not the weights fed as inputs, which come last).
     pub fn inputs(&self) -> Result<Vec<InputSpec>> {
-        let outlets = self.model.input_outlets().map_err(|e| self.err(e))?.to_vec();
+        let mut outlets = self.model.input_outlets().map_err(|e| self.err(e))?.to_vec();
+        outlets.truncate(outlets.len() - self.weights.len());
         outlets
             .iter()
             .enumerate()
@@ -124,9 +145,49 @@ impl OnnxGraph {
             .into_decluttered()
             .and_then(|m| m.into_optimized())
             .map_err(|e| SdError::runtime(format!("{path}: optimizing failed: {}", chain(&e))))?;
-        optimized
-            .into_runnable()
-            .map_err(|e| SdError::runtime(format!("{path}: preparing to run failed: {}", chain(&e))))
+        // With weights as inputs, tract's memory-minded ordering counts live values, not
+        // bytes, and runs many Casts early: every f32 weight copy alive at once (3.4 GB on
+        // SD 1.5). Its plain depth-first order casts each weight right before its one use.
+        let options = RunOptions { skip_order_opt_ram: !self.weights.is_empty(), ..Default::default() };
+        let plan = optimized
+            .into_runnable_with_options(&options)
+            .map_err(|e| SdError::runtime(format!("{path}: preparing to run failed: {}", chain(&e))))?;
+        Ok(Plan { plan, weights: self.weights })
+    }
+
+    /// Reads each external initializer into the tensor that keeps it. fp16 ones stay inputs
+    /// (moved after the network's own inputs), everything else becomes a constant.
+    fn bind_external_initializers(&mut self, tensors: Vec<ExternalTensor>, files: &dyn ModelFiles) -> Result<()> {
+        use tract_onnx::tract_hir::ops::konst::Const;
+        let path = self.path.clone();
+        let fail = |e: TractError| SdError::model(format!("{path}: {}", chain(&e)));
+        let mut weight_inputs = Vec::new();
+        for ext in tensors {
+            let Some(id) = self.model.nodes().iter().find(|n| n.name == ext.name).map(|n| n.id) else {
+                continue; // an unused initializer
+            };
+            // SAFETY: every byte is overwritten by the read below before the tensor is used.
+            let mut tensor = unsafe { Tensor::uninitialized_dt(ext.datum_type, &ext.shape) }.map_err(|e| {
+                SdError::runtime(format!("{path}: out of memory for tensor {} ({})", ext.name, chain(&e)))
+            })?;
+            files.read_into(&ext.rel, ext.offset, tensor.as_bytes_mut())?;
+            let tensor = tensor.into_arc_tensor();
+            if ext.datum_type == DatumType::F16 {
+                let fact = InferenceFact::dt_shape(DatumType::F16, ext.shape.iter().copied().collect::<TVec<usize>>());
+                self.model.set_outlet_fact(OutletId::new(id, 0), fact).map_err(fail)?;
+                weight_inputs.push(OutletId::new(id, 0));
+                self.weights.push(TValue::from_const(tensor));
+            } else {
+                let fact = TypedFact::try_from(tensor.clone()).map_err(fail)?;
+                let node = self.model.node_mut(id);
+                node.op = Box::new(Const::new(tensor).map_err(fail)?);
+                node.outputs[0].fact = fact.into();
+                self.model.inputs.retain(|outlet| outlet.node != id);
+            }
+        }
+        self.model.inputs.retain(|outlet| !weight_inputs.contains(outlet));
+        self.model.inputs.extend(weight_inputs);
+        Ok(())
     }
 
     fn err(&self, e: impl std::fmt::Debug) -> SdError {
@@ -237,30 +298,11 @@ fn onnx_datum_type(code: i32) -> Option<DatumType> {
     })
 }
 
-/// Turns the sources tract made for the external initializers into constants, reading each.
-fn bind_external_initializers(model: &mut InferenceModel, tensors: Vec<ExternalTensor>, files: &dyn ModelFiles, path: &str) -> Result<()> {
-    use tract_onnx::tract_hir::ops::konst::Const;
-    for ext in tensors {
-        let Some(id) = model.nodes().iter().find(|n| n.name == ext.name).map(|n| n.id) else {
-            continue; // an unused initializer
-        };
-        // SAFETY: every byte is overwritten by the read below before the tensor is used.
-        let mut tensor = unsafe { Tensor::uninitialized_dt(ext.datum_type, &ext.shape) }
-            .map_err(|e| SdError::runtime(format!("{path}: out of memory for tensor {} ({})", ext.name, chain(&e))))?;
-        files.read_into(&ext.rel, ext.offset, tensor.as_bytes_mut())?;
-        let tensor = tensor.into_arc_tensor();
-        let fact = TypedFact::try_from(tensor.clone()).map_err(|e| SdError::model(format!("{path}: {}", chain(&e))))?;
-        let node = model.node_mut(id);
-        node.op = Box::new(Const::new(tensor).map_err(|e| SdError::model(format!("{path}: {}", chain(&e))))?);
-        node.outputs[0].fact = fact.into();
-        model.inputs.retain(|outlet| outlet.node != id);
-    }
-    Ok(())
-}
-
 /// Runs a plan and returns its first output as an f32 array.
-pub(crate) fn run_f32(plan: &Plan, inputs: TVec<TValue>, what: &str) -> Result<ndarray::ArrayD<f32>> {
+pub(crate) fn run_f32(plan: &Plan, mut inputs: TVec<TValue>, what: &str) -> Result<ndarray::ArrayD<f32>> {
+    inputs.extend(plan.weights.iter().cloned());
     let outputs = plan
+        .plan
         .run(inputs)
         .map_err(|e| SdError::runtime(format!("{what} failed: {}", chain(&e))))?;
     let out = outputs[0]

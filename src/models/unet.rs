@@ -18,7 +18,7 @@ pub struct Unet {
 
 impl Unet {
     pub fn load(files: &dyn ModelFiles, latent: [usize; 4], text_shape: [usize; 3]) -> Result<Self> {
-        let mut graph = OnnxGraph::load(files, UNET)?;
+        let mut graph = OnnxGraph::load(files, UNET, |proto| super::memory::unet_working(proto, &latent))?;
         let sample = graph.input(&["sample"])?;
         let timestep = graph.input(&["timestep", "timesteps", "t"])?;
         let hidden = graph.input(&["encoder_hidden_states"])?;

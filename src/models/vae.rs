@@ -13,8 +13,10 @@ pub struct VaeDecoder {
 
 impl VaeDecoder {
     /// `dir`: `vae_decoder` or `vae_decoder_taesd` (same interface: latents in, [-1, 1] out).
-    pub fn load(files: &dyn ModelFiles, dir: &str, latent: [usize; 4]) -> Result<Self> {
-        let mut graph = OnnxGraph::load(files, &format!("{dir}/model.onnx"))?;
+    /// `scale`: the VAE scale factor (output side / latent side), for the memory check.
+    pub fn load(files: &dyn ModelFiles, dir: &str, latent: [usize; 4], scale: u32) -> Result<Self> {
+        let working = super::memory::vae_working(&latent, scale);
+        let mut graph = OnnxGraph::load(files, &format!("{dir}/model.onnx"), |_| working)?;
         let input = graph.input(&["latent_sample", "latent", "z"])?;
         let latent_type = float_type(&input);
         graph.pin_input(input.index, latent_type, &latent)?;
