@@ -64,11 +64,11 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clip_vocab import write_clip_tokenizer, write_tokenizer  # noqa: E402
+from convert import SD15_SCHEDULER, UNetWrapper, VaeDecoderWrapper, VaeEncoderWrapper, export  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "fixtures", "tiny")
 EXP = os.path.join(OUT, "expected")
-OPSET = 17
 
 # ---------------------------------------------------------------------------------------------
 # Configs
@@ -77,20 +77,7 @@ OPSET = 17
 HIDDEN = 16  # text hidden size = UNet cross_attention_dim (49408 x 16 fp32 embeddings = 3.2 MB)
 
 # SD 1.5's scheduler/scheduler_config.json (plus prediction_type, its default).
-SCHEDULER_CONFIG = {
-    "_class_name": "PNDMScheduler",
-    "_diffusers_version": "0.6.0",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
+SCHEDULER_CONFIG = dict(SD15_SCHEDULER, _diffusers_version="0.6.0")
 
 TEXT_CONFIG = dict(
     vocab_size=49408,
@@ -235,72 +222,6 @@ def write_json(path, obj):
 # ---------------------------------------------------------------------------------------------
 # ONNX export (names and dynamic axes as optimum's stable-diffusion ONNX configs)
 # ---------------------------------------------------------------------------------------------
-
-
-class UNetWrapper(torch.nn.Module):
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
-
-
-class VaeEncoderWrapper(torch.nn.Module):
-    """optimum: latent_parameters = encode(sample).latent_dist.parameters (mean ++ logvar, 8 ch)."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, sample):
-        return self.vae.encode(sample).latent_dist.parameters
-
-
-class VaeDecoderWrapper(torch.nn.Module):
-    """optimum: sample = decode(latent_sample) (post_quant_conv + decoder, no scaling)."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, latent_sample):
-        return self.vae.decode(latent_sample, return_dict=False)[0]
-
-
-def export(module, args, path, input_names, output_names, dynamic_axes, external_data=False):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            path,
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes=dynamic_axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    model = onnx.load(path)
-    if external_data:
-        # As optimum's export_pytorch does for models with external data: one file beside the
-        # model named "<model file name>_data".
-        location = os.path.basename(path) + "_data"
-        if os.path.exists(os.path.join(os.path.dirname(path), location)):
-            os.remove(os.path.join(os.path.dirname(path), location))
-        onnx.save(
-            model,
-            path,
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=location,
-            size_threshold=1024,
-            convert_attribute=True,
-        )
-    onnx.checker.check_model(path)
-    return path
 
 
 def export_all(text_encoder, unet, vae):

@@ -35,6 +35,9 @@ from diffusers.schedulers import (
     scheduling_lcm,
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from convert import SD21_SCHEDULER  # noqa: E402
+
 diffusers.utils.logging.set_verbosity_error()  # from_config warns about every ignored key
 
 EXPECTED_DIFFUSERS = "0.42.1"
@@ -75,21 +78,8 @@ SD15 = {
     "trained_betas": None,
     "clip_sample": False,
 }
-# stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json
-SD21 = {
-    "_class_name": "DDIMScheduler",
-    "_diffusers_version": "0.8.0",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "prediction_type": "v_prediction",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
+# stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json (the converter's --random-init sd21)
+SD21 = dict(SD21_SCHEDULER, _diffusers_version="0.8.0", skip_prk_steps=True)
 # "Common Diffusion Noise Schedules and Sample Steps are Flawed" setup on top of SD 2.1.
 SD21_TRAILING = dict(SD21, timestep_spacing="trailing", rescale_betas_zero_snr=True)
 
