@@ -17,7 +17,12 @@ USAGE:
   sd --models DIR --prompt TEXT [OPTIONS]            (native build)
 
 OPTIONS:
-  --prompt TEXT            what to draw (required)
+  --prompt TEXT            what to draw (required, unless --prompts)
+  --prompts FILE           many pictures: one prompt per line, or one JSON object per line
+                           ({\"prompt\": …, \"seed\": …, \"steps\": …, \"negative_prompt\", \"guidance_scale\",
+                           \"width\", \"height\", \"scheduler\", \"eta\"}); a line without a seed uses
+                           --seed + its index. Under Bacalhau with Count N, execution i renders the
+                           lines i, i+N, … (BACALHAU_PARTITION_INDEX/COUNT): each line exactly once
   --negative-prompt TEXT   what to avoid (default: empty, as diffusers)
   --steps N                denoising steps, 1..1000 (default 20; alias --num-inference-steps)
   --guidance-scale G       classifier-free guidance; <= 1 skips the unconditional pass (default 7.5)
@@ -49,6 +54,7 @@ EXIT CODES: 0 ok, 2 bad arguments, 3 model dir problem, 4 runtime failure, 5 out
 #[derive(Debug, Clone)]
 pub struct CliArgs {
     pub request: GenerateRequest,
+    pub prompts_file: Option<PathBuf>,
     pub seed_given: bool,
     pub models: PathBuf,
     pub latents_path: Option<PathBuf>,
@@ -70,6 +76,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     let (mut seed_given, mut models, mut latents_path, mut output, mut quiet) =
         (false, PathBuf::from("/models"), None, None, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
+    let mut prompts_file = None;
     let mut it = args.iter().peekable();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -88,6 +95,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             "--help" | "-h" => return Ok(Command::Help),
             "--version" | "-V" => return Ok(Command::Version),
             "--prompt" | "-p" => prompt = Some(value()?),
+            "--prompts" => prompts_file = Some(PathBuf::from(value()?)),
             "--negative-prompt" => req.negative_prompt = Some(value()?),
             "--steps" | "--num-inference-steps" => req.steps = number(flag, &value()?)?,
             "--guidance-scale" | "--cfg-scale" => req.guidance_scale = number(flag, &value()?)?,
@@ -134,9 +142,18 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         }
         return Ok(Command::BenchUnet { models, latent: bench_latent, runs: bench_runs });
     }
-    req.prompt = prompt.ok_or_else(|| SdError::usage("--prompt is required (see --help)"))?;
+    match (prompt, &prompts_file) {
+        (Some(_), Some(_)) => return Err(SdError::usage("give --prompt or --prompts, not both")),
+        (None, None) => return Err(SdError::usage("--prompt is required (see --help)")),
+        (Some(p), None) => req.prompt = p,
+        (None, Some(_)) => {
+            if output.as_ref().is_some_and(|o| o.extension().is_some_and(|e| e == "png")) {
+                return Err(SdError::usage("with --prompts, --output must be a directory"));
+            }
+        }
+    }
     validate(&req)?;
-    Ok(Command::Generate(Box::new(CliArgs { request: req, seed_given, models, latents_path, output, quiet })))
+    Ok(Command::Generate(Box::new(CliArgs { request: req, prompts_file, seed_given, models, latents_path, output, quiet })))
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
@@ -161,13 +178,13 @@ pub fn clock_seed() -> u64 {
 
 /// Where the PNG goes: an explicit file, or `sd-<seed>-<hash of parameters>.png` in a directory.
 /// The name depends only on the parameters: a rerun writes the same bytes to the same name.
-fn output_paths(args: &CliArgs, parameters: &str) -> (PathBuf, PathBuf) {
+fn output_paths(args: &CliArgs, seed: u64, parameters: &str) -> (PathBuf, PathBuf) {
     let default_name = || {
         let mut h: u32 = 0x811c9dc5;
         for b in parameters.bytes() {
             h = (h ^ b as u32).wrapping_mul(0x01000193);
         }
-        format!("sd-{}-{h:08x}.png", args.request.seed)
+        format!("sd-{seed}-{h:08x}.png")
     };
     let png = match &args.output {
         Some(p) if p.is_dir() => p.join(default_name()),
@@ -303,10 +320,6 @@ fn run_inner(args: &[String]) -> Result<()> {
         }
         Command::Generate(cli) => *cli,
     };
-    if !cli.seed_given {
-        cli.request.seed = clock_seed();
-        eprintln!("seed: {} (pass --seed {} to reproduce)", cli.request.seed, cli.request.seed);
-    }
     check_output_dir(&cli)?;
     if let Some(path) = &cli.latents_path {
         let bytes = std::fs::read(path).map_err(|e| {
@@ -316,15 +329,47 @@ fn run_inner(args: &[String]) -> Result<()> {
             .map_err(|e| SdError::usage(format!("--latents {}: {e}", path.display())))?;
         cli.request.latents = Some(latents);
     }
+    let Some(prompts_path) = cli.prompts_file.clone() else {
+        if !cli.seed_given {
+            cli.request.seed = clock_seed();
+            eprintln!("seed: {} (pass --seed {} to reproduce)", cli.request.seed, cli.request.seed);
+        }
+        let files = DirFiles::open(&cli.models)?;
+        return render(&cli, &cli.request, &files);
+    };
+    let text = std::fs::read_to_string(&prompts_path)
+        .map_err(|e| SdError::usage(format!("--prompts {}: cannot read it ({e})", prompts_path.display())))?;
+    let lines = crate::prompts::parse_prompts(&text, &cli.request, cli.seed_given.then_some(cli.request.seed))?;
+    let total = lines.len();
+    let (index, count) = crate::prompts::partition_from_env(|k| std::env::var(k).ok())?;
+    let share = crate::prompts::partition(lines, index, count);
+    eprintln!("prompts: {} of {total} lines for partition {index} of {count}", share.len());
     let files = DirFiles::open(&cli.models)?;
-    let preview_base = cli.request.preview_every.map(|_| preview_base(&cli, cli.request.seed));
+    // One failed line does not stop the others; the run still fails with the first error.
+    let mut first_error = None;
+    for line in &share {
+        eprintln!("prompt line {}: {:?} (seed {})", line.index + 1, line.request.prompt, line.request.seed);
+        if let Err(e) = render(&cli, &line.request, &files) {
+            eprintln!("error: prompt line {}: {}", line.index + 1, e.message);
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// One picture: generate, then write the PNG and its sidecar once each.
+fn render(cli: &CliArgs, request: &GenerateRequest, files: &DirFiles) -> Result<()> {
+    let preview_base = request.preview_every.map(|_| preview_base(cli, request.seed));
     let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: cli.quiet, preview_base };
-    let out = generate(&files, &cli.request, &mut hooks)?;
-    let parameters = parameters_text(&cli.request, &out);
+    let out = generate(files, request, &mut hooks)?;
+    let parameters = parameters_text(request, &out);
     let png = encode_png(&out.image, &parameters)?;
-    let (png_path, json_path) = output_paths(&cli, &parameters);
+    let (png_path, json_path) = output_paths(cli, request.seed, &parameters);
     write_once(&png_path, &png)?;
-    let sidecar = sidecar_json(&cli.request, &out, &png_path.file_name().unwrap_or_default().to_string_lossy());
+    let sidecar = sidecar_json(request, &out, &png_path.file_name().unwrap_or_default().to_string_lossy());
     let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| SdError::runtime(e.to_string()))?;
     write_once(&json_path, &json)?;
     let t = &out.timings;

@@ -10,6 +10,7 @@ pub mod io;
 pub mod models;
 pub mod pipeline;
 pub mod preview;
+pub mod prompts;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;

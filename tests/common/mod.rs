@@ -72,6 +72,15 @@ pub fn run_wasm(models: &Path, outputs: &Path, args: &[&str]) -> Run {
 
 /// As [`run_wasm`], with the linear memory capped at `max_memory` bytes (Bacalhau's --memory).
 pub fn run_wasm_with_memory(models: &Path, outputs: &Path, args: &[&str], max_memory: u64) -> Run {
+    run_wasm_with(models, outputs, args, max_memory, &[])
+}
+
+/// As [`run_wasm`], with environment variables (Bacalhau's partition index and count).
+pub fn run_wasm_with_env(models: &Path, outputs: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_wasm_with(models, outputs, args, 4 << 30, env)
+}
+
+fn run_wasm_with(models: &Path, outputs: &Path, args: &[&str], max_memory: u64, env: &[(&str, &str)]) -> Run {
     let (wasmtime, module, precompiled) = wasmtime_command();
     let mut cmd = Command::new(wasmtime);
     cmd.arg("run");
@@ -81,6 +90,9 @@ pub fn run_wasm_with_memory(models: &Path, outputs: &Path, args: &[&str], max_me
     cmd.arg("-W").arg(format!("max-memory-size={max_memory}"));
     cmd.arg("--dir").arg(format!("{}::/models", models.display()));
     cmd.arg("--dir").arg(format!("{}::/outputs", outputs.display()));
+    for (key, value) in env {
+        cmd.arg("--env").arg(format!("{key}={value}"));
+    }
     cmd.arg(module).arg("--").args(args);
     let out = cmd.output().expect("running wasmtime");
     Run {

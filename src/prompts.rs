@@ -1,0 +1,127 @@
+//! Many pictures from one file: `--prompts FILE` holds one prompt per line, or one JSON
+//! object per line with per-line parameters. A Bacalhau job with `Count: N` runs N executions
+//! with BACALHAU_PARTITION_INDEX 0..N and BACALHAU_PARTITION_COUNT N; execution i renders the
+//! lines whose index ≡ i (mod N), so every line is rendered exactly once across the job, and
+//! each picture is the one a single run with that line's parameters gives.
+
+use crate::error::{Result, SdError};
+use crate::pipeline::GenerateRequest;
+
+/// One line of the prompts file, as a complete request.
+#[derive(Debug, Clone)]
+pub struct PromptLine {
+    /// 0-based index among the file's prompt lines (blank and `#` lines are not counted).
+    pub index: usize,
+    pub request: GenerateRequest,
+}
+
+/// Parses the file. A line without its own seed gets `base_seed + index`, so lines differ and
+/// every execution of a fanned-out job agrees on every seed.
+pub fn parse_prompts(text: &str, base: &GenerateRequest, base_seed: Option<u64>) -> Result<Vec<PromptLine>> {
+    let mut lines = Vec::new();
+    for (number, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let index = lines.len();
+        let at = |e: String| SdError::usage(format!("--prompts line {}: {e}", number + 1));
+        let mut request = base.clone();
+        let mut seed = None;
+        if line.starts_with('{') {
+            let object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(line).map_err(|e| at(format!("not a JSON object ({e})")))?;
+            for (key, value) in &object {
+                let text = || value.as_str().map(str::to_string).ok_or_else(|| at(format!("{key} must be a string")));
+                let uint = || value.as_u64().ok_or_else(|| at(format!("{key} must be a whole number")));
+                let float = || value.as_f64().ok_or_else(|| at(format!("{key} must be a number")));
+                match key.as_str() {
+                    "prompt" => request.prompt = text()?,
+                    "negative_prompt" => request.negative_prompt = Some(text()?),
+                    "seed" => seed = Some(uint()?),
+                    "steps" => request.steps = uint()? as usize,
+                    "guidance_scale" => request.guidance_scale = float()? as f32,
+                    "width" => request.width = Some(uint()? as u32),
+                    "height" => request.height = Some(uint()? as u32),
+                    "scheduler" => request.scheduler = Some(text()?),
+                    "eta" => request.eta = float()? as f32,
+                    other => return Err(at(format!("unknown key {other:?}"))),
+                }
+            }
+            if !object.contains_key("prompt") {
+                return Err(at("has no \"prompt\"".to_string()));
+            }
+        } else {
+            request.prompt = line.to_string();
+        }
+        request.seed = match (seed, base_seed) {
+            (Some(s), _) => s,
+            (None, Some(b)) => b + index as u64,
+            (None, None) => {
+                return Err(at(
+                    "has no seed and no --seed was given: a fanned-out job needs seeds every execution agrees on".into(),
+                ))
+            }
+        };
+        crate::pipeline::validate(&request).map_err(|e| at(e.message))?;
+        lines.push(PromptLine { index, request });
+    }
+    if lines.is_empty() {
+        return Err(SdError::usage("--prompts: the file has no prompts"));
+    }
+    Ok(lines)
+}
+
+/// The share of `lines` that execution `index` of `count` renders.
+pub fn partition(lines: Vec<PromptLine>, index: usize, count: usize) -> Vec<PromptLine> {
+    lines.into_iter().filter(|l| l.index % count == index).collect()
+}
+
+/// Bacalhau's partition of this execution from its environment: (index, count), (0, 1) alone.
+pub fn partition_from_env(get: impl Fn(&str) -> Option<String>) -> Result<(usize, usize)> {
+    let read = |name: &str, default: usize| -> Result<usize> {
+        match get(name) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|_| SdError::usage(format!("{name}={v:?} is not a number"))),
+        }
+    };
+    let (index, count) = (read("BACALHAU_PARTITION_INDEX", 0)?, read("BACALHAU_PARTITION_COUNT", 1)?);
+    if count == 0 || index >= count {
+        return Err(SdError::usage(format!(
+            "BACALHAU_PARTITION_INDEX={index} does not fit BACALHAU_PARTITION_COUNT={count}"
+        )));
+    }
+    Ok((index, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_once_across_partitions() {
+        let text = "# a comment\nfirst\n\n{\"prompt\": \"second\", \"seed\": 7, \"steps\": 3}\nthird\nfourth\n";
+        let lines = parse_prompts(text, &GenerateRequest::default(), Some(100)).unwrap();
+        assert_eq!(lines.len(), 4);
+        assert_eq!((lines[1].request.prompt.as_str(), lines[1].request.seed, lines[1].request.steps), ("second", 7, 3));
+        assert_eq!(lines[2].request.seed, 102);
+        let mut seen: Vec<usize> = (0..3).flat_map(|i| partition(lines.clone(), i, 3)).map(|l| l.index).collect();
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn bad_lines_and_partitions_are_refused() {
+        let base = GenerateRequest::default();
+        assert!(parse_prompts("a\n", &base, None).unwrap_err().message.contains("no seed"));
+        assert!(parse_prompts("{\"prompt\": \"x\", \"colour\": 1}\n", &base, Some(1)).unwrap_err().message.contains("line 1"));
+        assert!(parse_prompts("{\"seed\": 1}\n", &base, Some(1)).is_err());
+        assert!(parse_prompts("\n# only a comment\n", &base, Some(1)).is_err());
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(partition_from_env(env(&[])).unwrap(), (0, 1));
+        assert_eq!(partition_from_env(env(&[("BACALHAU_PARTITION_INDEX", "2"), ("BACALHAU_PARTITION_COUNT", "3")])).unwrap(), (2, 3));
+        assert!(partition_from_env(env(&[("BACALHAU_PARTITION_INDEX", "3"), ("BACALHAU_PARTITION_COUNT", "3")])).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! `--prompts FILE` fanned out the way a Bacalhau job with `Count: 3` runs it: three executions
+//! of sd.wasm with BACALHAU_PARTITION_INDEX 0..3 and BACALHAU_PARTITION_COUNT 3. Together they
+//! render every line exactly once, and each picture is byte-identical to a single run of that
+//! line's parameters.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+
+const PROMPTS: &str = "\
+# a comment, then a blank line: neither counts
+\n\
+a red cube
+{\"prompt\": \"a blue ball\", \"seed\": 9, \"steps\": 3}
+a green cone
+{\"prompt\": \"a yellow star\", \"negative_prompt\": \"blurry\", \"guidance_scale\": 5}
+";
+
+/// (prompt flags, expected seed) of each line as a single run would be given it.
+fn single_runs() -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["--prompt", "a red cube", "--seed", "5", "--steps", "2"],
+        vec!["--prompt", "a blue ball", "--seed", "9", "--steps", "3"],
+        vec!["--prompt", "a green cone", "--seed", "7", "--steps", "2"],
+        vec!["--prompt", "a yellow star", "--negative-prompt", "blurry", "--guidance-scale", "5", "--seed", "8", "--steps", "2"],
+    ]
+}
+
+fn pngs(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    files_in(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn three_partitions_render_every_line_once_and_identically() {
+    let mut union: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for index in 0..3 {
+        let out = scratch(&format!("fan-out-{index}"));
+        std::fs::write(out.join("prompts.txt"), PROMPTS).unwrap();
+        let idx = index.to_string();
+        let env = [("BACALHAU_PARTITION_INDEX", idx.as_str()), ("BACALHAU_PARTITION_COUNT", "3")];
+        let args = ["--prompts", "/outputs/prompts.txt", "--seed", "5", "--steps", "2", "--quiet"];
+        let run = run_wasm_with_env(&tiny_model(), &out, &args, &env);
+        assert_eq!(run.code, 0, "partition {index}:\n{}", run.stderr);
+        let written = pngs(&out);
+        // Lines 0 and 3 go to partition 0, line 1 to 1, line 2 to 2.
+        assert_eq!(written.len(), if index == 0 { 2 } else { 1 }, "partition {index}: {:?}", written.keys());
+        for (name, bytes) in written {
+            assert!(out.join(&name).with_extension("json").exists(), "{name} has no sidecar");
+            assert!(union.insert(name.clone(), bytes).is_none(), "{name} rendered twice");
+        }
+        std::fs::remove_dir_all(&out).ok();
+    }
+    let mut singles: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (line, flags) in single_runs().iter().enumerate() {
+        let out = scratch(&format!("fan-out-single-{line}"));
+        let run = run_wasm(&tiny_model(), &out, flags);
+        assert_eq!(run.code, 0, "single run of line {line}:\n{}", run.stderr);
+        singles.extend(pngs(&out));
+        std::fs::remove_dir_all(&out).ok();
+    }
+    assert_eq!(union.len(), 4, "{:?}", union.keys());
+    assert_eq!(union.keys().collect::<Vec<_>>(), singles.keys().collect::<Vec<_>>(), "file names differ");
+    for (name, bytes) in &union {
+        assert!(bytes == &singles[name], "{name} differs from the single run's picture");
+    }
+}
+
+#[test]
+fn a_partition_outside_the_count_is_refused() {
+    let out = scratch("fan-out-bad");
+    std::fs::write(out.join("prompts.txt"), PROMPTS).unwrap();
+    let env = [("BACALHAU_PARTITION_INDEX", "3"), ("BACALHAU_PARTITION_COUNT", "3")];
+    let run = run_wasm_with_env(&tiny_model(), &out, &["--prompts", "/outputs/prompts.txt", "--seed", "5"], &env);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("BACALHAU_PARTITION_INDEX=3"), "{}", run.stderr);
+    assert_eq!(files_in(&out).len(), 1, "only the prompts file: {:?}", files_in(&out));
+}
