@@ -12,6 +12,8 @@ start=$(date +%s%N)
 "$WASMTIME" compile dist/sd.wasm -o dist/sd.cwasm
 echo "wasmtime cold compile of dist/sd.wasm: $(( ($(date +%s%N) - start) / 1000000 )) ms, $(stat -c %s dist/sd.wasm) bytes"
 export SD_CWASM=$PWD/dist/sd.cwasm
+# Bacalhau's engine and contract without a network (tests/wasi_runner.rs).
+export WASI_RUNNER=${WASI_RUNNER:-$(scripts/build-wasi-runner.sh)}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -1,0 +1,69 @@
+//! sd.wasm under wasi-runner: wazero v1.12.0 with Bacalhau v1.9.3's contract (argv[0] "",
+//! page-limited memory with 512 MB by default, read-only inputs, write-once outputs, exit
+//! code from proc_exit). The picture must be byte-identical to wasmtime's.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+const ARGS: &[&str] = &["--prompt", "a red cube", "--seed", "1", "--steps", "2", "--quiet"];
+
+fn wasi_runner(models: &Path, outputs: &Path, memory: Option<&str>, args: &[&str]) -> Run {
+    let runner = std::env::var("WASI_RUNNER").expect("WASI_RUNNER is not set: run the tests with scripts/test.sh");
+    let module = std::env::var("SD_WASM").map(std::path::PathBuf::from).unwrap_or_else(|_| repo().join("dist/sd.wasm"));
+    let mut cmd = Command::new(runner);
+    if let Some(m) = memory {
+        cmd.args(["--memory", m]);
+    }
+    cmd.arg("-i").arg(format!("{}:/models", models.display()));
+    cmd.arg("-o").arg(format!("outputs:{}", outputs.display()));
+    cmd.arg(module).arg("--").args(args);
+    let out = cmd.output().expect("running wasi-runner");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn same_picture_as_wasmtime_with_bacalhaus_default_memory() {
+    let (ours, theirs) = (scratch("runner-wazero"), scratch("runner-wasmtime"));
+    let run = wasi_runner(&tiny_model(), &ours, None, ARGS);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.trim().starts_with("/outputs/sd-1-"), "stdout: {}", run.stdout);
+    let reference = run_wasm(&tiny_model(), &theirs, ARGS);
+    assert_eq!(reference.code, 0, "{}", reference.stderr);
+    let names = |d: &Path| files_in(d).iter().map(|p| p.file_name().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&ours), names(&theirs));
+    for name in names(&ours) {
+        if Path::new(&name).extension().is_some_and(|e| e == "png") {
+            assert!(std::fs::read(ours.join(&name)).unwrap() == std::fs::read(theirs.join(&name)).unwrap(), "{name:?} differs");
+        }
+    }
+}
+
+#[test]
+fn outputs_are_write_once() {
+    let out = scratch("runner-write-once");
+    assert_eq!(wasi_runner(&tiny_model(), &out, Some("4GiB"), ARGS).code, 0);
+    let before = files_in(&out).iter().map(|p| std::fs::read(p).unwrap()).collect::<Vec<_>>();
+    let again = wasi_runner(&tiny_model(), &out, Some("4GiB"), ARGS);
+    assert_eq!(again.code, 5, "{}", again.stderr);
+    assert!(again.stderr.contains("error: cannot write /outputs/sd-1-"), "{}", again.stderr);
+    let after = files_in(&out).iter().map(|p| std::fs::read(p).unwrap()).collect::<Vec<_>>();
+    assert!(before == after, "the first run's files changed");
+}
+
+#[test]
+fn missing_model_and_too_little_memory_end_with_our_message() {
+    let out = scratch("runner-bad");
+    let run = wasi_runner(&tiny_model(), &out, None, &[ARGS, &["--models", "/nowhere"]].concat());
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.lines().any(|l| l.starts_with("error: model dir /nowhere")), "{}", run.stderr);
+    let run = wasi_runner(&tiny_model(), &out, Some("40MiB"), ARGS);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.contains("--memory 4GiB"), "{}", run.stderr);
+    assert!(files_in(&out).is_empty());
+}
