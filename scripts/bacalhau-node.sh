@@ -76,12 +76,10 @@ sys.exit(0 if n >= int(sys.argv[1]) else 1)' "$want"
   )
 }
 
-# Start compute-only node number $1, joining the orchestrator's NATS port $2.
-start_compute_node() {
-  local i=$1 nats_port=$2 bin=$3 allow_yaml=$4
-  local dir="$NODE_DIR/compute-$i"
-  mkdir -p "$dir"
-  cat > "$dir/config.yaml" <<EOF
+# The config every node shares (keys: pkg/config/types, v1.9.3): API port $1, the
+# orchestrator's NATS port $2, local publisher port $3, allow-listed paths (YAML list) $4.
+node_config() {
+  cat <<EOF
 NameProvider: uuid
 DisableAnalytics: true
 UpdateConfig:
@@ -90,24 +88,32 @@ Logging:
   Level: ${BACALHAU_LOG_LEVEL:-info}
 API:
   Host: 127.0.0.1
-  Port: $(free_port)
+  Port: $1
 Compute:
   Enabled: true
   Orchestrators:
-    - nats://127.0.0.1:$nats_port
+    - nats://127.0.0.1:$2
   Heartbeat:
     Interval: 2s
     InfoUpdateInterval: 5s
   AllowListedLocalPaths:
-$allow_yaml
+$4
 Engines:
   Disabled: [docker]
 Publishers:
   Types:
     Local:
       Address: 127.0.0.1
-      Port: $(free_port)
+      Port: $3
 EOF
+}
+
+# Start compute-only node number $1, joining the orchestrator's NATS port $2.
+start_compute_node() {
+  local i=$1 nats_port=$2 bin=$3 allow_yaml=$4
+  local dir="$NODE_DIR/compute-$i"
+  mkdir -p "$dir"
+  node_config "$(free_port)" "$nats_port" "$(free_port)" "$allow_yaml" > "$dir/config.yaml"
   setsid env -u BACALHAU_API_HOST -u BACALHAU_API_PORT -u BACALHAU_DIR \
     "$bin" serve --data-dir "$dir" --config "$dir/config.yaml" \
     </dev/null >"$NODE_DIR/compute-$i.log" 2>&1 &
@@ -138,36 +144,13 @@ cmd_start() {
   for p in "${_paths[@]}"; do [ -n "$p" ] && allow_yaml+="    - \"$p\""$'\n'; done
 
   # Node config: read by `serve` from $BACALHAU_DIR/config.yaml (keys: pkg/config/types, v1.9.3).
-  cat > "$NODE_DIR/data/config.yaml" <<EOF
-NameProvider: uuid
-DisableAnalytics: true
-UpdateConfig:
-  Interval: 0s
-Logging:
-  Level: ${BACALHAU_LOG_LEVEL:-info}
-API:
-  Host: 127.0.0.1
-  Port: $api_port
+  {
+    node_config "$api_port" "$nats_port" "$pub_port" "$allow_yaml"
+    cat <<EOF
 Orchestrator:
   Enabled: true
   Host: 127.0.0.1
   Port: $nats_port
-Compute:
-  Enabled: true
-  Orchestrators:
-    - nats://127.0.0.1:$nats_port
-  Heartbeat:
-    Interval: 2s
-    InfoUpdateInterval: 5s
-  AllowListedLocalPaths:
-$allow_yaml
-Engines:
-  Disabled: [docker]
-Publishers:
-  Types:
-    Local:
-      Address: 127.0.0.1
-      Port: $pub_port
 JobDefaults:
   Batch:
     Task:
@@ -178,6 +161,7 @@ JobDefaults:
       Publisher:
         Type: local
 EOF
+  } > "$NODE_DIR/data/config.yaml"
   # Client config: read by every CLI call with BACALHAU_DIR=$NODE_DIR/client.
   cat > "$NODE_DIR/client/config.yaml" <<EOF
 DisableAnalytics: true
