@@ -43,6 +43,7 @@ OPTIONS:
   --output PATH            PNG file or directory (default: /outputs if it exists, else .);
                            a JSON sidecar with the same stem is written beside it
   --quiet                  no per-step progress lines
+  --verbose                also summarize each intermediate tensor (mean, std, range, NaNs)
   --help, --version
   --bench-unet [--latent L] [--runs N]
                            time N UNet evaluations at an LxL latent (default 64, 2 runs);
@@ -60,6 +61,7 @@ pub struct CliArgs {
     pub latents_path: Option<PathBuf>,
     pub output: Option<PathBuf>,
     pub quiet: bool,
+    pub verbose: bool,
 }
 
 pub enum Command {
@@ -73,8 +75,8 @@ pub enum Command {
 pub fn parse_args(args: &[String]) -> Result<Command> {
     let mut req = GenerateRequest::default();
     let mut prompt = None;
-    let (mut seed_given, mut models, mut latents_path, mut output, mut quiet) =
-        (false, PathBuf::from("/models"), None, None, false);
+    let (mut seed_given, mut models, mut latents_path, mut output, mut quiet, mut verbose) =
+        (false, PathBuf::from("/models"), None, None, false, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
     let mut prompts_file = None;
     let mut it = args.iter().peekable();
@@ -117,6 +119,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             "--models" | "--model" => models = PathBuf::from(value()?),
             "--output" | "-o" => output = Some(PathBuf::from(value()?)),
             "--quiet" | "-q" => quiet = true,
+            "--verbose" | "-v" => verbose = true,
             "--vae" => {
                 let v = value()?;
                 req.vae = VaeChoice::parse(&v)
@@ -153,7 +156,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         }
     }
     validate(&req)?;
-    Ok(Command::Generate(Box::new(CliArgs { request: req, prompts_file, seed_given, models, latents_path, output, quiet })))
+    Ok(Command::Generate(Box::new(CliArgs { request: req, prompts_file, seed_given, models, latents_path, output, quiet, verbose })))
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
@@ -249,6 +252,7 @@ fn write_once(path: &Path, bytes: &[u8]) -> Result<()> {
 struct StderrProgress {
     start: std::time::Instant,
     quiet: bool,
+    verbose: bool,
     /// Where previews go: `<dir>/<stem>-step-<N>.png`.
     preview_base: Option<(PathBuf, String)>,
 }
@@ -278,6 +282,10 @@ impl Hooks for StderrProgress {
             }
             Event::Warning(text) => eprintln!("warning: {text}"),
             Event::Preview { index, image } => self.write_preview(*index, image),
+            Event::Tensor { name, stats } if self.verbose => eprintln!(
+                "{name}: mean {:.4} std {:.4} min {:.4} max {:.4} non-finite {}",
+                stats.mean, stats.std, stats.min, stats.max, stats.non_finite
+            ),
             _ => {}
         }
     }
@@ -309,7 +317,7 @@ fn run_inner(args: &[String]) -> Result<()> {
         }
         Command::BenchUnet { models, latent, runs } => {
             let files = DirFiles::open(&models)?;
-            let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: false, preview_base: None };
+            let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: false, verbose: false, preview_base: None };
             let b = bench_unet(&files, latent, runs, &mut hooks)?;
             let line = serde_json::json!({
                 "network": "unet", "latent": b.latent, "load_s": b.load_seconds, "runs_s": b.run_seconds, "threads": 1,
@@ -363,7 +371,7 @@ fn run_inner(args: &[String]) -> Result<()> {
 /// One picture: generate, then write the PNG and its sidecar once each.
 fn render(cli: &CliArgs, request: &GenerateRequest, files: &DirFiles) -> Result<()> {
     let preview_base = request.preview_every.map(|_| preview_base(cli, request.seed));
-    let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: cli.quiet, preview_base };
+    let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: cli.quiet, verbose: cli.verbose, preview_base };
     let out = generate(files, request, &mut hooks)?;
     let parameters = parameters_text(request, &out);
     let png = encode_png(&out.image, &parameters)?;

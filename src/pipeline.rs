@@ -94,7 +94,37 @@ pub enum Event {
     Step { index: usize, total: usize, seconds: f64, elapsed: f64 },
     /// The latents after step `index`, as a small picture (one pixel per latent).
     Preview { index: usize, image: RgbImage },
+    /// Summary of an intermediate tensor (`--verbose`): finds where NaNs or blow-ups start.
+    Tensor { name: String, stats: TensorStats },
     Warning(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TensorStats {
+    pub mean: f64,
+    pub std: f64,
+    pub min: f32,
+    pub max: f32,
+    pub non_finite: usize,
+}
+
+impl TensorStats {
+    pub fn of(t: &Latents) -> Self {
+        let (mut sum, mut sq, mut min, mut max, mut non_finite, mut n) = (0f64, 0f64, f32::MAX, f32::MIN, 0, 0usize);
+        for &v in t.iter() {
+            if !v.is_finite() {
+                non_finite += 1;
+                continue;
+            }
+            sum += v as f64;
+            sq += (v as f64) * (v as f64);
+            min = min.min(v);
+            max = max.max(v);
+            n += 1;
+        }
+        let mean = sum / n.max(1) as f64;
+        TensorStats { mean, std: (sq / n.max(1) as f64 - mean * mean).max(0.0).sqrt(), min, max, non_finite }
+    }
 }
 
 /// Front ends observe progress, cancel, and tell the time (browsers have no std clock).
@@ -254,6 +284,7 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
         let t = hooks.now();
         let cond = encoder.encode(&cond_ids.ids)?;
         let uncond = uncond_ids.map(|ids| encoder.encode(&ids)).transpose()?;
+        hooks.event(&Event::Tensor { name: "text embeddings".into(), stats: TensorStats::of(&cond) });
         timings.text_encoding = hooks.now() - t;
         (cond, uncond)
     };
@@ -269,6 +300,7 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
         None => rng.randn(&latent_shape),
     };
     latents *= scheduler.init_noise_sigma();
+    hooks.event(&Event::Tensor { name: "initial latents".into(), stats: TensorStats::of(&latents) });
     {
         let (unet, seconds) = load_network(hooks, "UNet", || Unet::load(files, latent_shape, text_shape))?;
         timings.load_unet = seconds;
@@ -287,6 +319,7 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
                 timings.unet_evaluations += 1;
             }
             timings.unet_evaluations += 1;
+            hooks.event(&Event::Tensor { name: format!("UNet output, step {}", index + 1), stats: TensorStats::of(&noise_pred) });
             latents = scheduler
                 .step(&noise_pred, t, &latents, &mut rng)
                 .map_err(|e| SdError::runtime(format!("scheduler step {index}: {e}")))?;
@@ -306,6 +339,7 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
     timings.load_vae = seconds;
     let t = hooks.now();
     let decoded = vae.decode(&(latents / dir.decoder_scaling_factor(decoder)?))?;
+    hooks.event(&Event::Tensor { name: "decoded image".into(), stats: TensorStats::of(&decoded) });
     drop(vae);
     let image = to_rgb8(&decoded)?;
     timings.decoding = hooks.now() - t;

@@ -100,3 +100,19 @@ fn previews_are_written_beside_the_picture() {
     let preview = read_png(&out.join("cube-step-004.png"));
     assert_eq!((preview.width, preview.height), (8, 8), "one pixel per latent");
 }
+
+/// `--verbose` summarizes each intermediate tensor, so a run that goes wrong shows where
+/// (this is how a wazero compiler bug was traced to the scheduler's arithmetic).
+#[test]
+fn verbose_summarizes_intermediate_tensors() {
+    let out = scratch("verbose");
+    let run = run_wasm(&tiny_model(), &out, &["--prompt", "a red cube", "--seed", "1", "--steps", "2", "--verbose", "--quiet"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for name in ["text embeddings", "initial latents", "UNet output, step 1", "UNet output, step 3", "decoded image"] {
+        let line = run.stderr.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} line:\n{}", run.stderr));
+        assert!(line.ends_with("non-finite 0"), "{line}");
+    }
+    // PNDM's initial latents are torch.randn: mean ~0, std ~1.
+    let latents = run.stderr.lines().find(|l| l.starts_with("initial latents")).unwrap();
+    assert!(latents.contains("std 1.0387"), "{latents}");
+}
