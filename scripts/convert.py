@@ -318,15 +318,20 @@ def export_unet(unet, out, fp16_min, scalar_timestep):
     unet.save_config(d)
 
 
-def export_vae(vae, out, fp16_min, encoder=True):
-    g = torch.Generator().manual_seed(0)
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    vae.save_config(os.path.join(out, "vae_decoder"))
-    export(VaeDecoderWrapper(vae), (torch.randn(1, vae.config.latent_channels, 8, 8, generator=g),),
-           os.path.join(out, "vae_decoder", "model.onnx"), ["latent_sample"], ["sample"],
+def export_decoder(vae, d, fp16_min, generator=None):
+    """A decoder dir (config + model.onnx): the VAE's, or TAESD's (same interface)."""
+    vae.save_config(d)
+    export(VaeDecoderWrapper(vae), (torch.randn(1, vae.config.latent_channels, 8, 8, generator=generator),),
+           os.path.join(d, "model.onnx"), ["latent_sample"], ["sample"],
            {"latent_sample": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
             "sample": {0: "batch_size", 2: "height", 3: "width"}},
            external_data=True, fp16_min_elements=fp16_min)
+
+
+def export_vae(vae, out, fp16_min, encoder=True):
+    g = torch.Generator().manual_seed(0)
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    export_decoder(vae, os.path.join(out, "vae_decoder"), fp16_min, g)
     if encoder:
         vae.save_config(os.path.join(out, "vae_encoder"))
         export(VaeEncoderWrapper(vae), (torch.rand(1, 3, 8 * scale, 8 * scale, generator=g) * 2 - 1,),
@@ -340,13 +345,7 @@ TAESD_DIR = "vae_decoder_taesd"
 
 
 def export_taesd(taesd, out, fp16_min):
-    d = os.path.join(out, TAESD_DIR)
-    taesd.save_config(d)
-    export(VaeDecoderWrapper(taesd), (torch.randn(1, taesd.config.latent_channels, 8, 8),),
-           os.path.join(d, "model.onnx"), ["latent_sample"], ["sample"],
-           {"latent_sample": {0: "batch_size", 2: "height_latent", 3: "width_latent"},
-            "sample": {0: "batch_size", 2: "height", 3: "width"}},
-           external_data=True, fp16_min_elements=fp16_min)
+    export_decoder(taesd, os.path.join(out, TAESD_DIR), fp16_min)
 
 
 # ---------------------------------------------------------------------------------------------

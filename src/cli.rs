@@ -179,37 +179,49 @@ pub fn clock_seed() -> u64 {
     x & 0xffff_ffff
 }
 
-/// Where the PNG goes: an explicit file, or `sd-<seed>-<hash of parameters>.png` in a directory.
-/// The name depends only on the parameters: a rerun writes the same bytes to the same name.
+/// Where pictures go: the file --output names, or a directory (--output's, else /outputs
+/// when it exists, as under Bacalhau, else the current directory).
+enum OutputTarget {
+    File(PathBuf),
+    Dir(PathBuf),
+}
+
+fn output_target(args: &CliArgs) -> OutputTarget {
+    match &args.output {
+        Some(p) if p.is_dir() => OutputTarget::Dir(p.clone()),
+        Some(p) => OutputTarget::File(p.clone()),
+        None if Path::new("/outputs").is_dir() => OutputTarget::Dir(PathBuf::from("/outputs")),
+        None => OutputTarget::Dir(PathBuf::new()),
+    }
+}
+
+/// The PNG and its sidecar: an explicit file, or `sd-<seed>-<hash of parameters>.png` in the
+/// output directory. The name depends only on the parameters: a rerun writes the same bytes
+/// to the same name.
 fn output_paths(args: &CliArgs, seed: u64, parameters: &str) -> (PathBuf, PathBuf) {
-    let default_name = || {
-        let mut h: u32 = 0x811c9dc5;
-        for b in parameters.bytes() {
-            h = (h ^ b as u32).wrapping_mul(0x01000193);
+    let png = match output_target(args) {
+        OutputTarget::File(p) => p,
+        OutputTarget::Dir(dir) => {
+            let mut h: u32 = 0x811c9dc5;
+            for b in parameters.bytes() {
+                h = (h ^ b as u32).wrapping_mul(0x01000193);
+            }
+            dir.join(format!("sd-{seed}-{h:08x}.png"))
         }
-        format!("sd-{seed}-{h:08x}.png")
-    };
-    let png = match &args.output {
-        Some(p) if p.is_dir() => p.join(default_name()),
-        Some(p) => p.clone(),
-        None if Path::new("/outputs").is_dir() => Path::new("/outputs").join(default_name()),
-        None => PathBuf::from(default_name()),
     };
     let json = png.with_extension("json");
     (png, json)
 }
 
 /// Previews are named before the picture's parameters hash is known: from --output's stem
-/// when it names a file, else `sd-<seed>`, in the picture's directory.
+/// when it names a file, else `sd-<seed>`, beside the picture.
 fn preview_base(args: &CliArgs, seed: u64) -> (PathBuf, String) {
-    match &args.output {
-        Some(p) if !p.is_dir() => (
-            p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+    match output_target(args) {
+        OutputTarget::File(p) => (
+            p.parent().map(Path::to_path_buf).unwrap_or_default(),
             p.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
         ),
-        Some(p) => (p.clone(), format!("sd-{seed}")),
-        None if Path::new("/outputs").is_dir() => (PathBuf::from("/outputs"), format!("sd-{seed}")),
-        None => (PathBuf::from("."), format!("sd-{seed}")),
+        OutputTarget::Dir(dir) => (dir, format!("sd-{seed}")),
     }
 }
 

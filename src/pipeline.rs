@@ -232,12 +232,7 @@ pub fn generate(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut dyn H
             req.vae.name()
         )));
     }
-    let channels = dir
-        .unet_config
-        .as_ref()
-        .and_then(|c| c.get("in_channels"))
-        .and_then(|v| v.as_u64())
-        .unwrap_or(4) as usize;
+    let channels = dir.unet_config_usize("in_channels", 4);
     let latent_shape = [1, channels, (height / scale) as usize, (width / scale) as usize];
 
     let mut scheduler = scheduler_from_config(
@@ -397,11 +392,8 @@ pub struct UnetBench {
 
 pub fn bench_unet(files: &dyn ModelFiles, latent: usize, runs: usize, hooks: &mut dyn Hooks) -> Result<UnetBench> {
     let dir = ModelDir::open(files)?;
-    let config = |key: &str, default: u64| {
-        dir.unet_config.as_ref().and_then(|c| c.get(key)).and_then(|v| v.as_u64()).unwrap_or(default) as usize
-    };
-    let latent_shape = [1, config("in_channels", 4), latent, latent];
-    let text_shape = [1, 77, config("cross_attention_dim", 768)];
+    let latent_shape = [1, dir.unet_config_usize("in_channels", 4), latent, latent];
+    let text_shape = [1, 77, dir.unet_config_usize("cross_attention_dim", 768)];
     let (unet, load_seconds) = load_network(hooks, "UNet", || Unet::load(files, latent_shape, text_shape))?;
     let mut rng = TorchRng::new(0);
     let (sample, hidden) = (rng.randn(&latent_shape), rng.randn(&text_shape));

@@ -19,12 +19,7 @@ fn wasi_runner(models: &Path, outputs: &Path, memory: Option<&str>, args: &[&str
     cmd.arg("-i").arg(format!("{}:/models", models.display()));
     cmd.arg("-o").arg(format!("outputs:{}", outputs.display()));
     cmd.arg(module).arg("--").args(args);
-    let out = cmd.output().expect("running wasi-runner");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd.output().expect("running wasi-runner").into()
 }
 
 #[test]

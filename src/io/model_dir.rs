@@ -256,6 +256,11 @@ impl<'a> ModelDir<'a> {
         Ok(config.as_ref().and_then(|c| c.get("scaling_factor")).and_then(|v| v.as_f64()).unwrap_or(1.0) as f32)
     }
 
+    /// An integer from unet/config.json, or `default` when absent.
+    pub fn unet_config_usize(&self, key: &str, default: usize) -> usize {
+        self.unet_config.as_ref().and_then(|c| c.get(key)).and_then(|v| v.as_u64()).map_or(default, |v| v as usize)
+    }
+
     pub fn unet_sample_size(&self) -> Option<u32> {
         let v = self.unet_config.as_ref()?.get("sample_size")?;
         v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()).map(|s| s as u32)

@@ -162,8 +162,10 @@ impl OnnxGraph {
         let path = self.path.clone();
         let fail = |e: TractError| SdError::model(format!("{path}: {}", chain(&e)));
         let mut weight_inputs = Vec::new();
+        let ids: std::collections::HashMap<String, usize> =
+            self.model.nodes().iter().map(|n| (n.name.clone(), n.id)).collect();
         for ext in tensors {
-            let Some(id) = self.model.nodes().iter().find(|n| n.name == ext.name).map(|n| n.id) else {
+            let Some(&id) = ids.get(&ext.name) else {
                 continue; // an unused initializer
             };
             // SAFETY: every byte is overwritten by the read below before the tensor is used.

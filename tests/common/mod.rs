@@ -53,6 +53,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// wasmtime and the module come from the environment scripts/test.sh sets; without them the
 /// test fails (never skips): these tests are the point of the suite.
 fn wasmtime_command() -> (String, PathBuf, bool) {
@@ -94,12 +104,7 @@ fn run_wasm_with(models: &Path, outputs: &Path, args: &[&str], max_memory: u64, 
         cmd.arg("--env").arg(format!("{key}={value}"));
     }
     cmd.arg(module).arg("--").args(args);
-    let out = cmd.output().expect("running wasmtime");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd.output().expect("running wasmtime").into()
 }
 
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
