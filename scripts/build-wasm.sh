@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the shipped module: dist/sd.wasm (wasm32-wasip1, +simd128 from .cargo/config.toml,
-# size-optimized `dist` profile, minimal `name` section kept for Bacalhau).
+# size-optimized `dist` profile), then tools/wasm-ship: float selects rewritten around wazero
+# v1.12.0's miscompile (Bacalhau's engine) and a minimal `name` section kept for Bacalhau.
 #   --relaxed   builds dist/sd-relaxed.wasm instead: +relaxed-simd, so tract's f32 matmul
 #               kernels use relaxed FMA. For wasmtime and browsers only: wazero (Bacalhau)
 #               cannot compile it. Its own target dir, since the flags change every crate.
@@ -15,4 +16,5 @@ if [[ "${1:-}" == "--relaxed" ]]; then
 fi
 CARGO_TARGET_DIR="$target_dir" cargo build --locked --profile dist --target wasm32-wasip1 --bin sd
 mkdir -p dist
-python3 scripts/wasm_names.py "$target_dir/wasm32-wasip1/dist/sd.wasm" "dist/$name.wasm" sd
+cargo build --locked --release --manifest-path tools/wasm-ship/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}/tools" -q
+"${CARGO_TARGET_DIR:-target}/tools/release/wasm-ship" "$target_dir/wasm32-wasip1/dist/sd.wasm" "dist/$name.wasm" sd
