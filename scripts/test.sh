@@ -14,6 +14,9 @@ echo "wasmtime cold compile of dist/sd.wasm: $(( ($(date +%s%N) - start) / 10000
 export SD_CWASM=$PWD/dist/sd.cwasm
 # Bacalhau's engine and contract without a network (tests/wasi_runner.rs).
 export WASI_RUNNER=${WASI_RUNNER:-$(scripts/build-wasi-runner.sh)}
+# A real Bacalhau v1.9.3 (tools/bacalhau) for tests/bacalhau.rs, which starts and stops its own
+# node. Cached under ~/.cache/sd-wasm after the first build (about 5 minutes on 2 cores).
+export BACALHAU_BIN=${BACALHAU_BIN:-$(scripts/build-bacalhau.sh | tail -n1)}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

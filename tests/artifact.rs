@@ -89,6 +89,15 @@ fn memory_is_plain_32_bit_and_unshared() {
     assert_eq!(flags & 0x04, 0, "memory64 is not supported by wazero");
 }
 
+/// Bacalhau's wazero (v1.12.0) miscompiles float `select` on amd64 (wazero#2534; shown in
+/// tests/wasi_runner.rs): scripts/build-wasm.sh rewrites them all with tools/wasm-ship.
+#[test]
+fn has_no_float_selects() {
+    let path = std::env::var("SD_WASM").map(std::path::PathBuf::from).unwrap_or_else(|_| common::repo().join("dist/sd.wasm"));
+    let report = wasm_ship::inspect(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(report.float_selects, 0, "{}: float selects left; build it with scripts/build-wasm.sh", path.display());
+}
+
 #[test]
 fn uses_simd128_and_nothing_wazero_lacks() {
     let m = module();

@@ -7,33 +7,6 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 
-const PROMPTS: &str = "\
-# a comment, then a blank line: neither counts
-\n\
-a red cube
-{\"prompt\": \"a blue ball\", \"seed\": 9, \"steps\": 3}
-a green cone
-{\"prompt\": \"a yellow star\", \"negative_prompt\": \"blurry\", \"guidance_scale\": 5}
-";
-
-/// (prompt flags, expected seed) of each line as a single run would be given it.
-fn single_runs() -> Vec<Vec<&'static str>> {
-    vec![
-        vec!["--prompt", "a red cube", "--seed", "5", "--steps", "2"],
-        vec!["--prompt", "a blue ball", "--seed", "9", "--steps", "3"],
-        vec!["--prompt", "a green cone", "--seed", "7", "--steps", "2"],
-        vec!["--prompt", "a yellow star", "--negative-prompt", "blurry", "--guidance-scale", "5", "--seed", "8", "--steps", "2"],
-    ]
-}
-
-fn pngs(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
-    files_in(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect()
-}
-
 #[test]
 fn three_partitions_render_every_line_once_and_identically() {
     let mut union: BTreeMap<String, Vec<u8>> = BTreeMap::new();

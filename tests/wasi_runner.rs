@@ -62,3 +62,43 @@ fn missing_model_and_too_little_memory_end_with_our_message() {
     assert!(run.stderr.contains("--memory 4GiB"), "{}", run.stderr);
     assert!(files_in(&out).is_empty());
 }
+
+/// Runs a module with no mounts and returns its exit code.
+fn wasi_runner_exit_code(module: &Path) -> i32 {
+    let runner = std::env::var("WASI_RUNNER").expect("WASI_RUNNER is not set: run the tests with scripts/test.sh");
+    let out = Command::new(runner).arg(module).output().expect("running wasi-runner");
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.status.code().expect("exit code")
+}
+
+/// The engine bug behind Bacalhau's black pictures, in the engine Bacalhau runs: an f32 `select`
+/// in a loop picks a stale register when its condition is false (wazero#2534). The module exits
+/// with the number of wrong picks. tools/wasm-ship's rewrite (if/else instead of select, what
+/// scripts/build-wasm.sh applies to sd.wasm) makes it right.
+#[test]
+fn float_select_miscompile_is_reproduced_and_wasm_ship_avoids_it() {
+    let source = repo().join("tests/data/wazero-float-select.wasm");
+    assert_eq!(wasi_runner_exit_code(&source), 5, "wazero v1.12.0 no longer miscompiles the float select: is the runner still on Bacalhau's wazero?");
+    let (shipped, report) = wasm_ship::ship(&std::fs::read(&source).unwrap(), "repro").unwrap();
+    assert_eq!(report.float_selects, 1);
+    let fixed = scratch("runner-float-select").join("fixed.wasm");
+    std::fs::write(&fixed, shipped).unwrap();
+    assert_eq!(wasi_runner_exit_code(&fixed), 0);
+}
+
+/// Schedulers whose step arithmetic differs from the default's (ancestral noise, multistep
+/// history, LMS coefficients): same bytes under Bacalhau's engine as under wasmtime.
+#[test]
+fn other_schedulers_same_picture_as_wasmtime() {
+    for scheduler in ["euler-a", "dpm++2m-karras", "lms", "ddim"] {
+        let (ours, theirs) = (scratch(&format!("runner-{scheduler}")), scratch(&format!("runner-{scheduler}-wasmtime")));
+        let args = [ARGS, &["--scheduler", scheduler]].concat();
+        let run = wasi_runner(&tiny_model(), &ours, None, &args);
+        assert_eq!(run.code, 0, "{scheduler}: {}", run.stderr);
+        let reference = run_wasm(&tiny_model(), &theirs, &args);
+        assert_eq!(reference.code, 0, "{scheduler}: {}", reference.stderr);
+        let (a, b) = (pngs(&ours), pngs(&theirs));
+        assert_eq!(a.len(), 1, "{scheduler}");
+        assert!(a == b, "{scheduler}: the picture under wazero differs from wasmtime's");
+    }
+}

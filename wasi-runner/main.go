@@ -7,12 +7,12 @@
 // real clocks, wazero's deterministic fake randomness, and the exit code from proc_exit
 // (-1 when the module returns without calling it).
 //
-// One deliberate difference: Bacalhau also sets WithCloseOnContextDone(true), and with it
-// wazero v1.12.0's compiler makes sd.wasm decode an all-black picture (plain `wazero run`
-// matches wasmtime byte for byte; `wazero run -timeout 1h`, which sets the same option, does
-// not). `--close-on-context-done` reproduces Bacalhau exactly, bug included.
+// Like Bacalhau it sets WithCloseOnContextDone(true), which makes wazero call into Go at every
+// loop header; the extra register pressure exposes wazero v1.12.0's amd64 float-select
+// miscompile (wazero#2534), so this runner reproduces it too. tools/wasm-ship removes float
+// selects from sd.wasm; tests/wasi_runner.rs keeps a minimal module that shows the bug here.
 //
-//	wasi-runner [--memory 4GiB] [-i HOST:GUEST]... [-o NAME:HOST]... [--env K=V]... [--close-on-context-done] MODULE [--] ARGS...
+//	wasi-runner [--memory 4GiB] [-i HOST:GUEST]... [-o NAME:HOST]... [--env K=V]... MODULE [--] ARGS...
 package main
 
 import (
@@ -44,14 +44,8 @@ func run(args []string) int {
 	memory := uint64(512 << 20) // Bacalhau's default job memory
 	var inputs, outputs []mount
 	var env []string
-	closeOnDone := false
 	for len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "--" {
 		flag := args[0]
-		if flag == "--close-on-context-done" {
-			closeOnDone = true
-			args = args[1:]
-			continue
-		}
 		if len(args) < 2 {
 			return fail("%s needs a value", flag)
 		}
@@ -83,7 +77,7 @@ func run(args []string) int {
 		}
 	}
 	if len(args) == 0 {
-		return fail("usage: wasi-runner [--memory 4GiB] [-i HOST:GUEST]... [-o NAME:HOST]... [--env K=V]... [--close-on-context-done] MODULE [--] ARGS...")
+		return fail("usage: wasi-runner [--memory 4GiB] [-i HOST:GUEST]... [-o NAME:HOST]... [--env K=V]... MODULE [--] ARGS...")
 	}
 	modulePath, params := args[0], args[1:]
 	if len(params) > 0 && params[0] == "--" {
@@ -93,21 +87,21 @@ func run(args []string) int {
 	if pages > 65536 {
 		return fail("--memory %d bytes is more than 4 GiB (65536 pages), which Bacalhau rejects", memory)
 	}
-	code, err := execute(modulePath, params, uint32(pages), inputs, outputs, env, closeOnDone)
+	code, err := execute(modulePath, params, uint32(pages), inputs, outputs, env)
 	if err != nil {
 		return fail("%v", err)
 	}
 	return code
 }
 
-func execute(modulePath string, params []string, pages uint32, inputs, outputs []mount, env []string, closeOnDone bool) (int, error) {
+func execute(modulePath string, params []string, pages uint32, inputs, outputs []mount, env []string) (int, error) {
 	ctx := context.Background()
 	wasm, err := os.ReadFile(modulePath)
 	if err != nil {
 		return 0, err
 	}
 	config := wazero.NewRuntimeConfigCompiler().WithMemoryLimitPages(pages).WithCoreFeatures(api.CoreFeaturesV2).
-		WithCloseOnContextDone(closeOnDone)
+		WithCloseOnContextDone(true) // as Bacalhau's executor
 	runtime := wazero.NewRuntimeWithConfig(ctx, config)
 	defer runtime.Close(ctx)
 	wasi_snapshot_preview1.MustInstantiate(ctx, runtime)
@@ -167,9 +161,9 @@ func (f writeOnceFS) OpenFile(path string, flag experimentalsys.Oflag, perm fs.F
 }
 
 func (writeOnceFS) Mkdir(string, fs.FileMode) experimentalsys.Errno { return experimentalsys.ENOSYS }
-func (writeOnceFS) Rename(string, string) experimentalsys.Errno   { return experimentalsys.ENOSYS }
-func (writeOnceFS) Rmdir(string) experimentalsys.Errno            { return experimentalsys.ENOSYS }
-func (writeOnceFS) Unlink(string) experimentalsys.Errno           { return experimentalsys.ENOSYS }
+func (writeOnceFS) Rename(string, string) experimentalsys.Errno     { return experimentalsys.ENOSYS }
+func (writeOnceFS) Rmdir(string) experimentalsys.Errno              { return experimentalsys.ENOSYS }
+func (writeOnceFS) Unlink(string) experimentalsys.Errno             { return experimentalsys.ENOSYS }
 
 // parseBytes reads Bacalhau-style sizes: 512MB (decimal), 4GiB (binary), or a byte count.
 func parseBytes(s string) (uint64, error) {

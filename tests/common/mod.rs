@@ -155,3 +155,32 @@ pub fn case_flags(args: &serde_json::Value) -> Vec<String> {
     }
     v
 }
+
+/// A `--prompts` file for fan-out tests: a comment, a blank line, plain and JSON lines.
+pub const PROMPTS: &str = "\
+# a comment, then a blank line: neither counts
+\n\
+a red cube
+{\"prompt\": \"a blue ball\", \"seed\": 9, \"steps\": 3}
+a green cone
+{\"prompt\": \"a yellow star\", \"negative_prompt\": \"blurry\", \"guidance_scale\": 5}
+";
+
+/// The single-run flags of each line of [`PROMPTS`] given `--seed 5 --steps 2`.
+pub fn single_runs() -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["--prompt", "a red cube", "--seed", "5", "--steps", "2"],
+        vec!["--prompt", "a blue ball", "--seed", "9", "--steps", "3"],
+        vec!["--prompt", "a green cone", "--seed", "7", "--steps", "2"],
+        vec!["--prompt", "a yellow star", "--negative-prompt", "blurry", "--guidance-scale", "5", "--seed", "8", "--steps", "2"],
+    ]
+}
+
+/// The PNGs in `dir` by file name.
+pub fn pngs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    files_in(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
