@@ -130,6 +130,9 @@ fn jobs_on_a_real_bacalhau_node() {
     let picture = node.submit_wasm("4GiB", PICTURE);
     let missing_model = node.submit_wasm("4GiB", &[PICTURE, &["--models", "/nowhere"]].concat());
     let too_little_memory = node.submit_wasm("40MiB", PICTURE);
+    let spec = scratch.join("one-picture.yaml");
+    std::fs::write(&spec, spec_for_this_machine("one-picture.yaml", None)).unwrap();
+    let from_spec = node.submit_spec(&spec);
 
     // One picture: the same PNG bytes as under wasmtime, the sidecar, stdout/stderr, exit 0.
     let described = node.wait(&picture, Duration::from_secs(300));
@@ -151,6 +154,19 @@ fn jobs_on_a_real_bacalhau_node() {
     }
     assert_eq!(read(&got.join("exitCode")).trim(), "0");
     assert!(read(&got.join("stderr")).lines().any(|l| l.starts_with("done: /outputs/sd-1-")), "{}", read(&got.join("stderr")));
+
+    // bacalhau/one-picture.yaml (its steps cut to 2): the same picture as wasmtime's.
+    let described = node.wait(&from_spec, Duration::from_secs(300));
+    assert_eq!(exit_codes(&described), [0], "{described}");
+    let got = scratch.join("one-picture");
+    node.results(&from_spec, &got);
+    let reference = scratch.join("one-picture-wasmtime");
+    std::fs::create_dir_all(&reference).unwrap();
+    let args = ["--prompt", "a lighthouse at dusk", "--negative-prompt", "blurry", "--seed", "42", "--steps", "2"];
+    assert_eq!(run_wasm(&tiny_model(), &reference, &args).code, 0);
+    let (ours, theirs) = (pngs(&got.join("outputs")), pngs(&reference));
+    assert_eq!(ours.len(), 1);
+    assert!(ours == theirs, "one-picture.yaml's picture differs from wasmtime's");
 
     // Bad input: our exit code and one-line message come back (Bacalhau v1.9.3 marks a wasm
     // execution that exits non-zero as Completed and reports the code).
@@ -175,7 +191,7 @@ fn jobs_on_a_real_bacalhau_node() {
     std::fs::create_dir_all(&prompts).unwrap();
     std::fs::write(prompts.join("prompts.txt"), PROMPTS).unwrap();
     let spec = scratch.join("fan-out.yaml");
-    std::fs::write(&spec, fan_out_spec(&prompts)).unwrap();
+    std::fs::write(&spec, spec_for_this_machine("fan-out.yaml", Some(&prompts))).unwrap();
     let fan_out = node.submit_spec(&spec);
     let described = node.wait(&fan_out, Duration::from_secs(600));
     assert_eq!(described["Job"]["State"]["StateType"], "Completed", "{described}");
@@ -211,15 +227,17 @@ fn jobs_on_a_real_bacalhau_node() {
     std::fs::remove_dir_all(&scratch).ok();
 }
 
-/// bacalhau/fan-out.yaml with this machine's paths and the tiny model's settings.
-fn fan_out_spec(prompts: &Path) -> String {
-    let spec = read(&repo().join("bacalhau/fan-out.yaml"));
-    let replaced = spec
+/// A job spec from bacalhau/ with this machine's paths, the tiny model, and 2 steps.
+fn spec_for_this_machine(name: &str, prompts: Option<&Path>) -> String {
+    let spec = read(&repo().join("bacalhau").join(name));
+    let mut replaced = spec
         .replace("/srv/sd-wasm/sd.wasm", sd_wasm_path().to_str().unwrap())
         .replace("/srv/models/sd15", tiny_model().to_str().unwrap())
-        .replace("/srv/jobs/lighthouses", prompts.to_str().unwrap())
-        .replace(r#""--seed", "1000", "--steps", "20""#, r#""--seed", "5", "--steps", "2", "--quiet""#);
-    assert!(replaced.contains(r#""--seed", "5""#), "bacalhau/fan-out.yaml changed: update this test's substitutions");
-    assert!(!replaced.contains("/srv/"), "bacalhau/fan-out.yaml changed: update this test's substitutions");
+        .replace(r#""--steps", "20""#, r#""--steps", "2""#)
+        .replace(r#""--seed", "1000""#, r#""--seed", "5""#);
+    if let Some(prompts) = prompts {
+        replaced = replaced.replace("/srv/jobs/lighthouses", prompts.to_str().unwrap());
+    }
+    assert!(!replaced.contains("/srv/") && replaced.contains(r#""--steps", "2""#), "bacalhau/{name} changed: update this test's substitutions");
     replaced
 }
