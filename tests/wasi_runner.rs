@@ -79,7 +79,7 @@ fn wasi_runner_exit_code(module: &Path) -> i32 {
 fn float_select_miscompile_is_reproduced_and_wasm_ship_avoids_it() {
     let source = repo().join("tests/data/wazero-float-select.wasm");
     assert_eq!(wasi_runner_exit_code(&source), 5, "wazero v1.12.0 no longer miscompiles the float select: is the runner still on Bacalhau's wazero?");
-    let (shipped, report) = wasm_ship::ship(&std::fs::read(&source).unwrap(), "repro").unwrap();
+    let (shipped, report) = wasm_ship::ship(&std::fs::read(&source).unwrap(), "repro", wasm_ship::SD_WASM_UNROLL).unwrap();
     assert_eq!(report.float_selects, 1);
     let fixed = scratch("runner-float-select").join("fixed.wasm");
     std::fs::write(&fixed, shipped).unwrap();
@@ -100,5 +100,25 @@ fn other_schedulers_same_picture_as_wasmtime() {
         let (a, b) = (pngs(&ours), pngs(&theirs));
         assert_eq!(a.len(), 1, "{scheduler}");
         assert!(a == b, "{scheduler}: the picture under wazero differs from wasmtime's");
+    }
+}
+
+/// tools/wasm-ship's loop unrolling keeps meaning: loops that exit at the top, at the bottom,
+/// through a br_table, a return, and a branch to a label outside the loop, unrolled 1× to 8×,
+/// give the same checksum (the exit code, computed independently: 86) under Bacalhau's engine.
+#[test]
+fn unrolled_loops_compute_the_same() {
+    let source = std::fs::read(repo().join("tests/data/unroll-loops.wasm")).unwrap();
+    let dir = scratch("runner-unroll");
+    let raw = dir.join("raw.wasm");
+    std::fs::write(&raw, &source).unwrap();
+    assert_eq!(wasi_runner_exit_code(&raw), 86);
+    for factor in [2, 3, 8] {
+        let unroll = wasm_ship::Unroll { factor, max_body_bytes: 600, functions: &["loops"], callees: &[] };
+        let (shipped, report) = wasm_ship::ship(&source, "unroll", unroll).unwrap();
+        assert_eq!(report.loops_unrolled, 2, "factor {factor}");
+        let module = dir.join(format!("unrolled-{factor}.wasm"));
+        std::fs::write(&module, shipped).unwrap();
+        assert_eq!(wasi_runner_exit_code(&module), 86, "unrolled {factor}x");
     }
 }

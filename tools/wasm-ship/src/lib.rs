@@ -9,8 +9,12 @@
 //!    `WithCloseOnContextDone(true)` puts a call at every loop header, which spills loop-invariant
 //!    floats and triggers it: sd.wasm rendered black pictures. Integer selects are modelled
 //!    correctly and stay as they are.
-//! 2. The `name` section replaced by one holding only the module name: Bacalhau's tracing
-//!    wrapper rejects modules without one, never reads function names (≈1.7 MB of sd.wasm), and
+//! 2. Hot innermost loops unrolled ([`SD_WASM_UNROLL`]). With `WithCloseOnContextDone(true)`
+//!    wazero v1.12.0 leaves machine code for Go at every loop header to check whether the module
+//!    was closed — tens of nanoseconds per iteration, which tripled a UNet evaluation. Unrolling
+//!    runs that check once per several iterations.
+//! 3. The `name` section replaced by one holding only the module name: Bacalhau's tracing
+//!    wrapper rejects modules without one, never reads function names (≈2 MB of sd.wasm), and
 //!    refuses local modules over 10 MB.
 
 use wasmparser::{
@@ -25,12 +29,17 @@ pub struct Report {
     pub float_selects: usize,
     /// Bytes of the original `name` section (0 if it had none).
     pub name_section_bytes: usize,
+    /// Innermost loops unrolled (see [`Unroll`]).
+    pub loops_unrolled: usize,
 }
 
 /// Rewrites `module` as described in the crate docs; `module_name` goes into the new `name`
-/// section.
-pub fn ship(module: &[u8], module_name: &str) -> Result<(Vec<u8>, Report), Error> {
-    transform(module, Some(module_name))
+/// section (an empty `module_name` keeps the original one, function names and all: for profiling).
+pub fn ship(module: &[u8], module_name: &str, unroll: Unroll) -> Result<(Vec<u8>, Report), Error> {
+    let (shipped, report) = transform(module, Some((module_name, unroll)))?;
+    // The rewrite must leave a valid module; check before anyone runs it.
+    Validator::new_with_features(WasmFeatures::all()).validate_all(&shipped)?;
+    Ok((shipped, report))
 }
 
 /// Counts what [`ship`] would change, without changing anything.
@@ -38,7 +47,11 @@ pub fn inspect(module: &[u8]) -> Result<Report, Error> {
     transform(module, None).map(|(_, report)| report)
 }
 
-fn transform(module: &[u8], rewrite_as: Option<&str>) -> Result<(Vec<u8>, Report), Error> {
+fn transform(module: &[u8], rewrite_as: Option<(&str, Unroll)>) -> Result<(Vec<u8>, Report), Error> {
+    let unroll = rewrite_as.map_or(Unroll { factor: 1, max_body_bytes: 0, functions: &[], callees: &[] }, |(_, u)| u);
+    let names = function_names(module)?;
+    let mut func_index = imported_functions(module)?;
+    let hot_callees = names.iter().filter(|(_, n)| unroll.callees.iter().any(|c| n.contains(c))).map(|(&i, _)| i).collect();
     let mut validator = Validator::new_with_features(WasmFeatures::all());
     let mut report = Report::default();
     let mut out = module[..8].to_vec();
@@ -57,7 +70,14 @@ fn transform(module: &[u8], rewrite_as: Option<&str>) -> Result<(Vec<u8>, Report
                     return Err("code entry without a function to validate".into());
                 };
                 let mut func = func.into_validator(std::mem::take(&mut allocs));
-                let new_body = rewrite_body(module, body, &mut func, &mut report)?;
+                let choice = LoopChoice {
+                    factor: unroll.factor,
+                    max_body_bytes: unroll.max_body_bytes,
+                    every_loop: names.get(&func_index).is_some_and(|name| unroll.functions.iter().any(|f| name.contains(f))),
+                    hot_callees: &hot_callees,
+                };
+                func_index += 1;
+                let new_body = rewrite_body(module, body, &mut func, &choice, &mut report)?;
                 allocs = func.into_allocations();
                 code.as_mut().ok_or("code entry outside a code section")?.push(new_body);
                 continue;
@@ -69,7 +89,7 @@ fn transform(module: &[u8], rewrite_as: Option<&str>) -> Result<(Vec<u8>, Report
             push_section(&mut out, 10, &vec_of(&bodies));
         }
         match &payload {
-            Payload::CustomSection(c) if c.name() == "name" => {
+            Payload::CustomSection(c) if c.name() == "name" && rewrite_as.is_some_and(|(n, _)| !n.is_empty()) => {
                 report.name_section_bytes = (c.range().end - c.range().start) as usize;
             }
             _ => {
@@ -79,7 +99,7 @@ fn transform(module: &[u8], rewrite_as: Option<&str>) -> Result<(Vec<u8>, Report
             }
         }
     }
-    if let Some(name) = rewrite_as {
+    if let Some((name, _)) = rewrite_as.filter(|(n, _)| !n.is_empty()) {
         // Subsection 0 (module name).
         let mut sub = Vec::new();
         leb(&mut sub, name.len() as u64);
@@ -95,6 +115,41 @@ fn transform(module: &[u8], rewrite_as: Option<&str>) -> Result<(Vec<u8>, Report
     Ok((out, report))
 }
 
+/// Function index → name, from the `name` section (empty without one).
+fn function_names(module: &[u8]) -> Result<std::collections::HashMap<u32, String>, Error> {
+    let mut names = std::collections::HashMap::new();
+    for payload in Parser::new(0).parse_all(module) {
+        if let Payload::CustomSection(c) = payload? {
+            if let wasmparser::KnownCustom::Name(reader) = c.as_known() {
+                for sub in reader {
+                    if let wasmparser::Name::Function(map) = sub? {
+                        for naming in map {
+                            let naming = naming?;
+                            names.insert(naming.index, naming.name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Number of imported functions (defined functions are numbered after them).
+fn imported_functions(module: &[u8]) -> Result<u32, Error> {
+    let mut n = 0;
+    for payload in Parser::new(0).parse_all(module) {
+        if let Payload::ImportSection(reader) = payload? {
+            for import in reader.into_imports() {
+                if matches!(import?.ty, wasmparser::TypeRef::Func(_)) {
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// The function body with every float select replaced by
 /// `local.set c; local.set b; local.set a; local.get c; if (result T) local.get a else local.get b end`
 /// over three fresh locals per operand type.
@@ -102,6 +157,7 @@ fn rewrite_body(
     module: &[u8],
     body: &wasmparser::FunctionBody,
     func: &mut wasmparser::FuncValidator<wasmparser::ValidatorResources>,
+    unroll: &LoopChoice,
     report: &mut Report,
 ) -> Result<Vec<u8>, Error> {
     let mut reader = body.get_binary_reader();
@@ -172,6 +228,8 @@ fn rewrite_body(
         leb(&mut out, count as u64);
         push_valtype(&mut out, t);
     }
+    let (ops, unrolled) = unroll_loops(&ops, unroll)?;
+    report.loops_unrolled += unrolled;
     out.extend_from_slice(&ops);
     Ok(out)
 }
@@ -212,6 +270,181 @@ fn leb(out: &mut Vec<u8>, mut n: u64) {
         out.push(byte | if n != 0 { 0x80 } else { 0 });
         if n == 0 {
             return;
+        }
+    }
+}
+
+/// Which innermost loops to unroll, and how many copies of the body per pass through the loop
+/// header. A loop is unrolled when it takes and leaves nothing on the stack, contains no other
+/// loop, and its body is at most `max_body_bytes`. The loop
+/// `loop L  BODY  end` becomes
+/// `block EXIT  loop L  (block C  BODY'  br EXIT  end) × (factor-1)  BODY''  end  end`:
+/// in each copy a branch to L (continue) now reaches the end of its `C`, i.e. the next copy; the
+/// body falling off its end (the loop's exit) branches to EXIT; branches to labels outside the
+/// loop are renumbered past the added blocks.
+#[derive(Debug, Clone, Copy)]
+pub struct Unroll {
+    /// Copies of the body per pass through the loop header (1 = off).
+    pub factor: usize,
+    /// Only loops whose body is at most this many bytes.
+    pub max_body_bytes: usize,
+    /// Loops in functions whose name (from the `name` section, mangled) contains one of these…
+    pub functions: &'static [&'static str],
+    /// …and loops anywhere that call a function whose name contains one of these.
+    pub callees: &'static [&'static str],
+}
+
+/// What sd.wasm ships with. Measured under Bacalhau's engine (wazero v1.12.0 with
+/// `WithCloseOnContextDone`) on the SD 1.5 UNet at a 16×16 latent: one evaluation 99.6 s → 39.0 s,
+/// UNet load 145 s → 70 s, for +20 KB. The loops: tract's f32 matmul kernel and matrixmultiply's
+/// (attention), `<[T]>::contains` (tract's graph ordering at load), and every loop that calls
+/// `half::f16::to_f32` (the fp16 weights cast on every run: ~860M iterations per UNet evaluation).
+pub const SD_WASM_UNROLL: Unroll = Unroll {
+    factor: 8,
+    max_body_bytes: 600,
+    functions: &["mmm_f32_gemm", "matrixmultiply", "8contains"],
+    callees: &["binary163f166to_f32"],
+};
+
+/// Which loops of one function body to unroll.
+struct LoopChoice<'a> {
+    factor: usize,
+    max_body_bytes: usize,
+    every_loop: bool,
+    hot_callees: &'a std::collections::HashSet<u32>,
+}
+
+/// Unrolls the chosen loops of one function body (see [`Unroll`]); returns the new expression
+/// and how many loops were unrolled.
+fn unroll_loops(expr: &[u8], unroll: &LoopChoice) -> Result<(Vec<u8>, usize), Error> {
+    if unroll.factor < 2 {
+        return Ok((expr.to_vec(), 0));
+    }
+    let mut reader = wasmparser::OperatorsReader::new(wasmparser::BinaryReader::new(expr, 0));
+    let mut ops: Vec<(Operator, usize, usize)> = Vec::new();
+    while !reader.eof() {
+        let (op, start) = reader.read_with_offset()?;
+        ops.push((op, start as usize, reader.original_position() as usize));
+    }
+    // Innermost candidate loops: (index of `loop`, index of its `end`).
+    struct Frame {
+        start: usize,
+        candidate_loop: bool,
+        contains_loop: bool,
+        branches_ok: bool,
+        calls_hot: bool,
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut loops: Vec<(usize, usize)> = Vec::new();
+    for (i, (op, _, _)) in ops.iter().enumerate() {
+        match op {
+            Operator::Block { .. } | Operator::If { .. } | Operator::Loop { .. } | Operator::Try { .. } | Operator::TryTable { .. } => {
+                let candidate_loop = matches!(op, Operator::Loop { blockty: wasmparser::BlockType::Empty });
+                if matches!(op, Operator::Loop { .. }) {
+                    for f in stack.iter_mut() {
+                        f.contains_loop = true;
+                    }
+                }
+                stack.push(Frame { start: i, candidate_loop, contains_loop: false, branches_ok: true, calls_hot: false });
+            }
+            Operator::End => {
+                if let Some(f) = stack.pop() {
+                    let body_bytes = ops[i].1 - ops[f.start].2;
+                    let chosen = unroll.every_loop || f.calls_hot;
+                    if chosen && f.candidate_loop && !f.contains_loop && f.branches_ok && body_bytes <= unroll.max_body_bytes {
+                        loops.push((f.start, i));
+                    }
+                    if let Some(parent) = stack.last_mut() {
+                        parent.calls_hot |= f.calls_hot;
+                    }
+                }
+            }
+            Operator::Br { .. } | Operator::BrIf { .. } | Operator::BrTable { .. } => {}
+            Operator::Call { function_index } if unroll.hot_callees.contains(function_index) => {
+                if let Some(f) = stack.last_mut() {
+                    f.calls_hot = true;
+                }
+            }
+            op if is_other_branch(op) => {
+                for f in stack.iter_mut() {
+                    f.branches_ok = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    loops.sort();
+    let mut out = Vec::with_capacity(expr.len());
+    let mut i = 0;
+    let mut next = loops.iter().peekable();
+    while i < ops.len() {
+        match next.peek() {
+            Some(&&(start, end)) if start == i => {
+                next.next();
+                out.extend_from_slice(&[0x02, 0x40, 0x03, 0x40]); // block EXIT, loop L
+                for _ in 1..unroll.factor {
+                    out.extend_from_slice(&[0x02, 0x40]); // block C
+                    copy_body(expr, &ops[start + 1..end], 2, &mut out);
+                    out.extend_from_slice(&[0x0c, 0x02, 0x0b]); // br EXIT, end C
+                }
+                copy_body(expr, &ops[start + 1..end], 1, &mut out);
+                out.extend_from_slice(&[0x0b, 0x0b]); // end L, end EXIT
+                i = end + 1;
+            }
+            _ => {
+                out.extend_from_slice(&expr[ops[i].1..ops[i].2]);
+                i += 1;
+            }
+        }
+    }
+    Ok((out, loops.len()))
+}
+
+/// Branch-like operators other than br/br_if/br_table (exceptions, GC casts, tail calls are
+/// not produced for this target; a loop that has one is left alone).
+fn is_other_branch(op: &Operator) -> bool {
+    matches!(
+        op,
+        Operator::BrOnNull { .. }
+            | Operator::BrOnNonNull { .. }
+            | Operator::BrOnCast { .. }
+            | Operator::BrOnCastFail { .. }
+            | Operator::Delegate { .. }
+            | Operator::Rethrow { .. }
+    )
+}
+
+/// Copies a loop body, adding `shift` to branch depths that leave the body.
+fn copy_body(expr: &[u8], body: &[(Operator, usize, usize)], shift: u32, out: &mut Vec<u8>) {
+    let mut depth = 0u32; // blocks opened inside the body
+    let outside = |d: u32, depth: u32| if d > depth { d + shift } else { d };
+    for (op, start, end) in body {
+        match op {
+            Operator::Block { .. } | Operator::If { .. } | Operator::Loop { .. } | Operator::Try { .. } | Operator::TryTable { .. } => {
+                depth += 1;
+                out.extend_from_slice(&expr[*start..*end]);
+            }
+            Operator::End => {
+                depth -= 1;
+                out.push(0x0b);
+            }
+            Operator::Br { relative_depth } => {
+                out.push(0x0c);
+                leb(out, outside(*relative_depth, depth) as u64);
+            }
+            Operator::BrIf { relative_depth } => {
+                out.push(0x0d);
+                leb(out, outside(*relative_depth, depth) as u64);
+            }
+            Operator::BrTable { targets } => {
+                out.push(0x0e);
+                leb(out, targets.len() as u64);
+                for t in targets.targets() {
+                    leb(out, outside(t.expect("br_table target"), depth) as u64);
+                }
+                leb(out, outside(targets.default(), depth) as u64);
+            }
+            _ => out.extend_from_slice(&expr[*start..*end]),
         }
     }
 }

@@ -1,4 +1,5 @@
 //! wasm-ship IN.wasm OUT.wasm [MODULE_NAME]   rewrite for shipping (see the library docs)
+//!   WASM_SHIP_UNROLL=FACTOR:MAX_BODY_BYTES     loop unrolling (default below; 1:0 turns it off)
 //! wasm-ship --check FILE.wasm                 exit 1 if FILE still has float selects or no name section
 use std::process::exit;
 
@@ -16,14 +17,25 @@ fn main() {
     }
 }
 
+const DEFAULT_UNROLL: wasm_ship::Unroll = wasm_ship::SD_WASM_UNROLL;
+
 fn ship(input: &str, output: &str, name: &str) -> Result<(), wasm_ship::Error> {
     let module = std::fs::read(input).map_err(|e| format!("{input}: {e}"))?;
-    let (shipped, report) = wasm_ship::ship(&module, name)?;
+    let unroll = match std::env::var("WASM_SHIP_UNROLL") {
+        Ok(v) => {
+            let (f, b) = v.split_once(':').ok_or("WASM_SHIP_UNROLL=FACTOR:MAX_BODY_BYTES")?;
+            wasm_ship::Unroll { factor: f.parse()?, max_body_bytes: b.parse()?, ..DEFAULT_UNROLL }
+        }
+        Err(_) => DEFAULT_UNROLL,
+    };
+    let (shipped, report) = wasm_ship::ship(&module, name, unroll)?;
     std::fs::write(output, &shipped).map_err(|e| format!("{output}: {e}"))?;
     println!(
-        "{output}: {} bytes ({} float selects rewritten as if/else, {} bytes of names dropped)",
+        "{output}: {} bytes ({} float selects rewritten as if/else, {} loops unrolled {}x, {} bytes of names dropped)",
         shipped.len(),
         report.float_selects,
+        report.loops_unrolled,
+        unroll.factor,
         report.name_section_bytes
     );
     Ok(())
