@@ -24,6 +24,9 @@ What it writes (fixtures/tiny-img2img/):
   cases.json            [{name, pipeline, unet, encoder, args, seeds, pngs}]
   <case>[-<seed>].png   diffusers' pictures (output_type="pil")
   sensitivity.json      how far a wrong strength / an inverted mask moves the picture
+  lanczos.json          PIL's Image.resize(LANCZOS) of a random 13x11 RGB picture to several
+                        sizes (what diffusers' VaeImageProcessor does to a picture or mask of
+                        another size), for src/io/image.rs's resize
 """
 import json
 import os
@@ -79,6 +82,18 @@ def write_inputs():
     yy, xx = np.mgrid[0:32, 0:32]
     disc = (((yy - 12.5) ** 2 + (xx - 18.5) ** 2) < 10.5 ** 2).astype(np.uint8) * 255
     Image.fromarray(disc, "L").save(os.path.join(OUT, "mask-32.png"))
+
+
+def write_lanczos_cases():
+    rng = np.random.RandomState(7)
+    src = rng.randint(0, 256, (11, 13, 3)).astype(np.uint8)
+    out = {"width": 13, "height": 11, "pixels": src.flatten().tolist(), "resized": []}
+    for w, h in ((16, 16), (7, 5), (13, 24), (26, 11), (5, 9)):
+        r = np.asarray(Image.fromarray(src, "RGB").resize((w, h), Image.LANCZOS))
+        out["resized"].append({"width": w, "height": h, "pixels": r.flatten().tolist()})
+    with open(os.path.join(OUT, "lanczos.json"), "w") as f:
+        json.dump(out, f)
+        f.write("\n")
 
 
 def case(name, pipeline, scheduler, strength, unet="regular", encoder="parameters", mask=None, seeds=(42,),
@@ -173,6 +188,7 @@ def main():
         shutil.rmtree(OUT)
     os.makedirs(OUT)
     write_inputs()
+    write_lanczos_cases()
     g = torch.Generator().manual_seed(0)
     mf.export_unet(unet9, os.path.join(OUT, "unet-inpaint"), g)
     enc_dir = os.path.join(OUT, "vae_encoder_latent_sample")

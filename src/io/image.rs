@@ -211,3 +211,27 @@ mod tests {
         assert!(err.message.contains("not a PNG"), "{}", err.message);
     }
 }
+
+#[cfg(test)]
+mod pil_tests {
+    use super::*;
+
+    /// PIL's own resizes (fixtures/tiny-img2img/lanczos.json, scripts/make_img2img_fixtures.py),
+    /// up and down, integer and fractional ratios: byte for byte.
+    #[test]
+    fn lanczos_matches_pil() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tiny-img2img/lanczos.json");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let image = |v: &serde_json::Value| RgbImage {
+            width: v["width"].as_u64().unwrap() as u32,
+            height: v["height"].as_u64().unwrap() as u32,
+            pixels: v["pixels"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u8).collect(),
+        };
+        let source = image(&v);
+        for want in v["resized"].as_array().unwrap() {
+            let want = image(want);
+            let got = resize_lanczos(&source, want.width, want.height);
+            assert_eq!(got, want, "{}x{}", want.width, want.height);
+        }
+    }
+}
