@@ -111,6 +111,9 @@ fn ours(case: &Value, overrides: &Value, extra: &[&str], tag: &str) -> (Vec<sd_w
     assert_eq!(seeds, want, "each PNG records its own seed");
     let images = found.iter().map(|(_, p)| read_png(p)).collect();
     std::fs::remove_dir_all(&out).ok();
+    if model != tiny_model() {
+        std::fs::remove_dir_all(&model).ok();
+    }
     (images, r.stderr)
 }
 
@@ -237,7 +240,9 @@ fn sixteen_bit_gray_and_rgba_init_images_are_converted() {
         if file != "gray-alpha.png" {
             assert!(max_pixel_diff(&got, &base) <= TOLERANCE, "{file}: not the 8-bit RGB picture");
         }
+        std::fs::remove_dir_all(&out).ok();
     }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -279,5 +284,8 @@ fn bad_init_images_masks_and_strengths_fail_clearly() {
         assert!(r.stderr.contains(message), "{extra:?}: stderr lacks {message:?}: {}", r.stderr);
         assert_eq!(r.stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{}", r.stderr);
         assert!(files_in(&out).is_empty(), "{extra:?} left files behind");
+        std::fs::remove_dir_all(&out).ok();
     }
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&nine).ok();
 }

@@ -59,6 +59,7 @@ fn readme_examples_run_unchanged() {
     let made: Vec<String> = pngs(&work).iter().map(|p| params(p)).collect();
     assert_eq!(made.iter().filter(|p| p.contains("Denoising strength: 0.5") && p.contains("Init image: given")).count(), 2, "{made:?}");
     assert_eq!(made.iter().filter(|p| p.contains("Mask: given")).count(), 1, "{made:?}");
+    std::fs::remove_dir_all(&work).ok();
 }
 
 /// Every demo.py flag at its documented default is accepted, and gives the picture our own
@@ -92,6 +93,7 @@ fn every_flag_of_the_seed_system_is_accepted() {
     let moved = max_pixel_diff(&read_png(&work.join("linear.png")), &b);
     assert!(moved > 20, "--beta-schedule linear moved the picture only {moved}/255");
     assert!(params(&work.join("linear.png")).contains("Beta schedule: linear"));
+    std::fs::remove_dir_all(&work).ok();
 }
 
 /// --params-from reads Automatic1111's `parameters` text as well as ours.
@@ -119,4 +121,5 @@ fn params_from_reads_automatic1111_pngs() {
         assert_eq!(r.code, 2, "{file}: {}", r.stderr);
         assert!(r.stderr.contains(message), "{file}: {}", r.stderr);
     }
+    std::fs::remove_dir_all(&work).ok();
 }
