@@ -21,6 +21,7 @@ What it writes (fixtures/tiny-img2img/):
   vae_encoder_latent_sample/  a VAE encoder whose output is a 4-channel latent (the
                         distribution's mode) named latent_sample, instead of optimum's 8-channel
                         latent_parameters
+  README.md             what is here
   cases.json            [{name, pipeline, unet, encoder, args, seeds, pngs}]
   <case>[-<seed>].png   diffusers' pictures (output_type="pil")
   sensitivity.json      how far a wrong strength / an inverted mask moves the picture
@@ -141,6 +142,22 @@ SENSITIVITY = [
 ]
 THRESHOLD = 20
 
+README = """# `tiny-img2img/`: image-to-image and inpainting oracles
+
+Made by `scripts/make_img2img_fixtures.py` (after `make_fixtures.py`; ~2 min) from the same torch
+modules as `tiny/` (it rebuilds them with the same seeds and scales and checks one UNet call and one
+VAE encoder call against `tiny/expected` before writing anything). `cases.json` lists each case:
+`pipeline` (`img2img` = `StableDiffusionImg2ImgPipeline`, `inpaint` = `StableDiffusionInpaintPipeline`),
+`unet` (`regular`, or `inpaint` = `unet-inpaint/`, a 9-channel UNet with its own seed and the same
+scales), `encoder` (`parameters` = `tiny/vae_encoder`, 8 channels; `latent_sample` =
+`vae_encoder_latent_sample/`, the distribution's mode as a 4-channel latent, given to diffusers as
+4-channel init latents), `seeds` (one `torch.Generator` per picture), `args` and the PNGs. Inputs:
+`init.png` (= `tiny/expected/pndm.png`), `mask.png` (white rectangle = repaint), `mask-inverted.png`,
+`mask-32.png` (a 32×32 disc, resized by the pipeline). `sensitivity.json`: a wrong strength
+(0.6 for 0.75) or an inverted mask moves diffusers' picture by far more than 20/255 (asserted, and
+the variants' PNGs kept), as does a mirrored init picture.
+"""
+
 
 def run(pipes, base_config, c, args, seed_list, latent_encoder_vae):
     pipe = pipes[(c["pipeline"], c["unet"])]
@@ -189,6 +206,8 @@ def main():
     os.makedirs(OUT)
     write_inputs()
     write_lanczos_cases()
+    with open(os.path.join(OUT, "README.md"), "w") as f:
+        f.write(README)
     g = torch.Generator().manual_seed(0)
     mf.export_unet(unet9, os.path.join(OUT, "unet-inpaint"), g)
     enc_dir = os.path.join(OUT, "vae_encoder_latent_sample")
