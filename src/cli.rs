@@ -17,7 +17,7 @@ USAGE:
   sd --models DIR --prompt TEXT [OPTIONS]            (native build)
 
 OPTIONS:
-  --prompt TEXT            what to draw (required, unless --prompts)
+  --prompt TEXT            what to draw (required, unless --prompts or --params-from)
   --prompts FILE           many pictures: one prompt per line, or one JSON object per line
                            ({\"prompt\": …, \"seed\": …, \"steps\": …, \"negative_prompt\", \"guidance_scale\",
                            \"width\", \"height\", \"scheduler\", \"eta\"}); a line without a seed uses
