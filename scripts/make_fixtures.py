@@ -197,6 +197,18 @@ def build_models(scales):
     with torch.no_grad():
         text_model = getattr(text_encoder, "text_model", text_encoder)  # transformers 5 has no wrapper
         text_model.embeddings.token_embedding.weight.mul_(scales["text_token_embedding"])
+        scale_unet(unet, scales)
+        vae.post_quant_conv.weight.mul_(scales["vae_post_quant_conv"])
+        vae.decoder.conv_out.weight.mul_(scales["vae_decoder_conv_out"])
+        vae.decoder.conv_out.bias.mul_(scales["vae_decoder_conv_out"])
+    for m in (text_encoder, unet, vae):
+        m.requires_grad_(False)
+    return text_encoder, unet, vae
+
+
+def scale_unet(unet, scales):
+    """The UNet part of SENSITIVITY_SCALES (also used for the 9-channel inpainting UNet)."""
+    with torch.no_grad():
         for name, module in unet.named_modules():
             if name.endswith("attn2"):
                 module.to_k.weight.mul_(scales["unet_attn2_to_k"])
@@ -204,12 +216,6 @@ def build_models(scales):
                 module.to_out[0].weight.mul_(scales["unet_attn2_to_out"])
         unet.conv_out.weight.mul_(scales["unet_conv_out"])
         unet.conv_out.bias.mul_(scales["unet_conv_out"])
-        vae.post_quant_conv.weight.mul_(scales["vae_post_quant_conv"])
-        vae.decoder.conv_out.weight.mul_(scales["vae_decoder_conv_out"])
-        vae.decoder.conv_out.bias.mul_(scales["vae_decoder_conv_out"])
-    for m in (text_encoder, unet, vae):
-        m.requires_grad_(False)
-    return text_encoder, unet, vae
 
 
 def write_json(path, obj):
@@ -222,6 +228,29 @@ def write_json(path, obj):
 # ---------------------------------------------------------------------------------------------
 # ONNX export (names and dynamic axes as optimum's stable-diffusion ONNX configs)
 # ---------------------------------------------------------------------------------------------
+
+
+def export_unet(unet, unet_dir, g):
+    """optimum's UNet export: weights as external data, dynamic batch and size."""
+    export(
+        UNetWrapper(unet),
+        (
+            torch.randn(2, unet.config.in_channels, 8, 8, generator=g),
+            torch.tensor([500.0]),
+            torch.randn(2, 77, HIDDEN, generator=g),
+        ),
+        os.path.join(unet_dir, "model.onnx"),
+        ["sample", "timestep", "encoder_hidden_states"],
+        ["out_sample"],
+        {
+            "sample": {0: "batch_size", 2: "height", 3: "width"},
+            "timestep": {0: "steps"},
+            "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
+            "out_sample": {0: "batch_size", 2: "height", 3: "width"},
+        },
+        external_data=True,
+    )
+    unet.save_config(unet_dir)
 
 
 def export_all(text_encoder, unet, vae):
@@ -241,27 +270,8 @@ def export_all(text_encoder, unet, vae):
     )
     text_encoder.config.save_pretrained(te_dir)
 
-    unet_dir = os.path.join(OUT, "unet")
     g = torch.Generator().manual_seed(0)
-    export(
-        UNetWrapper(unet),
-        (
-            torch.randn(2, 4, 8, 8, generator=g),
-            torch.tensor([500.0]),
-            torch.randn(2, 77, HIDDEN, generator=g),
-        ),
-        os.path.join(unet_dir, "model.onnx"),
-        ["sample", "timestep", "encoder_hidden_states"],
-        ["out_sample"],
-        {
-            "sample": {0: "batch_size", 2: "height", 3: "width"},
-            "timestep": {0: "steps"},
-            "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
-            "out_sample": {0: "batch_size", 2: "height", 3: "width"},
-        },
-        external_data=True,
-    )
-    unet.save_config(unet_dir)
+    export_unet(unet, os.path.join(OUT, "unet"), g)
 
     for sub in ("vae_encoder", "vae_decoder"):
         vae.save_config(os.path.join(OUT, sub))

@@ -6,18 +6,18 @@ use crate::io::metadata::{parameters_text, sidecar_json};
 use crate::io::model_dir::DirFiles;
 use crate::io::png::encode_png;
 use crate::io::png::RgbImage;
-use crate::pipeline::{bench_unet, generate, validate, Event, GenerateRequest, Hooks, VaeChoice, MAX_SIDE};
+use crate::pipeline::{bench_unet, generate_all, validate, Event, GenerateRequest, Hooks, InitImage, VaeChoice, MAX_SIDE};
 use std::path::{Path, PathBuf};
 
 pub const HELP: &str = "\
-sd.wasm — Stable Diffusion text-to-image in one WebAssembly module
+sd.wasm — Stable Diffusion text-to-image, image-to-image and inpainting in one WebAssembly module
 
 USAGE:
   wasmtime run --dir MODELS::/models --dir OUT::/outputs sd.wasm -- --prompt TEXT [OPTIONS]
   sd --models DIR --prompt TEXT [OPTIONS]            (native build)
 
 OPTIONS:
-  --prompt TEXT            what to draw (required, unless --prompts)
+  --prompt TEXT            what to draw (required, unless --prompts or --params-from)
   --prompts FILE           many pictures: one prompt per line, or one JSON object per line
                            ({\"prompt\": …, \"seed\": …, \"steps\": …, \"negative_prompt\", \"guidance_scale\",
                            \"width\", \"height\", \"scheduler\", \"eta\"}); a line without a seed uses
@@ -35,13 +35,33 @@ OPTIONS:
                            (default: the model's scheduler_config.json)
   --eta E                  DDIM eta in [0, 1] (default 0)
   --latents FILE.npy       initial latents [1, C, H/f, W/f], unscaled (diffusers' latents=)
+  --init-image PNG         image-to-image: start from this picture (PNG only; grayscale, RGBA,
+                           16-bit are converted to 8-bit RGB). The output takes its size,
+                           rounded down to a multiple of 8, unless --width/--height are given;
+                           it is resized to the output size (Lanczos, as diffusers/PIL)
+  --strength S             in (0, 1]: how far from the init image (default 0.5, as the seed
+                           system); int(steps x S) of the steps run, as diffusers
+  --mask PNG               inpainting (with --init-image): white = repaint, black = keep
+                           (grayscale from 128 up). A regular UNet keeps the init latents
+                           outside the mask at every step; a 9-channel inpainting UNet gets
+                           the mask and the masked picture. Resized to the output size if needed
+  --num-images N           N pictures, seeds S, S+1, ..., S+N-1 (each its own generator and
+                           its own PNG; default 1)
+  --batch-size B           pictures per UNet evaluation (default 1; memory grows with B)
+  --beta-start X, --beta-end X, --beta-schedule linear|scaled_linear|squaredcos_cap_v2
+                           override the scheduler config's betas
+  --params-from PNG        start from the parameters stored in a PNG (ours or Automatic1111's
+                           `parameters` chunk); flags given as well override them
+  --tokenizer NAME         accepted for the seed system's command lines; the model dir's own
+                           tokenizer/ is always used
   --vae full|taesd         decoder: the model's VAE (default) or TAESD (vae_decoder_taesd/,
                            added by scripts/convert.py --taesd): much faster, slightly softer
   --preview-every K        every K steps write a small preview PNG (latents mapped to RGB)
                            beside the output, named <output stem>-step-<N>.png
   --models DIR             diffusers ONNX model dir (default /models; alias --model)
   --output PATH            PNG file or directory (default: /outputs if it exists, else .);
-                           a JSON sidecar with the same stem is written beside it
+                           a JSON sidecar with the same stem is written beside it. With
+                           --num-images N > 1 a file name gets -<seed> before .png
   --quiet                  no per-step progress lines
   --verbose                also summarize each intermediate tensor (mean, std, range, NaNs)
   --help, --version
@@ -62,6 +82,9 @@ pub struct CliArgs {
     pub output: Option<PathBuf>,
     pub quiet: bool,
     pub verbose: bool,
+    pub init_image: Option<PathBuf>,
+    pub mask: Option<PathBuf>,
+    pub strength: Option<f32>,
 }
 
 pub enum Command {
@@ -79,6 +102,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         (false, PathBuf::from("/models"), None, None, false, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
     let mut prompts_file = None;
+    let (mut init_image, mut mask, mut strength): (_, _, Option<f32>) = (None, None, None);
     let mut it = args.iter().peekable();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -126,6 +150,17 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                     .ok_or_else(|| SdError::usage(format!("--vae {v:?} is not known; choose full or taesd")))?;
             }
             "--preview-every" => req.preview_every = Some(number(flag, &value()?)?),
+            "--init-image" | "--image" => init_image = Some(PathBuf::from(value()?)),
+            "--mask" | "--mask-image" => mask = Some(PathBuf::from(value()?)),
+            "--strength" => strength = Some(number(flag, &value()?)?),
+            "--num-images" | "--num-images-per-prompt" => req.num_images = number(flag, &value()?)?,
+            "--batch-size" => req.batch_size = number(flag, &value()?)?,
+            "--beta-start" => req.scheduler_overrides.beta_start = Some(number(flag, &value()?)?),
+            "--beta-end" => req.scheduler_overrides.beta_end = Some(number(flag, &value()?)?),
+            "--beta-schedule" => req.scheduler_overrides.beta_schedule = Some(value()?),
+            "--tokenizer" => {
+                value()?;
+            }
             "--bench-unet" => bench = true,
             "--latent" => bench_latent = number(flag, &value()?)?,
             "--runs" => bench_runs = number(flag, &value()?)?,
@@ -155,8 +190,35 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             }
         }
     }
+    if init_image.is_none() {
+        if mask.is_some() {
+            return Err(SdError::usage("--mask needs --init-image (the picture to inpaint)"));
+        }
+        if let Some(s) = strength {
+            return Err(SdError::usage(format!(
+                "--strength {s} needs --init-image (image-to-image; with --params-from, the picture came from one)"
+            )));
+        }
+    }
+    if let Some(s) = strength {
+        if !s.is_finite() || s <= 0.0 || s > 1.0 {
+            return Err(SdError::usage(format!("--strength must be in (0, 1], got {s}")));
+        }
+    }
     validate(&req)?;
-    Ok(Command::Generate(Box::new(CliArgs { request: req, prompts_file, seed_given, models, latents_path, output, quiet, verbose })))
+    Ok(Command::Generate(Box::new(CliArgs {
+        request: req,
+        prompts_file,
+        seed_given,
+        models,
+        latents_path,
+        output,
+        quiet,
+        verbose,
+        init_image,
+        mask,
+        strength,
+    })))
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
@@ -200,6 +262,11 @@ fn output_target(args: &CliArgs) -> OutputTarget {
 /// to the same name.
 fn output_paths(args: &CliArgs, seed: u64, parameters: &str) -> (PathBuf, PathBuf) {
     let png = match output_target(args) {
+        OutputTarget::File(p) if args.request.num_images > 1 => {
+            let stem = p.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let ext = p.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
+            p.with_file_name(format!("{stem}-{seed}.{ext}"))
+        }
         OutputTarget::File(p) => p,
         OutputTarget::Dir(dir) => {
             let mut h: u32 = 0x811c9dc5;
@@ -318,7 +385,8 @@ pub fn run(args: &[String]) -> i32 {
 }
 
 fn run_inner(args: &[String]) -> Result<()> {
-    let mut cli = match parse_args(args)? {
+    let args = expand_params_from(args)?;
+    let mut cli = match parse_args(&args)? {
         Command::Help => {
             print!("{HELP}");
             return Ok(());
@@ -348,6 +416,13 @@ fn run_inner(args: &[String]) -> Result<()> {
         let latents = crate::io::npy::read_npy(&bytes)
             .map_err(|e| SdError::usage(format!("--latents {}: {e}", path.display())))?;
         cli.request.latents = Some(latents);
+    }
+    if let Some(path) = &cli.init_image {
+        let image = read_picture("--init-image", path)?;
+        let mask = cli.mask.as_ref().map(|m| read_picture("--mask", m)).transpose()?;
+        let strength = cli.strength.unwrap_or(DEFAULT_STRENGTH);
+        cli.request.init = Some(InitImage { image, strength, mask });
+        validate(&cli.request)?;
     }
     let Some(prompts_path) = cli.prompts_file.clone() else {
         if !cli.seed_given {
@@ -380,31 +455,90 @@ fn run_inner(args: &[String]) -> Result<()> {
     }
 }
 
-/// One picture: generate, then write the PNG and its sidecar once each.
+/// The seed system's default --strength for --init-image.
+pub const DEFAULT_STRENGTH: f32 = 0.5;
+
+/// Reads an input picture (PNG), saying what was converted.
+fn read_picture(flag: &str, path: &Path) -> Result<RgbImage> {
+    let what = format!("{flag} {}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| {
+        SdError::usage(format!("{what}: cannot read it ({e}); under wasmtime, map its directory with --dir"))
+    })?;
+    let decoded = crate::io::image::decode_input(&bytes, &what)?;
+    for note in &decoded.notes {
+        eprintln!("note: {what}: {note}");
+    }
+    Ok(decoded.image)
+}
+
+/// `--params-from PNG`: the flags the PNG's `parameters` text stands for, put before the
+/// command line's own (which therefore override them, as in the seed system's
+/// `--params-from output.png --num-inference-steps 64`).
+pub fn expand_params_from(args: &[String]) -> Result<Vec<String>> {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut from = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--params-from" {
+            from = Some(it.next().cloned().ok_or_else(|| SdError::usage("--params-from needs a value (see --help)"))?);
+        } else if let Some(v) = arg.strip_prefix("--params-from=") {
+            from = Some(v.to_string());
+        } else {
+            rest.push(arg.clone());
+        }
+    }
+    let Some(path) = from else { return Ok(rest) };
+    let bytes = std::fs::read(&path)
+        .map_err(|e| SdError::usage(format!("--params-from {path}: cannot read it ({e})")))?;
+    if !bytes.starts_with(b"\x89PNG") {
+        let what = format!("--params-from {path}");
+        return Err(crate::io::image::decode_input(&bytes, &what).err().unwrap_or_else(|| SdError::usage(format!("{what}: not a PNG"))));
+    }
+    let text = crate::io::png::read_parameters(&bytes)
+        .map_err(|e| SdError::usage(format!("--params-from {path}: {}", e.message)))?
+        .ok_or_else(|| SdError::usage(format!("--params-from {path}: the PNG has no `parameters` text (not made by sd.wasm or Automatic1111)")))?;
+    let parsed = crate::io::metadata::parse_parameters(&text)
+        .map_err(|e| SdError::usage(format!("--params-from {path}: {e}")))?;
+    for note in &parsed.notes {
+        eprintln!("note: --params-from {path}: {note}");
+    }
+    let mut flags: Vec<String> = parsed.flags.into_iter().flat_map(|(f, v)| [f.to_string(), v]).collect();
+    flags.extend(rest);
+    Ok(flags)
+}
+
+/// The pictures of one request: generate, then write each PNG and its sidecar once.
 fn render(cli: &CliArgs, request: &GenerateRequest, files: &DirFiles) -> Result<()> {
     let preview_base = request.preview_every.map(|_| preview_base(cli, request.seed));
     let mut hooks = StderrProgress { start: std::time::Instant::now(), quiet: cli.quiet, verbose: cli.verbose, preview_base };
-    let out = generate(files, request, &mut hooks)?;
-    let parameters = parameters_text(request, &out);
+    for out in generate_all(files, request, &mut hooks)? {
+        write_picture(cli, request, &out)?;
+    }
+    Ok(())
+}
+
+fn write_picture(cli: &CliArgs, request: &GenerateRequest, out: &crate::pipeline::Generated) -> Result<()> {
+    let parameters = parameters_text(request, out);
     let png = encode_png(&out.image, &parameters)?;
-    let (png_path, json_path) = output_paths(cli, request.seed, &parameters);
+    let (png_path, json_path) = output_paths(cli, out.seed, &parameters);
     write_once(&png_path, &png)?;
-    let sidecar = sidecar_json(request, &out, &png_path.file_name().unwrap_or_default().to_string_lossy());
+    let sidecar = sidecar_json(request, out, &png_path.file_name().unwrap_or_default().to_string_lossy());
     let json = serde_json::to_vec_pretty(&sidecar).map_err(|e| SdError::runtime(e.to_string()))?;
     write_once(&json_path, &json)?;
     let t = &out.timings;
     eprintln!(
-        "done: {} ({}x{}, {} steps, {}) — load: text encoder {:.2} s, UNet {:.2} s, VAE {:.2} s; \
+        "done: {} (seed {}, {}x{}, {} steps, {}) — load: text encoder {:.2} s, UNet {:.2} s, VAE {:.2} s; \
          {:.3} s/step; decode {:.2} s; total {:.2} s; peak memory {:.2} GiB",
         png_path.display(),
+        out.seed,
         out.image.width,
         out.image.height,
-        out.steps,
+        out.denoising_steps,
         out.scheduler,
         t.load_text_encoder,
         t.load_unet,
         t.load_vae,
-        t.denoising / out.steps.max(1) as f64,
+        t.denoising / (out.denoising_steps * request.num_images.div_ceil(request.batch_size.max(1))).max(1) as f64,
         t.decoding,
         t.total,
         crate::models::memory::peak_bytes().unwrap_or(0) as f64 / (1u64 << 30) as f64

@@ -79,3 +79,29 @@ fn cancel_stops_within_a_step() {
     assert_eq!(err.kind, sd_wasm::ErrorKind::Cancelled);
     assert_eq!(hooks.steps, 3);
 }
+
+/// Inpainting through the library API (regular UNet, mask blending): the same loop,
+/// so the same step events and cancel check; the picture matches diffusers' Inpaint pipeline.
+#[test]
+fn library_inpaints_with_progress_and_cancel() {
+    use sd_wasm::pipeline::InitImage;
+    let picture = |name: &str| sd_wasm::io::png::decode_rgb(&std::fs::read(img2img_dir().join(name)).unwrap()).unwrap();
+    let request = GenerateRequest {
+        scheduler: Some("pndm".into()),
+        width: None,
+        height: None,
+        init: Some(InitImage { image: picture("init.png"), strength: 0.75, mask: Some(picture("mask.png")) }),
+        ..main_case_request()
+    };
+    let dir = DirFiles::open(tiny_model()).unwrap();
+    let mut hooks = Recorder { steps: 0, cancel_after: None };
+    let out = generate(&dir, &request, &mut hooks).unwrap();
+    // int(12 × 0.75) = 9 steps, plus PNDM's repeated first timestep.
+    assert_eq!((hooks.steps, out.denoising_steps), (10, 10));
+    let diff = max_pixel_diff(&out.image, &read_png(&img2img_dir().join("inpaint-pndm-0.75.png")));
+    assert!(diff <= 2, "max pixel difference {diff}");
+
+    let mut hooks = Recorder { steps: 0, cancel_after: Some(2) };
+    let err = generate(&dir, &request, &mut hooks).unwrap_err();
+    assert_eq!((err.kind, hooks.steps), (sd_wasm::ErrorKind::Cancelled, 2));
+}

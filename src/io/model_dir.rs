@@ -258,7 +258,12 @@ impl<'a> ModelDir<'a> {
 
     /// An integer from unet/config.json, or `default` when absent.
     pub fn unet_config_usize(&self, key: &str, default: usize) -> usize {
-        self.unet_config.as_ref().and_then(|c| c.get(key)).and_then(|v| v.as_u64()).map_or(default, |v| v as usize)
+        config_usize(&self.unet_config, key, default)
+    }
+
+    /// An integer from the VAE's config.json, or `default` when absent.
+    pub fn vae_config_usize(&self, key: &str, default: usize) -> usize {
+        config_usize(&self.vae_config, key, default)
     }
 
     pub fn unet_sample_size(&self) -> Option<u32> {
@@ -271,6 +276,10 @@ impl<'a> ModelDir<'a> {
         let d = self.files.describe();
         d.trim_end_matches('/').rsplit('/').next().unwrap_or(&d).to_string()
     }
+}
+
+fn config_usize(config: &Option<serde_json::Value>, key: &str, default: usize) -> usize {
+    config.as_ref().and_then(|c| c.get(key)).and_then(|v| v.as_u64()).map_or(default, |v| v as usize)
 }
 
 /// FNV-1a over the small files and the sizes of the large ones: cheap (no hashing of GBs of

@@ -9,13 +9,13 @@ const MIB: u64 = 1 << 20;
 /// Probe in pieces: one wasm32 allocation must stay under 2 GiB.
 const PROBE_CHUNK: usize = 64 << 20;
 
-/// Peak working memory of one batch-1 UNet evaluation beyond its weights. Measured in
+/// Peak working memory of one UNet evaluation beyond its weights (batch 1 measured, scaled by the batch). Measured in
 /// wasm32 on SD 1.5 shapes (README, "Memory"): attention fused into MultiHeadAttention runs
 /// as flash SDPA and needs little; exported MatMul/Softmax attention holds the score
 /// tensors (heads × pixels² floats) of the largest self-attention.
 pub fn unet_working(proto: &pb::ModelProto, latent: &[usize; 4]) -> u64 {
-    let pixels = (latent[2] * latent[3]) as u64;
-    let base = 256 * MIB + pixels * 96 * 1024;
+    let (batch, pixels) = (latent[0] as u64, (latent[2] * latent[3]) as u64);
+    let base = 256 * MIB + batch * pixels * 96 * 1024;
     let fused = proto
         .graph
         .iter()
@@ -24,7 +24,7 @@ pub fn unet_working(proto: &pb::ModelProto, latent: &[usize; 4]) -> u64 {
     if fused {
         base
     } else {
-        base + 2 * 8 * pixels * pixels * 4
+        base + batch * 2 * 8 * pixels * pixels * 4
     }
 }
 

@@ -10,7 +10,7 @@ pub mod vae;
 
 pub use text_encoder::TextEncoder;
 pub use unet::Unet;
-pub use vae::VaeDecoder;
+pub use vae::{VaeDecoder, VaeEncoder};
 
 use crate::error::{chain, Result, SdError};
 use crate::io::model_dir::ModelFiles;

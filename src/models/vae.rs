@@ -1,9 +1,10 @@
-//! VAE decoder (the model's own or TAESD): latents (already divided by its scaling factor)
-//! → image in [-1, 1].
+//! The VAE: its decoder (the model's own or TAESD) turns latents (already divided by the
+//! scaling factor) into an image in [-1, 1]; its encoder turns an image into latents for
+//! image-to-image and inpainting.
 
 use super::{float_tensor, float_type, run_f32, OnnxGraph, Plan};
-use crate::error::Result;
-use crate::io::model_dir::ModelFiles;
+use crate::error::{Result, SdError};
+use crate::io::model_dir::{ModelFiles, VAE_ENCODER};
 use tract_onnx::prelude::tvec;
 
 pub struct VaeDecoder {
@@ -28,5 +29,56 @@ impl VaeDecoder {
     pub fn decode(&self, latents: &ndarray::ArrayD<f32>) -> Result<ndarray::ArrayD<f32>> {
         let input = float_tensor(latents.clone(), self.latent_type)?;
         run_f32(&self.plan, tvec!(input.into()), "VAE decoder")
+    }
+}
+
+/// What the encoder returns: optimum exports the latent distribution's parameters (mean and
+/// log-variance, 2 × latent channels, `latent_parameters`); other exports return a latent
+/// (`latent_sample`, latent channels), used as it is.
+#[derive(Debug, Clone)]
+pub enum Encoded {
+    Parameters(ndarray::ArrayD<f32>),
+    Latent(ndarray::ArrayD<f32>),
+}
+
+pub struct VaeEncoder {
+    plan: Plan,
+    image_type: tract_onnx::prelude::DatumType,
+    latent_channels: usize,
+}
+
+impl VaeEncoder {
+    /// `image`: [1, 3, H, W]; `latent`: the latent shape it encodes to ([1, C, H/f, W/f]).
+    pub fn load(files: &dyn ModelFiles, image: [usize; 4], latent: [usize; 4], scale: u32) -> Result<Self> {
+        if !files.exists(VAE_ENCODER) {
+            return Err(SdError::model(format!(
+                "{}/{VAE_ENCODER} is missing: image-to-image and inpainting need the VAE encoder \
+                 (optimum and scripts/convert.py export it)",
+                files.describe()
+            )));
+        }
+        let working = super::memory::vae_working(&latent, scale);
+        let mut graph = OnnxGraph::load(files, VAE_ENCODER, |_| working)?;
+        let input = graph.input(&["sample", "image", "x"])?;
+        let image_type = float_type(&input);
+        graph.pin_input(input.index, image_type, &image)?;
+        graph.keep_output("latent_parameters")?;
+        Ok(VaeEncoder { plan: graph.into_plan()?, image_type, latent_channels: latent[1] })
+    }
+
+    /// `image` in [-1, 1], [1, 3, H, W].
+    pub fn encode(&self, image: &ndarray::ArrayD<f32>) -> Result<Encoded> {
+        let input = float_tensor(image.clone(), self.image_type)?;
+        let out = run_f32(&self.plan, tvec!(input.into()), "VAE encoder")?;
+        match out.shape().get(1) {
+            Some(&c) if c == 2 * self.latent_channels => Ok(Encoded::Parameters(out)),
+            Some(&c) if c == self.latent_channels => Ok(Encoded::Latent(out)),
+            _ => Err(SdError::model(format!(
+                "the VAE encoder returned shape {:?}; expected {} (latent) or {} (mean and log-variance) channels",
+                out.shape(),
+                self.latent_channels,
+                2 * self.latent_channels
+            ))),
+        }
     }
 }

@@ -13,6 +13,11 @@ pub fn tiny_model() -> PathBuf {
     repo().join("fixtures/tiny")
 }
 
+/// diffusers' Img2Img/Inpaint oracles and their inputs (scripts/make_img2img_fixtures.py).
+pub fn img2img_dir() -> PathBuf {
+    repo().join("fixtures/tiny-img2img")
+}
+
 pub fn expected_dir() -> PathBuf {
     tiny_model().join("expected")
 }
@@ -91,6 +96,12 @@ pub fn run_wasm_with_env(models: &Path, outputs: &Path, args: &[&str], env: &[(&
 }
 
 fn run_wasm_with(models: &Path, outputs: &Path, args: &[&str], max_memory: u64, env: &[(&str, &str)]) -> Run {
+    run_wasm_dirs(&[(models, "/models"), (outputs, "/outputs")], args, max_memory, env)
+}
+
+/// sd.wasm with each (host dir, guest path) mapped; a guest path "/" makes the host dir the
+/// module's working directory (relative paths resolve there, as on a shell).
+pub fn run_wasm_dirs(dirs: &[(&Path, &str)], args: &[&str], max_memory: u64, env: &[(&str, &str)]) -> Run {
     let (wasmtime, module, precompiled) = wasmtime_command();
     let mut cmd = Command::new(wasmtime);
     cmd.arg("run");
@@ -98,8 +109,9 @@ fn run_wasm_with(models: &Path, outputs: &Path, args: &[&str], max_memory: u64, 
         cmd.arg("--allow-precompiled");
     }
     cmd.arg("-W").arg(format!("max-memory-size={max_memory}"));
-    cmd.arg("--dir").arg(format!("{}::/models", models.display()));
-    cmd.arg("--dir").arg(format!("{}::/outputs", outputs.display()));
+    for (host, guest) in dirs {
+        cmd.arg("--dir").arg(format!("{}::{guest}", host.display()));
+    }
     for (key, value) in env {
         cmd.arg("--env").arg(format!("{key}={value}"));
     }
