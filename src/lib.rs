@@ -1,7 +1,7 @@
 //! sd.wasm: Stable Diffusion text-to-image on tract, built to run as one WebAssembly module.
 //!
 //! Library first: [`pipeline::generate`] does the work; the WASI command line (`src/main.rs`
-//! over [`cli`]) and the browser build are thin front ends. Reading the model dir goes
+//! over [`cli`]) and the browser build (`web`, wasm-bindgen) are thin front ends. Reading the model dir goes
 //! through [`io::model_dir::ModelFiles`], the one seam between platforms.
 
 pub mod cli;
@@ -14,6 +14,8 @@ pub mod prompts;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub mod web;
 
 pub use error::{ErrorKind, Result, SdError};
 pub use pipeline::{generate, GenerateRequest, Generated};

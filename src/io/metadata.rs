@@ -52,6 +52,16 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
     text
 }
 
+/// `sd-<seed>-<FNV-1a of the parameters text>.png`: the name depends only on the parameters,
+/// so a rerun (or the browser page's Download) names the same bytes the same way.
+pub fn image_file_name(seed: u64, parameters: &str) -> String {
+    let mut h: u32 = 0x811c9dc5;
+    for b in parameters.bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x01000193);
+    }
+    format!("sd-{seed}-{h:08x}.png")
+}
+
 /// The JSON sidecar: every parameter, the seed, the model's identity, and timings.
 pub fn sidecar_json(req: &GenerateRequest, out: &Generated, image_file: &str) -> serde_json::Value {
     let t = &out.timings;
