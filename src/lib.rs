@@ -5,6 +5,8 @@
 //! through [`io::model_dir::ModelFiles`], the one seam between platforms.
 
 pub mod cli;
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+pub mod component;
 pub mod error;
 pub mod io;
 pub mod models;

@@ -5,7 +5,7 @@
 //! is ever in wasm memory, as in the CLI.
 
 use crate::error::{ErrorKind, Result, SdError};
-use crate::io::metadata::{image_file_name, parameters_text, sidecar_json};
+use crate::io::metadata::finish;
 use crate::io::model_dir::ModelFiles;
 use crate::io::png::encode_png;
 use crate::pipeline::{self, Event, GenerateRequest, Hooks};
@@ -183,17 +183,14 @@ pub fn generate(files: JsModelFiles, request_json: &str, hooks: JsHooks) -> std:
     let files = BrowserFiles(files);
     let mut hooks = BrowserHooks(hooks);
     let out = pipeline::generate(&files, &request, &mut hooks).map_err(to_js_error)?;
-    let parameters = parameters_text(&request, &out);
-    let png = encode_png(&out.image, &parameters).map_err(to_js_error)?;
-    let file_name = image_file_name(request.seed, &parameters);
-    let metadata = sidecar_json(&request, &out, &file_name).to_string();
+    let done = finish(&request, &out).map_err(to_js_error)?;
     Ok(object(
         "result",
         &[
-            ("png", Uint8Array::from(png.as_slice()).into()),
-            ("parameters", parameters.into()),
-            ("fileName", file_name.into()),
-            ("metadata", metadata.into()),
+            ("png", Uint8Array::from(done.png.as_slice()).into()),
+            ("parameters", done.parameters.into()),
+            ("fileName", done.file_name.into()),
+            ("metadata", done.sidecar.to_string().into()),
         ],
     ))
 }
