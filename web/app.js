@@ -71,6 +71,9 @@ function finish(outcome) {
     document.body.dataset.state = "done";
   } else if (outcome.kind === "cancelled") {
     setStatus(`Cancelled${run && run.step ? ` after step ${run.step}/${run.steps}` : ""}. Ready.`);
+    // For the tests: steps finished when Cancel was pressed, and when the run ended.
+    document.body.dataset.cancelAt = run ? run.cancelAt : "";
+    document.body.dataset.stoppedAt = run ? run.step : "";
     document.body.dataset.state = "cancelled";
   } else {
     showError(plainError(outcome));
@@ -148,7 +151,8 @@ $("form").addEventListener("submit", (e) => {
     showError(err.message);
     return;
   }
-  const cancelBuffer = self.crossOriginIsolated ? new SharedArrayBuffer(4) : null;
+  // [0]: cancel requested (page → worker); [1]: steps finished so far (worker → page).
+  const cancelBuffer = self.crossOriginIsolated ? new SharedArrayBuffer(8) : null;
   running = { cancelFlag: cancelBuffer && new Int32Array(cancelBuffer), steps: request.steps, step: 0 };
   $("generate").disabled = true;
   $("cancel").disabled = false;
@@ -164,8 +168,10 @@ $("cancel").addEventListener("click", () => {
   setStatus("Cancelling…");
   if (running.cancelFlag) {
     Atomics.store(running.cancelFlag, 0, 1); // seen before the next UNet evaluation
+    running.cancelAt = Atomics.load(running.cancelFlag, 1);
     worker.postMessage({ type: "cancel" }); // seen while downloading
   } else {
+    running.cancelAt = running.step;
     worker.terminate(); // a plain static server: no SharedArrayBuffer to signal a busy worker
     startWorker();
     finish({ type: "error", kind: "cancelled", message: "cancelled" });

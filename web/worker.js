@@ -124,6 +124,7 @@ async function run({ source, request, cancelBuffer }) {
     const files = source.kind === "url" ? await filesFromUrl(source.base) : filesFromFolder(source.name, source.files);
     const hooks = {
       event(e) {
+        if (e.type === "step" && cancelFlag) Atomics.store(cancelFlag, 1, e.index);
         if (e.type === "preview") post(e, [e.png.buffer]);
         else post(e);
       },

@@ -78,17 +78,23 @@ async function generate(p, name, overrides) {
   return state;
 }
 
-/** Starts a long run, presses Cancel at step >= 5, and reports the steps seen. */
+/** Starts a long run, presses Cancel once step 5 has shown, and reports the steps finished
+ *  when Cancel was pressed and when the run ended (the page records both). */
 async function cancelRun(p) {
   await fill(p, { steps: "1000" });
   await p.click("#generate");
   await p.waitForFunction(() => /Step ([5-9]|\d\d+)\/1000/.test(document.getElementById("status").textContent), null, { timeout: 120000 });
-  const atClick = await p.evaluate(() => Number(document.getElementById("status").textContent.match(/Step (\d+)\//)[1]));
   const t0 = Date.now();
   await p.click("#cancel");
   await p.waitForFunction(() => document.body.dataset.state !== "running", null, { timeout: 60000 });
-  const after = await p.evaluate(() => ({ state: document.body.dataset.state, status: document.getElementById("status").textContent, generateEnabled: !document.getElementById("generate").disabled }));
-  return { atClick, seconds: (Date.now() - t0) / 1000, ...after };
+  const after = await p.evaluate(() => ({
+    state: document.body.dataset.state,
+    status: document.getElementById("status").textContent,
+    cancelAt: Number(document.body.dataset.cancelAt),
+    stoppedAt: Number(document.body.dataset.stoppedAt),
+    generateEnabled: !document.getElementById("generate").disabled,
+  }));
+  return { seconds: (Date.now() - t0) / 1000, ...after };
 }
 
 try {
