@@ -44,7 +44,9 @@ function run(models, overrides = {}, cancelled = () => false) {
     const g = generator.generate(models, { ...base, ...overrides });
     return { ok: true, value: g, events: globalThis.sdProgress.events };
   } catch (e) {
-    return { ok: false, error: e.payload ?? { tag: "thrown", val: String(e.stack || e) }, events: globalThis.sdProgress.events };
+    // jco throws the `error` variant itself ({ tag, val }); anything else is a host failure.
+    const error = e && typeof e.tag === "string" ? e : e && e.payload ? e.payload : { tag: "thrown", val: String((e && e.stack) || e) };
+    return { ok: false, error, events: globalThis.sdProgress.events };
   }
 }
 
