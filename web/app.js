@@ -22,7 +22,7 @@ function showError(text) {
   $("error").hidden = !text;
 }
 
-function mb(n) { return (n / 1048576).toFixed(n < 10485760 ? 2 : 0) + " MB"; }
+function mb(n) { return n < 1048576 ? (n / 1024).toFixed(1) + " KB" : (n / 1048576).toFixed(n < 10485760 ? 2 : 0) + " MB"; }
 
 function onDownload(d) {
   let row = downloads.get(d.path);
