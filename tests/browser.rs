@@ -2,7 +2,8 @@
 //! by tests/browser/driver.mjs (playwright-core): the PNG it makes must be byte-identical to
 //! sd.wasm's under wasmtime; Cancel stops within one step and the next run still matches;
 //! a reload takes every model file from the cache; a partial cached file is fetched again; a
-//! broken model URL and a bad size end as plain-words errors in the page.
+//! broken model URL, a bad size and a size too large for wasm32 end as plain-words errors in
+//! the page.
 
 mod common;
 use common::*;
@@ -96,5 +97,8 @@ fn page_in_chromium_matches_the_cli() {
     assert_eq!(r["badSize"]["state"], "error");
     let bad = r["badSize"]["error"].as_str().unwrap();
     assert!(bad.contains("width must be a multiple of 8") && bad.contains("got 20"), "{bad}");
+    assert_eq!(r["tooLarge"]["state"], "error");
+    let large = r["tooLarge"]["error"].as_str().unwrap();
+    assert!(large.starts_with("Out of memory: unet needs about") && large.contains("smaller size"), "{large}");
     assert!(results_dir.join("screenshot.png").exists());
 }

@@ -42,6 +42,8 @@ function onDownload(d) {
 }
 
 function plainError(e) {
+  // The memory check before each network load (src/models/memory.rs) says how much it needs.
+  if (/needs about [\d.]+ GiB of memory/.test(e.message)) return `Out of memory: ${e.message.replace(/ ?\(Bacalhau[^)]*\)/, "")}`;
   switch (e.kind) {
     case "usage": return `Check the settings: ${e.message.replace(/--([a-z-]+)/g, "$1")}`;
     case "model": return `The model could not be used: ${e.message}`;

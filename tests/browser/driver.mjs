@@ -113,6 +113,7 @@ try {
 
   results.brokenUrl = await generate(page, "broken-url", { url: "models/no-such-model/" });
   results.badSize = await generate(page, "bad-size", { width: "20" });
+  results.tooLarge = await generate(page, "too-large", { width: "2048", height: "2048" });
 
   // A partial file in the cache: the first 100 bytes of the UNet's weights under its URL.
   await page.evaluate(async () => {
