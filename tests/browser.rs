@@ -47,7 +47,7 @@ fn page_in_chromium_matches_the_cli() {
     assert!(driver.status.success() && r.get("failure").is_none(), "driver failed: {}\n{}", r["failure"], String::from_utf8_lossy(&driver.stderr));
 
     let png = |name: &str| std::fs::read(results_dir.join(format!("{name}.png"))).unwrap();
-    let runs = ["first", "after-cancel", "after-reload", "after-corrupt", "plain-after-cancel"];
+    let runs = ["first", "after-cancel", "after-reload", "after-corrupt", "plain-after-cancel", "from-folder"];
     for name in runs {
         assert!(png(name) == cli_png, "{name}.png from the page differs from the CLI's cli.png ({} vs {} bytes)", png(name).len(), cli_png.len());
     }
@@ -89,6 +89,9 @@ fn page_in_chromium_matches_the_cli() {
     // A partial cached file is detected and fetched again (only that one).
     assert_eq!(r["corruptRequests"], serde_json::json!(["unet/model.onnx_data 200"]));
     assert_eq!(r["corrupt"]["downloads"]["unet/model.onnx_data"], "downloaded");
+
+    // A picked folder is read in place.
+    assert_eq!(r["folderRequests"], serde_json::json!([]));
 
     // Errors in plain words.
     assert_eq!(r["brokenUrl"]["state"], "error");

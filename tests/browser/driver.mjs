@@ -127,6 +127,14 @@ try {
   results.corruptRequests = server.requests().slice(before);
   await page.screenshot({ path: join(opts.out, "screenshot.png"), fullPage: true });
 
+  // The same model dir picked as a local folder (no download, no manifest).
+  before = server.requests().length;
+  await page.check("input[name=source][value=folder]");
+  await page.setInputFiles("#model-folder", opts.model);
+  results.folder = await generate(page, "from-folder");
+  results.folderRequests = server.requests().slice(before);
+  await page.check("input[name=source][value=url]");
+
   // A plain static server (no cross-origin isolation): Cancel terminates the worker.
   const plainPage = await context.newPage();
   await plainPage.goto(plain.url);
