@@ -16,15 +16,8 @@ fn page_in_chromium_matches_the_cli() {
     let tiny = models.join("tiny");
     std::fs::rename(tiny_model_copy("browser"), &tiny).unwrap();
     let out = scratch("browser-cli");
-    let cli = run_wasm(
-        &models,
-        &out,
-        &[
-            "--models", "/models/tiny", "--prompt", "a red cube on a table", "--negative-prompt", "blurry",
-            "--steps", "12", "--guidance-scale", "7.5", "--seed", "42", "--width", "16", "--height", "16",
-            "--scheduler", "euler", "--output", "/outputs/cli.png", "--quiet",
-        ],
-    );
+    let args = [&["--models", "/models/tiny", "--output", "/outputs/cli.png"][..], FRONT_END_PICTURE].concat();
+    let cli = run_wasm(&models, &out, &args);
     assert_eq!(cli.code, 0, "{}", cli.stderr);
     let cli_png = std::fs::read(out.join("cli.png")).unwrap();
 

@@ -9,14 +9,7 @@ use std::process::Command;
 #[test]
 fn component_under_jco_matches_the_cli() {
     let out = scratch("component-cli");
-    let cli = run_wasm(
-        &tiny_model(),
-        &out,
-        &[
-            "--prompt", "a red cube on a table", "--negative-prompt", "blurry", "--steps", "12", "--guidance-scale", "7.5",
-            "--seed", "42", "--width", "16", "--height", "16", "--scheduler", "euler", "--output", "/outputs/cli.png", "--quiet",
-        ],
-    );
+    let cli = run_wasm(&tiny_model(), &out, &[&["--output", "/outputs/cli.png"][..], FRONT_END_PICTURE].concat());
     assert_eq!(cli.code, 0, "{}", cli.stderr);
     let cli_png = std::fs::read(out.join("cli.png")).unwrap();
 
