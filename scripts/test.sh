@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test: builds dist/sd.wasm (the artifact under test), then `cargo test`, whose
-# integration tests run it under wasmtime against diffusers' recorded outputs.
+# Runs every test: builds dist/sd.wasm (the artifact under test) and the browser page's module
+# (web/pkg), then `cargo test`, whose integration tests run sd.wasm under wasmtime against
+# diffusers' recorded outputs, the page in headless chromium and the component (wit/) under jco
+# against sd.wasm's bytes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build-wasm.sh
+scripts/build-web.sh
+scripts/build-component.sh
+export SD_COMPONENT=$PWD/dist/sd-component.wasm
 export WASMTIME=${WASMTIME:-$(scripts/wasmtime-path)}
 export SD_WASM=${SD_WASM:-$PWD/dist/sd.wasm}
 # Precompile once (and time it: the README records the cold compile time); tests run the .cwasm.

@@ -2,7 +2,7 @@
 //! Shared by the WASI module and the native build (same flags, same output bytes).
 
 use crate::error::{Result, SdError};
-use crate::io::metadata::{parameters_text, sidecar_json};
+use crate::io::metadata::{image_file_name, parameters_text, sidecar_json};
 use crate::io::model_dir::DirFiles;
 use crate::io::png::encode_png;
 use crate::io::png::RgbImage;
@@ -268,13 +268,7 @@ fn output_paths(args: &CliArgs, seed: u64, parameters: &str) -> (PathBuf, PathBu
             p.with_file_name(format!("{stem}-{seed}.{ext}"))
         }
         OutputTarget::File(p) => p,
-        OutputTarget::Dir(dir) => {
-            let mut h: u32 = 0x811c9dc5;
-            for b in parameters.bytes() {
-                h = (h ^ b as u32).wrapping_mul(0x01000193);
-            }
-            dir.join(format!("sd-{seed}-{h:08x}.png"))
-        }
+        OutputTarget::Dir(dir) => dir.join(image_file_name(seed, parameters)),
     };
     let json = png.with_extension("json");
     (png, json)

@@ -67,3 +67,13 @@ pub type Result<T> = std::result::Result<T, SdError>;
 pub fn chain(err: &dyn std::fmt::Debug) -> String {
     format!("{err:?}").replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// The text of a panic's payload (panics carry a &str or a String), for front ends' panic hooks.
+pub fn panic_message(info: &std::panic::PanicHookInfo) -> String {
+    let payload = info.payload();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}

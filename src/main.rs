@@ -5,12 +5,7 @@ fn main() {
     // A panic (tract panics when an allocation fails) must still end as one `error:` line and
     // a documented exit code, not as a wasm trap.
     std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let message = sd_wasm::error::panic_message(info);
         if message.contains("allocate") {
             eprintln!(
                 "error: out of memory ({message}): give the module more memory (Bacalhau: --memory 4GiB; \

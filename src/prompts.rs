@@ -31,26 +31,7 @@ pub fn parse_prompts(text: &str, base: &GenerateRequest, base_seed: Option<u64>)
         if line.starts_with('{') {
             let object: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(line).map_err(|e| at(format!("not a JSON object ({e})")))?;
-            for (key, value) in &object {
-                let text = || value.as_str().map(str::to_string).ok_or_else(|| at(format!("{key} must be a string")));
-                let uint = || value.as_u64().ok_or_else(|| at(format!("{key} must be a whole number")));
-                let float = || value.as_f64().ok_or_else(|| at(format!("{key} must be a number")));
-                match key.as_str() {
-                    "prompt" => request.prompt = text()?,
-                    "negative_prompt" => request.negative_prompt = Some(text()?),
-                    "seed" => seed = Some(uint()?),
-                    "steps" => request.steps = uint()? as usize,
-                    "guidance_scale" => request.guidance_scale = float()? as f32,
-                    "width" => request.width = Some(uint()? as u32),
-                    "height" => request.height = Some(uint()? as u32),
-                    "scheduler" => request.scheduler = Some(text()?),
-                    "eta" => request.eta = float()? as f32,
-                    other => return Err(at(format!("unknown key {other:?}"))),
-                }
-            }
-            if !object.contains_key("prompt") {
-                return Err(at("has no \"prompt\"".to_string()));
-            }
+            seed = apply_json(&mut request, &object).map_err(at)?;
         } else {
             request.prompt = line.to_string();
         }
@@ -70,6 +51,37 @@ pub fn parse_prompts(text: &str, base: &GenerateRequest, base_seed: Option<u64>)
         return Err(SdError::usage("--prompts: the file has no prompts"));
     }
     Ok(lines)
+}
+
+/// Sets the request's fields from a JSON object's keys (prompt, negative_prompt, seed, steps,
+/// guidance_scale, width, height, scheduler, eta); returns the seed if it has one. Shared by
+/// `--prompts` lines and the browser front end's request. Requires "prompt".
+pub fn apply_json(
+    request: &mut GenerateRequest,
+    object: &serde_json::Map<String, serde_json::Value>,
+) -> std::result::Result<Option<u64>, String> {
+    let mut seed = None;
+    for (key, value) in object {
+        let text = || value.as_str().map(str::to_string).ok_or_else(|| format!("{key} must be a string"));
+        let uint = || value.as_u64().ok_or_else(|| format!("{key} must be a whole number"));
+        let float = || value.as_f64().ok_or_else(|| format!("{key} must be a number"));
+        match key.as_str() {
+            "prompt" => request.prompt = text()?,
+            "negative_prompt" => request.negative_prompt = Some(text()?),
+            "seed" => seed = Some(uint()?),
+            "steps" => request.steps = uint()? as usize,
+            "guidance_scale" => request.guidance_scale = float()? as f32,
+            "width" => request.width = Some(uint()? as u32),
+            "height" => request.height = Some(uint()? as u32),
+            "scheduler" => request.scheduler = Some(text()?),
+            "eta" => request.eta = float()? as f32,
+            other => return Err(format!("unknown key {other:?}")),
+        }
+    }
+    if !object.contains_key("prompt") {
+        return Err("has no \"prompt\"".to_string());
+    }
+    Ok(seed)
 }
 
 /// The share of `lines` that execution `index` of `count` renders.

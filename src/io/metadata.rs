@@ -69,6 +69,33 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
     text
 }
 
+/// `sd-<seed>-<FNV-1a of the parameters text>.png`: the name depends only on the parameters,
+/// so a rerun (or the browser page's Download) names the same bytes the same way.
+pub fn image_file_name(seed: u64, parameters: &str) -> String {
+    let mut h: u32 = 0x811c9dc5;
+    for b in parameters.bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x01000193);
+    }
+    format!("sd-{seed}-{h:08x}.png")
+}
+
+/// A finished picture as the library front ends (browser, component) hand it out: the PNG
+/// with its `parameters` chunk, that text, the command line's file name, and its sidecar.
+pub struct Finished {
+    pub png: Vec<u8>,
+    pub parameters: String,
+    pub file_name: String,
+    pub sidecar: serde_json::Value,
+}
+
+pub fn finish(req: &GenerateRequest, out: &Generated) -> crate::Result<Finished> {
+    let parameters = parameters_text(req, out);
+    let png = crate::io::png::encode_png(&out.image, &parameters)?;
+    let file_name = image_file_name(req.seed, &parameters);
+    let sidecar = sidecar_json(req, out, &file_name);
+    Ok(Finished { png, parameters, file_name, sidecar })
+}
+
 /// The JSON sidecar: every parameter, the seed, the model's identity, and timings.
 pub fn sidecar_json(req: &GenerateRequest, out: &Generated, image_file: &str) -> serde_json::Value {
     let t = &out.timings;

@@ -196,3 +196,10 @@ pub fn pngs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
         .collect()
 }
+
+/// The picture the browser page and the component tests make (their drivers fill in the same
+/// values), as the command line's flags: their PNGs must equal the CLI's byte for byte.
+pub const FRONT_END_PICTURE: &[&str] = &[
+    "--prompt", "a red cube on a table", "--negative-prompt", "blurry", "--steps", "12", "--guidance-scale", "7.5",
+    "--seed", "42", "--width", "16", "--height", "16", "--scheduler", "euler", "--quiet",
+];

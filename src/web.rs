@@ -1,0 +1,220 @@
+//! The browser front end (wasm-bindgen, wasm32-unknown-unknown): a thin layer over
+//! [`pipeline::generate`] and the [`ModelFiles`] seam. The page's Web Worker (web/worker.js)
+//! hands over the model dir as an object that reads byte ranges of Blobs synchronously
+//! (FileReaderSync over Cache API entries or picked files), so only the network being loaded
+//! is ever in wasm memory, as in the CLI.
+
+use crate::error::{ErrorKind, Result, SdError};
+use crate::io::metadata::finish;
+use crate::io::model_dir::ModelFiles;
+use crate::io::png::encode_png;
+use crate::pipeline::{self, Event, GenerateRequest, Hooks};
+use js_sys::{Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    /// `{ describe(), size(rel), readRange(rel, offset, len) }` from web/worker.js.
+    pub type JsModelFiles;
+    #[wasm_bindgen(method)]
+    fn describe(this: &JsModelFiles) -> String;
+    /// The file's size in bytes, or undefined when the model dir has no such file.
+    #[wasm_bindgen(method)]
+    fn size(this: &JsModelFiles, rel: &str) -> Option<f64>;
+    #[wasm_bindgen(method, catch, js_name = readRange)]
+    fn read_range(this: &JsModelFiles, rel: &str, offset: f64, len: f64) -> std::result::Result<Uint8Array, JsValue>;
+
+    /// `{ event(object), cancelled() }` from web/worker.js.
+    pub type JsHooks;
+    #[wasm_bindgen(method)]
+    fn event(this: &JsHooks, event: &JsValue);
+    #[wasm_bindgen(method)]
+    fn cancelled(this: &JsHooks) -> bool;
+}
+
+/// JS reads go through this many bytes at a time, so a large tensor never needs a second
+/// full-size copy outside wasm memory.
+const READ_CHUNK: usize = 16 << 20;
+
+struct BrowserFiles(JsModelFiles);
+
+// wasm32-unknown-unknown without threads: one thread only, so the JS handle never crosses one.
+unsafe impl Send for BrowserFiles {}
+unsafe impl Sync for BrowserFiles {}
+
+impl ModelFiles for BrowserFiles {
+    fn read_range(&self, rel: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>> {
+        let size = self.size(rel).ok_or_else(|| SdError::model(format!("{}: missing file {rel}", self.describe())))?;
+        let len = len.unwrap_or(size.saturating_sub(offset));
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len as usize).map_err(|_| {
+            SdError::runtime(format!("out of memory reading {}/{rel} ({} MB)", self.describe(), len >> 20))
+        })?;
+        buf.resize(len as usize, 0);
+        self.read_into(rel, offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_into(&self, rel: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let size = self.size(rel).unwrap_or(0);
+        if offset + buf.len() as u64 > size {
+            return Err(SdError::model(format!(
+                "{}/{rel} is truncated: {size} bytes, but the model refers to bytes {offset}..{}",
+                self.describe(),
+                offset + buf.len() as u64
+            )));
+        }
+        let mut at = offset;
+        for chunk in buf.chunks_mut(READ_CHUNK) {
+            let bytes = self.0.read_range(rel, at as f64, chunk.len() as f64).map_err(|e| {
+                SdError::model(format!("{}/{rel}: read failed ({})", self.describe(), js_message(&e)))
+            })?;
+            if bytes.length() as usize != chunk.len() {
+                return Err(SdError::model(format!(
+                    "{}/{rel}: read {} bytes at {at}, expected {}",
+                    self.describe(),
+                    bytes.length(),
+                    chunk.len()
+                )));
+            }
+            bytes.copy_to(chunk);
+            at += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn size(&self, rel: &str) -> Option<u64> {
+        self.0.size(rel).map(|s| s as u64)
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+struct BrowserHooks(JsHooks);
+
+/// `{ type, ...fields }` for the worker to post to the page.
+fn object(kind: &str, fields: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    let _ = Reflect::set(&o, &"type".into(), &kind.into());
+    for (k, v) in fields {
+        let _ = Reflect::set(&o, &(*k).into(), v);
+    }
+    o.into()
+}
+
+impl Hooks for BrowserHooks {
+    fn event(&mut self, event: &Event) {
+        let js = match event {
+            Event::Loading { network } => object("loading", &[("network", (*network).into())]),
+            Event::Loaded { network, seconds } => {
+                object("loaded", &[("network", (*network).into()), ("seconds", (*seconds).into())])
+            }
+            Event::Step { index, total, seconds, elapsed } => object(
+                "step",
+                &[
+                    ("index", (*index as f64).into()),
+                    ("total", (*total as f64).into()),
+                    ("seconds", (*seconds).into()),
+                    ("elapsed", (*elapsed).into()),
+                ],
+            ),
+            Event::Preview { index, image } => match encode_png(image, "preview") {
+                Ok(png) => object(
+                    "preview",
+                    &[("index", (*index as f64).into()), ("png", Uint8Array::from(png.as_slice()).into())],
+                ),
+                Err(_) => return,
+            },
+            Event::Warning(text) => object("warning", &[("message", text.as_str().into())]),
+            Event::Tensor { .. } => return,
+        };
+        self.0.event(&js);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.0.cancelled()
+    }
+
+    fn now(&self) -> f64 {
+        js_sys::Date::now() / 1000.0
+    }
+}
+
+fn js_message(e: &JsValue) -> String {
+    e.as_string()
+        .or_else(|| Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()))
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Usage => "usage",
+        ErrorKind::Model => "model",
+        ErrorKind::Runtime => "runtime",
+        ErrorKind::Output => "output",
+        ErrorKind::Cancelled => "cancelled",
+    }
+}
+
+fn to_js_error(e: SdError) -> JsValue {
+    object("error", &[("kind", kind_name(e.kind).into()), ("message", e.message.into())])
+}
+
+/// The request from the page: a JSON object with the `--prompts` line keys (prompt,
+/// negative_prompt, seed, steps, guidance_scale, width, height, scheduler, eta) and
+/// `preview_every`. The seed is required: the page chooses and shows it.
+fn parse_request(json: &str) -> Result<GenerateRequest> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| SdError::usage(format!("the request is not a JSON object ({e})")))?;
+    let preview_every = object.remove("preview_every").and_then(|v| v.as_u64());
+    let mut request = GenerateRequest { preview_every: preview_every.map(|k| k as usize), ..Default::default() };
+    let seed = crate::prompts::apply_json(&mut request, &object).map_err(SdError::usage)?;
+    request.seed = seed.ok_or_else(|| SdError::usage("the request has no seed"))?;
+    Ok(request)
+}
+
+/// Generates one picture. Resolves to `{ png: Uint8Array, parameters, fileName, metadata }`
+/// (metadata: the CLI's JSON sidecar as a string); throws `{ type: "error", kind, message }`.
+#[wasm_bindgen]
+pub fn generate(files: JsModelFiles, request_json: &str, hooks: JsHooks) -> std::result::Result<JsValue, JsValue> {
+    let request = parse_request(request_json).map_err(to_js_error)?;
+    let files = BrowserFiles(files);
+    let mut hooks = BrowserHooks(hooks);
+    let out = pipeline::generate(&files, &request, &mut hooks).map_err(to_js_error)?;
+    let done = finish(&request, &out).map_err(to_js_error)?;
+    Ok(object(
+        "result",
+        &[
+            ("png", Uint8Array::from(done.png.as_slice()).into()),
+            ("parameters", done.parameters.into()),
+            ("fileName", done.file_name.into()),
+            ("metadata", done.sidecar.to_string().into()),
+        ],
+    ))
+}
+
+thread_local! {
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Keeps a panic's message: with panic = "abort" the instance traps, and the worker reads it
+/// back with [`last_panic`] to say what went wrong in plain words.
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = crate::error::panic_message(info);
+        LAST_PANIC.with(|p| *p.borrow_mut() = message);
+    }));
+}
+
+#[wasm_bindgen]
+pub fn last_panic() -> String {
+    LAST_PANIC.with(|p| p.borrow().clone())
+}
+
+#[wasm_bindgen]
+pub fn version() -> String {
+    crate::VERSION.to_string()
+}

@@ -1,0 +1,154 @@
+// Drives web/ in a real headless chromium (Debian's, through playwright-core) and reports what
+// happened as JSON; tests/browser.rs makes the assertions (PNG bytes against the CLI's, request
+// counts, error texts). Usage:
+//   node driver.mjs --model DIR --out DIR [--chromium /usr/bin/chromium]
+// It serves the page with web/serve.py (the model dir at /models/tiny/) and counts the model
+// file requests from the server's log.
+
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import { writeFileSync, mkdirSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const { values: opts } = parseArgs({
+  options: { model: { type: "string" }, out: { type: "string" }, chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" } },
+});
+const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
+mkdirSync(opts.out, { recursive: true });
+
+/** Starts web/serve.py; resolves to { url, requests(): model file paths fetched so far, stop }. */
+function serve(extra = []) {
+  const child = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", "--models", `tiny=${opts.model}`, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
+  const log = [];
+  let errText = "";
+  child.stderr.on("data", (d) => {
+    errText += d;
+    const lines = errText.split("\n");
+    errText = lines.pop();
+    for (const line of lines) {
+      const m = line.match(/"GET \/models\/[^/]+\/(\S+) HTTP[^"]*" (\d+)/);
+      if (m && m[1] !== "sd-manifest.json") log.push(`${m[1]} ${m[2]}`);
+    }
+  });
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.stdout.once("data", (d) => resolve({ url: d.toString().trim(), requests: () => log.slice(), stop: () => child.kill() }));
+  });
+}
+
+const results = {};
+const server = await serve();
+const plain = await serve(["--no-isolation"]);
+const browser = await chromium.launch({ executablePath: opts.chromium, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
+const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+const page = await context.newPage();
+const consoleLines = [];
+page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
+
+const params = { prompt: "a red cube on a table", negative: "blurry", steps: "12", guidance: "7.5", seed: "42", width: "16", height: "16", scheduler: "euler" };
+
+async function fill(p, overrides = {}) {
+  const v = { ...params, ...overrides };
+  for (const id of ["prompt", "negative", "steps", "guidance", "seed", "width", "height"]) await p.fill(`#${id}`, v[id]);
+  await p.selectOption("#scheduler", v.scheduler);
+  await p.fill("#model-url", v.url || "models/tiny/");
+}
+
+/** Presses Generate and waits for the run to end; returns its state, texts, and PNG bytes. */
+async function generate(p, name, overrides) {
+  await fill(p, overrides);
+  await p.click("#generate");
+  await p.waitForFunction(() => ["done", "error", "cancelled"].includes(document.body.dataset.state), null, { timeout: 120000 });
+  const state = await p.evaluate(() => ({
+    state: document.body.dataset.state,
+    status: document.getElementById("status").textContent,
+    error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
+    parameters: document.getElementById("parameters").textContent,
+    fileName: document.getElementById("download").download,
+    downloads: Object.fromEntries([...document.querySelectorAll("#downloads > div")].map((r) => [r.dataset.path, r.dataset.state])),
+  }));
+  if (state.state === "done") {
+    const bytes = await p.evaluate(async () => Array.from(new Uint8Array(await (await fetch(document.getElementById("download").href)).arrayBuffer())));
+    writeFileSync(join(opts.out, `${name}.png`), Buffer.from(bytes));
+    state.png = `${name}.png`;
+  }
+  return state;
+}
+
+/** Starts a long run, presses Cancel once step 5 has shown, and reports the steps finished
+ *  when Cancel was pressed and when the run ended (the page records both). */
+async function cancelRun(p) {
+  await fill(p, { steps: "1000" });
+  await p.click("#generate");
+  await p.waitForFunction(() => /Step ([5-9]|\d\d+)\/1000/.test(document.getElementById("status").textContent), null, { timeout: 120000 });
+  const t0 = Date.now();
+  await p.click("#cancel");
+  await p.waitForFunction(() => document.body.dataset.state !== "running", null, { timeout: 60000 });
+  const after = await p.evaluate(() => ({
+    state: document.body.dataset.state,
+    status: document.getElementById("status").textContent,
+    cancelAt: Number(document.body.dataset.cancelAt),
+    stoppedAt: Number(document.body.dataset.stoppedAt),
+    generateEnabled: !document.getElementById("generate").disabled,
+  }));
+  return { seconds: (Date.now() - t0) / 1000, ...after };
+}
+
+try {
+  await page.goto(server.url);
+  results.crossOriginIsolated = await page.evaluate(() => self.crossOriginIsolated);
+  results.first = await generate(page, "first");
+  results.firstRequests = server.requests();
+
+  results.cancel = await cancelRun(page);
+  results.afterCancel = await generate(page, "after-cancel");
+
+  let before = server.requests().length;
+  await page.reload();
+  results.reload = await generate(page, "after-reload");
+  results.reloadRequests = server.requests().slice(before);
+
+  results.brokenUrl = await generate(page, "broken-url", { url: "models/no-such-model/" });
+  results.badSize = await generate(page, "bad-size", { width: "20" });
+  results.tooLarge = await generate(page, "too-large", { width: "2048", height: "2048" });
+
+  // A partial file in the cache: the first 100 bytes of the UNet's weights under its URL.
+  await page.evaluate(async () => {
+    const cache = await caches.open("sd-wasm-models-v1");
+    const url = new URL("models/tiny/unet/model.onnx_data", location.href).href;
+    const whole = await (await cache.match(url)).arrayBuffer();
+    await cache.put(url, new Response(whole.slice(0, 100)));
+  });
+  before = server.requests().length;
+  results.corrupt = await generate(page, "after-corrupt");
+  results.corruptRequests = server.requests().slice(before);
+  await page.screenshot({ path: join(opts.out, "screenshot.png"), fullPage: true });
+
+  // The same model dir picked as a local folder (no download, no manifest).
+  before = server.requests().length;
+  await page.check("input[name=source][value=folder]");
+  await page.setInputFiles("#model-folder", opts.model);
+  results.folder = await generate(page, "from-folder");
+  results.folderRequests = server.requests().slice(before);
+  await page.check("input[name=source][value=url]");
+
+  // A plain static server (no cross-origin isolation): Cancel terminates the worker.
+  const plainPage = await context.newPage();
+  await plainPage.goto(plain.url);
+  results.plainIsolated = await plainPage.evaluate(() => self.crossOriginIsolated);
+  results.plainCancel = await cancelRun(plainPage);
+  results.plainAfterCancel = await generate(plainPage, "plain-after-cancel");
+} catch (e) {
+  results.failure = String(e.stack || e);
+} finally {
+  results.console = consoleLines;
+  writeFileSync(join(opts.out, "results.json"), JSON.stringify(results, null, 1));
+  await browser.close();
+  server.stop();
+  plain.stop();
+}
+console.log(JSON.stringify(results, null, 1));
+process.exit(results.failure ? 1 : 0);

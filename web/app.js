@@ -1,0 +1,183 @@
+// The page: reads the form, drives the worker (web/worker.js), shows progress, preview,
+// result and errors. Cancel: when the page is cross-origin isolated (web/serve.py sends the
+// headers) a SharedArrayBuffer flag that sd.wasm checks before every UNet evaluation
+// (Hooks::cancelled), so the worker stops within one step and stays loaded; on a plain static
+// server the worker is terminated and a fresh one started.
+
+const $ = (id) => document.getElementById(id);
+let worker = null;
+let running = null; // { cancelFlag, steps, cancelled }
+const downloads = new Map();
+
+function startWorker() {
+  worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
+  worker.onmessage = (e) => onMessage(e.data);
+  worker.onerror = (e) => finish({ type: "error", kind: "crash", message: e.message || "the worker failed to start" });
+}
+
+function setStatus(text) { $("status").textContent = text; }
+
+function showError(text) {
+  $("error").textContent = text;
+  $("error").hidden = !text;
+}
+
+function mb(n) { return n < 1048576 ? (n / 1024).toFixed(1) + " KB" : (n / 1048576).toFixed(n < 10485760 ? 2 : 0) + " MB"; }
+
+function onDownload(d) {
+  let row = downloads.get(d.path);
+  if (!row) {
+    row = document.createElement("div");
+    row.innerHTML = "<span></span><progress max='1' value='0'></progress><span></span>";
+    row.dataset.path = d.path;
+    $("downloads").append(row);
+    downloads.set(d.path, row);
+  }
+  const [name, bar, text] = row.children;
+  name.textContent = d.path;
+  bar.value = d.total ? d.loaded / d.total : 1;
+  row.dataset.state = d.state;
+  text.textContent = d.state === "cached" ? `cached, ${mb(d.total)}` :
+    d.state === "corrupt" ? "bad cached copy: fetching again" : `${mb(d.loaded)} / ${mb(d.total)}`;
+}
+
+function plainError(e) {
+  // The memory check before each network load (src/models/memory.rs) says how much it needs.
+  if (/needs about [\d.]+ GiB of memory/.test(e.message)) return `Out of memory: ${e.message.replace(/ ?\(Bacalhau[^)]*\)/, "")}`;
+  switch (e.kind) {
+    case "usage": return `Check the settings: ${e.message.replace(/--([a-z-]+)/g, "$1")}`;
+    case "model": return `The model could not be used: ${e.message}`;
+    case "crash": return /alloc|memory/i.test(e.message) || /unreachable/.test(e.message)
+      ? `Out of memory: the picture is too large for this tab's 4 GiB of WebAssembly memory (${e.message}). Try a smaller width and height.`
+      : `The generator failed: ${e.message}`;
+    default: return /out of memory/i.test(e.message) ? `Out of memory: ${e.message}. Try a smaller width and height.` : `Generation failed: ${e.message}`;
+  }
+}
+
+function finish(outcome) {
+  const run = running;
+  running = null;
+  $("generate").disabled = false;
+  $("cancel").disabled = true;
+  if (outcome.type === "result") {
+    const url = URL.createObjectURL(new Blob([outcome.png], { type: "image/png" }));
+    $("result").src = url;
+    $("download").href = url;
+    $("download").download = outcome.fileName;
+    $("download").hidden = false;
+    $("parameters").textContent = outcome.parameters;
+    $("parameters").hidden = false;
+    const t = JSON.parse(outcome.metadata).timings_seconds;
+    $("progress").value = 1;
+    setStatus(`Done in ${t.total.toFixed(2)} s (${(t.seconds_per_step).toFixed(3)} s/step). Seed ${JSON.parse(outcome.metadata).seed}.`);
+    document.body.dataset.state = "done";
+  } else if (outcome.kind === "cancelled") {
+    setStatus(`Cancelled${run && run.step ? ` after step ${run.step}/${run.steps}` : ""}. Ready.`);
+    // For the tests: steps finished when Cancel was pressed, and when the run ended.
+    document.body.dataset.cancelAt = run ? run.cancelAt : "";
+    document.body.dataset.stoppedAt = run ? run.step : "";
+    document.body.dataset.state = "cancelled";
+  } else {
+    showError(plainError(outcome));
+    setStatus("Ready.");
+    document.body.dataset.state = "error";
+    // After a trap the instance's memory is not trustworthy: start over.
+    if (outcome.kind === "crash") { worker.terminate(); startWorker(); }
+  }
+}
+
+function onMessage(m) {
+  if (!running) return;
+  switch (m.type) {
+    case "download": onDownload(m); setStatus(`Fetching model files…`); break;
+    case "loading": setStatus(`Loading ${m.network}…`); break;
+    case "loaded": setStatus(`Loaded ${m.network} in ${m.seconds.toFixed(2)} s.`); break;
+    case "step": {
+      running.step = m.index;
+      const eta = (m.elapsed / m.index) * (m.total - m.index);
+      $("progress").value = m.index / m.total;
+      setStatus(`Step ${m.index}/${m.total} · ETA ${eta.toFixed(1)} s`);
+      break;
+    }
+    case "preview": $("preview").src = URL.createObjectURL(new Blob([m.png], { type: "image/png" })); break;
+    case "warning": showError(`Warning: ${m.message}`); break;
+    case "result": case "error": finish(m); break;
+  }
+}
+
+function numberOrNull(id) {
+  const v = $(id).value.trim();
+  return v === "" ? null : Number(v);
+}
+
+function readRequest() {
+  let seed = numberOrNull("seed");
+  if (seed === null) {
+    seed = crypto.getRandomValues(new Uint32Array(1))[0];
+    $("seed").value = seed; // shown, so the picture can be made again
+  }
+  const request = {
+    prompt: $("prompt").value,
+    negative_prompt: $("negative").value,
+    steps: numberOrNull("steps") ?? 20,
+    guidance_scale: numberOrNull("guidance") ?? 7.5,
+    seed,
+    preview_every: 1,
+  };
+  for (const [key, id] of [["width", "width"], ["height", "height"]]) {
+    const v = numberOrNull(id);
+    if (v !== null) request[key] = v;
+  }
+  if ($("scheduler").value) request.scheduler = $("scheduler").value;
+  return request;
+}
+
+function readSource() {
+  if (document.querySelector("input[name=source]:checked").value === "url") {
+    return { kind: "url", base: new URL($("model-url").value, location.href).href };
+  }
+  const files = Array.from($("model-folder").files);
+  if (!files.length) throw new Error("Pick the model folder first (the one holding unet/, vae_decoder/, …).");
+  return { kind: "files", name: (files[0].webkitRelativePath || "folder").split("/")[0], files };
+}
+
+$("form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (running) return;
+  showError("");
+  let source, request;
+  try {
+    source = readSource();
+    request = readRequest();
+  } catch (err) {
+    showError(err.message);
+    return;
+  }
+  // [0]: cancel requested (page → worker); [1]: steps finished so far (worker → page).
+  const cancelBuffer = self.crossOriginIsolated ? new SharedArrayBuffer(8) : null;
+  running = { cancelFlag: cancelBuffer && new Int32Array(cancelBuffer), steps: request.steps, step: 0 };
+  $("generate").disabled = true;
+  $("cancel").disabled = false;
+  $("progress").value = 0;
+  $("download").hidden = true;
+  document.body.dataset.state = "running";
+  setStatus("Starting…");
+  worker.postMessage({ type: "generate", source, request, cancelBuffer });
+});
+
+$("cancel").addEventListener("click", () => {
+  if (!running) return;
+  setStatus("Cancelling…");
+  if (running.cancelFlag) {
+    Atomics.store(running.cancelFlag, 0, 1); // seen before the next UNet evaluation
+    running.cancelAt = Atomics.load(running.cancelFlag, 1);
+    worker.postMessage({ type: "cancel" }); // seen while downloading
+  } else {
+    running.cancelAt = running.step;
+    worker.terminate(); // a plain static server: no SharedArrayBuffer to signal a busy worker
+    startWorker();
+    finish({ type: "error", kind: "cancelled", message: "cancelled" });
+  }
+});
+
+startWorker();

@@ -1,0 +1,149 @@
+// The generator's Web Worker: fetches and caches the model dir, then runs sd.wasm's
+// `generate` (src/web.rs) synchronously here, so the page stays responsive.
+//
+// Models from a URL: <base>/sd-manifest.json (scripts/web-manifest.py) lists every file with
+// its size and SHA-256. Each file is kept in the Cache API; a cached copy is used only when its
+// size and SHA-256 match the manifest, otherwise it is deleted and downloaded again.
+// Models from a picked folder: the File objects themselves.
+// Either way the wasm side reads byte ranges on demand (FileReaderSync over Blobs): only the
+// network being loaded is held in wasm memory.
+
+import init, { generate, last_panic } from "./pkg/sd_wasm.js";
+
+const CACHE = "sd-wasm-models-v1";
+const ready = init();
+let cancelFlag = null; // Int32Array over a SharedArrayBuffer when the page is cross-origin isolated
+let cancelRequested = false;
+
+const post = (msg, transfer) => self.postMessage(msg, transfer || []);
+
+class Failure extends Error {
+  constructor(kind, message) { super(message); this.kind = kind; }
+}
+
+function isCancelled() {
+  return cancelRequested || (cancelFlag !== null && Atomics.load(cancelFlag, 0) !== 0);
+}
+
+async function sha256Hex(blob) {
+  const digest = await crypto.subtle.digest("SHA-256", await blob.arrayBuffer());
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The cached Blob for `url` if it is exactly the manifest's file, else null (and evicted). */
+async function cachedCopy(cache, url, file) {
+  const hit = await cache.match(url);
+  if (!hit) return null;
+  const blob = await hit.blob();
+  if (blob.size === file.size && (await sha256Hex(blob)) === file.sha256) return blob;
+  await cache.delete(url);
+  post({ type: "download", path: file.path, state: "corrupt", loaded: 0, total: file.size });
+  return null;
+}
+
+async function download(cache, url, file) {
+  let response;
+  try {
+    response = await fetch(url, { cache: "no-store" });
+  } catch (e) {
+    throw new Failure("model", `Could not download ${url} (${e.message}). Check the model URL and that the server allows it (CORS).`);
+  }
+  if (!response.ok) throw new Failure("model", `Could not download ${url}: the server answered ${response.status} ${response.statusText}.`);
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0, lastPost = 0;
+  for (;;) {
+    if (isCancelled()) { reader.cancel(); throw new Failure("cancelled", "cancelled"); }
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    const now = performance.now();
+    if (now - lastPost > 100) { post({ type: "download", path: file.path, state: "downloading", loaded, total: file.size }); lastPost = now; }
+  }
+  const blob = new Blob(chunks);
+  if (blob.size !== file.size || (await sha256Hex(blob)) !== file.sha256) {
+    throw new Failure("model", `${url} does not match sd-manifest.json (got ${blob.size} bytes, expected ${file.size}, or a different SHA-256): the download was cut short or the file changed. Try again, or regenerate the manifest.`);
+  }
+  await cache.put(url, new Response(blob, { headers: { "content-type": "application/octet-stream" } }));
+  // Read it back from the cache: that Blob lives on disk, not in this worker's memory.
+  const stored = await cache.match(url);
+  return stored ? await stored.blob() : blob;
+}
+
+async function filesFromUrl(base) {
+  base = new URL(base, self.location.href);
+  if (!base.pathname.endsWith("/")) base.pathname += "/";
+  const manifestUrl = new URL("sd-manifest.json", base);
+  let manifest;
+  try {
+    const r = await fetch(manifestUrl, { cache: "no-store" });
+    if (!r.ok) throw new Error(`the server answered ${r.status} ${r.statusText}`);
+    manifest = await r.json();
+  } catch (e) {
+    throw new Failure("model", `No model at ${base.href}: ${manifestUrl.href} could not be read (${e.message}). A model URL must point at a model dir with sd-manifest.json (make it with scripts/web-manifest.py).`);
+  }
+  const cache = await caches.open(CACHE);
+  const blobs = new Map();
+  for (const file of manifest.files) {
+    const url = new URL(file.path, base).href;
+    let blob = await cachedCopy(cache, url, file);
+    const fromCache = blob !== null;
+    if (!blob) blob = await download(cache, url, file);
+    post({ type: "download", path: file.path, state: fromCache ? "cached" : "downloaded", loaded: file.size, total: file.size });
+    blobs.set(file.path, blob);
+  }
+  return { name: base.href.replace(/\/$/, ""), blobs };
+}
+
+function filesFromFolder(name, files) {
+  const blobs = new Map();
+  for (const f of files) {
+    // webkitRelativePath is "<folder>/unet/model.onnx"; the model dir's paths start below it.
+    const rel = (f.webkitRelativePath || f.name).split("/").slice(1).join("/");
+    blobs.set(rel, f);
+  }
+  return { name, blobs };
+}
+
+/** The ModelFiles seam's browser side (src/web.rs JsModelFiles). */
+function modelFiles({ name, blobs }) {
+  const reader = new FileReaderSync();
+  return {
+    describe: () => name,
+    size: (rel) => blobs.get(rel)?.size,
+    readRange: (rel, offset, len) => new Uint8Array(reader.readAsArrayBuffer(blobs.get(rel).slice(offset, offset + len))),
+  };
+}
+
+async function run({ source, request, cancelBuffer }) {
+  cancelFlag = cancelBuffer ? new Int32Array(cancelBuffer) : null;
+  cancelRequested = false;
+  try {
+    await ready;
+    const files = source.kind === "url" ? await filesFromUrl(source.base) : filesFromFolder(source.name, source.files);
+    const hooks = {
+      event(e) {
+        if (e.type === "step" && cancelFlag) Atomics.store(cancelFlag, 1, e.index);
+        if (e.type === "preview") post(e, [e.png.buffer]);
+        else post(e);
+      },
+      cancelled: isCancelled,
+    };
+    const result = generate(modelFiles(files), JSON.stringify(request), hooks);
+    post(result, [result.png.buffer]);
+  } catch (e) {
+    if (e instanceof Failure) post({ type: "error", kind: e.kind, message: e.message });
+    else if (e && e.type === "error") post(e);
+    else if (e instanceof WebAssembly.RuntimeError) {
+      const why = last_panic();
+      post({ type: "error", kind: "crash", message: why || e.message });
+    } else post({ type: "error", kind: "runtime", message: String(e && e.message || e) });
+  }
+}
+
+self.onmessage = (event) => {
+  const msg = event.data;
+  if (msg.type === "generate") run(msg);
+  else if (msg.type === "cancel") cancelRequested = true; // seen while downloading (the loop awaits)
+};
