@@ -21,7 +21,8 @@ fn page_in_chromium_matches_the_cli() {
     assert_eq!(cli.code, 0, "{}", cli.stderr);
     let cli_png = std::fs::read(out.join("cli.png")).unwrap();
 
-    let manifest = Command::new("python3").arg(repo().join("scripts/web-manifest.py")).arg(&tiny).output().unwrap();
+    // 64 KiB pieces, so the tiny model's files span many and the per-piece check is exercised.
+    let manifest = Command::new("python3").arg(repo().join("scripts/web-manifest.py")).args(["--chunk-bytes", "65536"]).arg(&tiny).output().unwrap();
     assert!(manifest.status.success(), "{}", String::from_utf8_lossy(&manifest.stderr));
 
     let results_dir = repo().join("target/browser-test");
@@ -79,9 +80,11 @@ fn page_in_chromium_matches_the_cli() {
     assert_eq!(r["reloadRequests"], serde_json::json!([]), "a reload must take the model from the cache");
     assert!(r["reload"]["downloads"].as_object().unwrap().values().all(|s| s == "cached"), "{}", r["reload"]["downloads"]);
 
-    // A partial cached file is detected and fetched again (only that one).
-    assert_eq!(r["corruptRequests"], serde_json::json!(["unet/model.onnx_data 200"]));
+    // A partial cached file, and a whole one with one byte changed in its fourth piece, are
+    // detected and fetched again (only those two).
+    assert_eq!(r["corruptRequests"], serde_json::json!(["text_encoder/model.onnx 200", "unet/model.onnx_data 200"]));
     assert_eq!(r["corrupt"]["downloads"]["unet/model.onnx_data"], "downloaded");
+    assert_eq!(r["corrupt"]["downloads"]["text_encoder/model.onnx"], "downloaded");
 
     // A picked folder is read in place.
     assert_eq!(r["folderRequests"], serde_json::json!([]));

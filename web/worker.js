@@ -2,8 +2,10 @@
 // `generate` (src/web.rs) synchronously here, so the page stays responsive.
 //
 // Models from a URL: <base>/sd-manifest.json (scripts/web-manifest.py) lists every file with
-// its size and SHA-256. Each file is kept in the Cache API; a cached copy is used only when its
-// size and SHA-256 match the manifest, otherwise it is deleted and downloaded again.
+// its size and the SHA-256 of each of its `chunk_bytes` pieces (hashed piece by piece, so a
+// 1.7 GB UNet weights file is never held whole in this worker's memory). Each file is kept in
+// the Cache API; a cached copy is used only when its size and hashes match the manifest,
+// otherwise it is deleted and downloaded again.
 // Models from a picked folder: the File objects themselves.
 // Either way the wasm side reads byte ranges on demand (FileReaderSync over Blobs): only the
 // network being loaded is held in wasm memory.
@@ -30,18 +32,29 @@ async function sha256Hex(blob) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** True when `blob` is exactly the manifest's `file`: its size, and each piece's SHA-256. */
+async function matchesManifest(blob, file, chunkBytes) {
+  if (blob.size !== file.size) return false;
+  const pieces = Math.max(1, Math.ceil(blob.size / chunkBytes));
+  if (pieces !== file.sha256_chunks.length) return false;
+  for (let i = 0; i < pieces; i++) {
+    if ((await sha256Hex(blob.slice(i * chunkBytes, (i + 1) * chunkBytes))) !== file.sha256_chunks[i]) return false;
+  }
+  return true;
+}
+
 /** The cached Blob for `url` if it is exactly the manifest's file, else null (and evicted). */
-async function cachedCopy(cache, url, file) {
+async function cachedCopy(cache, url, file, chunkBytes) {
   const hit = await cache.match(url);
   if (!hit) return null;
   const blob = await hit.blob();
-  if (blob.size === file.size && (await sha256Hex(blob)) === file.sha256) return blob;
+  if (await matchesManifest(blob, file, chunkBytes)) return blob;
   await cache.delete(url);
   post({ type: "download", path: file.path, state: "corrupt", loaded: 0, total: file.size });
   return null;
 }
 
-async function download(cache, url, file) {
+async function download(cache, url, file, chunkBytes) {
   let response;
   try {
     response = await fetch(url, { cache: "no-store" });
@@ -62,7 +75,7 @@ async function download(cache, url, file) {
     if (now - lastPost > 100) { post({ type: "download", path: file.path, state: "downloading", loaded, total: file.size }); lastPost = now; }
   }
   const blob = new Blob(chunks);
-  if (blob.size !== file.size || (await sha256Hex(blob)) !== file.sha256) {
+  if (!(await matchesManifest(blob, file, chunkBytes))) {
     throw new Failure("model", `${url} does not match sd-manifest.json (got ${blob.size} bytes, expected ${file.size}, or a different SHA-256): the download was cut short or the file changed. Try again, or regenerate the manifest.`);
   }
   await cache.put(url, new Response(blob, { headers: { "content-type": "application/octet-stream" } }));
@@ -87,9 +100,9 @@ async function filesFromUrl(base) {
   const blobs = new Map();
   for (const file of manifest.files) {
     const url = new URL(file.path, base).href;
-    let blob = await cachedCopy(cache, url, file);
+    let blob = await cachedCopy(cache, url, file, manifest.chunk_bytes);
     const fromCache = blob !== null;
-    if (!blob) blob = await download(cache, url, file);
+    if (!blob) blob = await download(cache, url, file, manifest.chunk_bytes);
     post({ type: "download", path: file.path, state: fromCache ? "cached" : "downloaded", loaded: file.size, total: file.size });
     blobs.set(file.path, blob);
   }

@@ -115,12 +115,17 @@ try {
   results.badSize = await generate(page, "bad-size", { width: "20" });
   results.tooLarge = await generate(page, "too-large", { width: "2048", height: "2048" });
 
-  // A partial file in the cache: the first 100 bytes of the UNet's weights under its URL.
+  // A partial file in the cache: the first 100 bytes of the UNet's weights under its URL; and
+  // the text encoder whole but with one byte changed at 200,000 (its fourth 64 KiB piece).
   await page.evaluate(async () => {
     const cache = await caches.open("sd-wasm-models-v1");
     const url = new URL("models/tiny/unet/model.onnx_data", location.href).href;
     const whole = await (await cache.match(url)).arrayBuffer();
     await cache.put(url, new Response(whole.slice(0, 100)));
+    const encoderUrl = new URL("models/tiny/text_encoder/model.onnx", location.href).href;
+    const bytes = new Uint8Array(await (await cache.match(encoderUrl)).arrayBuffer());
+    bytes[200000] ^= 0xff;
+    await cache.put(encoderUrl, new Response(bytes));
   });
   before = server.requests().length;
   results.corrupt = await generate(page, "after-corrupt");
