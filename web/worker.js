@@ -62,26 +62,32 @@ async function download(cache, url, file, chunkBytes) {
     throw new Failure("model", `Could not download ${url} (${e.message}). Check the model URL and that the server allows it (CORS).`);
   }
   if (!response.ok) throw new Failure("model", `Could not download ${url}: the server answered ${response.status} ${response.statusText}.`);
-  const reader = response.body.getReader();
-  const chunks = [];
+  // Streamed straight into the cache (on disk), counting bytes on the way: a multi-GB weights
+  // file is never held in this worker's memory.
   let loaded = 0, lastPost = 0;
-  for (;;) {
-    if (isCancelled()) { reader.cancel(); throw new Failure("cancelled", "cancelled"); }
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    const now = performance.now();
-    if (now - lastPost > 100) { post({ type: "download", path: file.path, state: "downloading", loaded, total: file.size }); lastPost = now; }
+  const counted = response.body.pipeThrough(new TransformStream({
+    transform(chunk, controller) {
+      if (isCancelled()) { controller.error(new Failure("cancelled", "cancelled")); return; }
+      loaded += chunk.length;
+      const now = performance.now();
+      if (now - lastPost > 100) { post({ type: "download", path: file.path, state: "downloading", loaded, total: file.size }); lastPost = now; }
+      controller.enqueue(chunk);
+    },
+  }));
+  try {
+    await cache.put(url, new Response(counted, { headers: { "content-type": "application/octet-stream" } }));
+  } catch (e) {
+    await cache.delete(url);
+    if (isCancelled()) throw new Failure("cancelled", "cancelled");
+    throw new Failure("model", `Could not download ${url} (${e.message}).`);
   }
-  const blob = new Blob(chunks);
-  if (!(await matchesManifest(blob, file, chunkBytes))) {
-    throw new Failure("model", `${url} does not match sd-manifest.json (got ${blob.size} bytes, expected ${file.size}, or a different SHA-256): the download was cut short or the file changed. Try again, or regenerate the manifest.`);
-  }
-  await cache.put(url, new Response(blob, { headers: { "content-type": "application/octet-stream" } }));
-  // Read it back from the cache: that Blob lives on disk, not in this worker's memory.
   const stored = await cache.match(url);
-  return stored ? await stored.blob() : blob;
+  const blob = stored ? await stored.blob() : null;
+  if (!blob || !(await matchesManifest(blob, file, chunkBytes))) {
+    await cache.delete(url);
+    throw new Failure("model", `${url} does not match sd-manifest.json (got ${blob ? blob.size : 0} bytes, expected ${file.size}, or a different SHA-256): the download was cut short or the file changed. Try again, or regenerate the manifest.`);
+  }
+  return blob;
 }
 
 async function filesFromUrl(base) {
