@@ -75,6 +75,8 @@ fn request(r: wit::Request) -> GenerateRequest {
             wit::Vae::Taesd => VaeChoice::Taesd,
         },
         preview_every: r.preview_every.map(|k| k as usize),
+        // Text-to-image, one picture: the interface has no image-to-image or batch fields yet.
+        ..GenerateRequest::default()
     }
 }
 
