@@ -29,7 +29,7 @@ fn name(data: &[u8], at: &mut usize) -> String {
 }
 
 fn module() -> Module {
-    let path = std::env::var("SD_WASM").map(std::path::PathBuf::from).unwrap_or_else(|_| common::repo().join("dist/sd.wasm"));
+    let path = common::sd_wasm_path();
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; build it with scripts/build-wasm.sh", path.display()));
     assert_eq!(&data[..8], b"\0asm\x01\0\0\0", "not a core wasm module");
     let mut sections = Vec::new();
@@ -93,7 +93,7 @@ fn memory_is_plain_32_bit_and_unshared() {
 /// tests/wasi_runner.rs): scripts/build-wasm.sh rewrites them all with tools/wasm-ship.
 #[test]
 fn has_no_float_selects() {
-    let path = std::env::var("SD_WASM").map(std::path::PathBuf::from).unwrap_or_else(|_| common::repo().join("dist/sd.wasm"));
+    let path = common::sd_wasm_path();
     let report = wasm_ship::inspect(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(report.float_selects, 0, "{}: float selects left; build it with scripts/build-wasm.sh", path.display());
 }

@@ -101,10 +101,6 @@ fn job_id(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn sd_wasm_path() -> PathBuf {
-    std::env::var("SD_WASM").map(PathBuf::from).unwrap_or_else(|_| repo().join("dist/sd.wasm"))
-}
-
 fn exit_codes(described: &Value) -> Vec<i64> {
     described["Executions"]["Items"].as_array().unwrap().iter().map(|e| e["RunOutput"]["ExitCode"].as_i64().unwrap()).collect()
 }

@@ -127,20 +127,6 @@ fn check_case(name: &str) {
     }
 }
 
-macro_rules! parity_cases {
-    ($($test:ident => $case:expr),* $(,)?) => {
-        $( #[test] fn $test() { check_case($case); } )*
-        #[test]
-        fn manifest_has_no_untested_case() {
-            let tested = [$($case),*];
-            for c in cases() {
-                let name = c["name"].as_str().unwrap().to_string();
-                assert!(tested.contains(&name.as_str()), "fixture case {name} has no test");
-            }
-        }
-    };
-}
-
 parity_cases! {
     img2img_pndm => "img2img-pndm-0.75",
     img2img_euler_ancestral => "img2img-euler-a-0.5",

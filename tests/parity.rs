@@ -58,22 +58,6 @@ fn every_scheduler_is_covered_by_a_fixture_case() {
     }
 }
 
-/// One test per fixture case keeps failures readable; the list is checked against the
-/// manifest so a new case cannot go untested.
-macro_rules! parity_cases {
-    ($($test:ident => $case:expr),* $(,)?) => {
-        $( #[test] fn $test() { check_case($case); } )*
-        #[test]
-        fn manifest_has_no_untested_case() {
-            let tested = [$($case),*];
-            for c in cases() {
-                let name = c["name"].as_str().unwrap().to_string();
-                assert!(tested.contains(&name.as_str()), "fixture case {name} has no test");
-            }
-        }
-    };
-}
-
 parity_cases! {
     pndm => "pndm",
     ddim => "ddim",

@@ -15,7 +15,7 @@ fn wasi_runner(models: &Path, outputs: &Path, memory: Option<&str>, args: &[&str
 
 fn wasi_runner_with_inputs(inputs: &[(&Path, &str)], outputs: &Path, memory: Option<&str>, args: &[&str]) -> Run {
     let runner = std::env::var("WASI_RUNNER").expect("WASI_RUNNER is not set: run the tests with scripts/test.sh");
-    let module = std::env::var("SD_WASM").map(std::path::PathBuf::from).unwrap_or_else(|_| repo().join("dist/sd.wasm"));
+    let module = sd_wasm_path();
     let mut cmd = Command::new(runner);
     if let Some(m) = memory {
         cmd.args(["--memory", m]);

@@ -68,6 +68,11 @@ impl From<std::process::Output> for Run {
     }
 }
 
+/// The shipped module under test: $SD_WASM (scripts/test.sh sets it), else dist/sd.wasm.
+pub fn sd_wasm_path() -> PathBuf {
+    std::env::var("SD_WASM").map(PathBuf::from).unwrap_or_else(|_| repo().join("dist/sd.wasm"))
+}
+
 /// wasmtime and the module come from the environment scripts/test.sh sets; without them the
 /// test fails (never skips): these tests are the point of the suite.
 fn wasmtime_command() -> (String, PathBuf, bool) {
@@ -75,7 +80,7 @@ fn wasmtime_command() -> (String, PathBuf, bool) {
     if let Ok(cwasm) = std::env::var("SD_CWASM") {
         return (wasmtime, PathBuf::from(cwasm), true);
     }
-    let wasm = std::env::var("SD_WASM").map(PathBuf::from).unwrap_or_else(|_| repo().join("dist/sd.wasm"));
+    let wasm = sd_wasm_path();
     assert!(wasm.exists(), "{} is missing: build it with scripts/build-wasm.sh", wasm.display());
     (wasmtime, wasm, false)
 }
@@ -203,3 +208,22 @@ pub const FRONT_END_PICTURE: &[&str] = &[
     "--prompt", "a red cube on a table", "--negative-prompt", "blurry", "--steps", "12", "--guidance-scale", "7.5",
     "--seed", "42", "--width", "16", "--height", "16", "--scheduler", "euler", "--quiet",
 ];
+
+/// One test per fixture case (`check_case(name)` and `cases()` from the calling test file) keeps
+/// failures readable; the list is checked against the manifest so a new case cannot go untested.
+#[allow(unused_macros)]
+macro_rules! parity_cases {
+    ($($test:ident => $case:expr),* $(,)?) => {
+        $( #[test] fn $test() { check_case($case); } )*
+        #[test]
+        fn manifest_has_no_untested_case() {
+            let tested = [$($case),*];
+            for c in cases() {
+                let name = c["name"].as_str().unwrap().to_string();
+                assert!(tested.contains(&name.as_str()), "fixture case {name} has no test");
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use parity_cases;
