@@ -3,9 +3,9 @@
 //! from a preopened directory through [`DirFiles`], as the command line does.
 
 use crate::error::{ErrorKind, SdError};
-use crate::io::metadata::finish;
-use crate::io::model_dir::DirFiles;
-use crate::io::png::encode_png;
+use crate::records::parameters::finish;
+use crate::model_dir::DirFiles;
+use crate::codecs::png::encode_png;
 use crate::pipeline::{self, Event, GenerateRequest, Hooks, VaeChoice};
 
 wit_bindgen::generate!({ path: "wit", world: "sd" });
@@ -33,7 +33,7 @@ impl Hooks for HostHooks {
                 Ok(png) => wit::Event::Preview(wit::Preview { index: *index as u32, png }),
                 Err(_) => return,
             },
-            Event::Warning(text) => wit::Event::Warning(text.clone()),
+            Event::Warning(text) => wit::Event::Warning(crate::error::word(text, |key| key.replace('_', "-"))),
             Event::Tensor { .. } => return,
         };
         progress::report(&e);
@@ -48,44 +48,51 @@ impl Hooks for HostHooks {
     }
 }
 
+/// A library error in the interface's terms: fields named as the WIT record names them.
 fn to_wit_error(e: SdError) -> wit::Error {
+    let message = e.worded(|key| key.replace('_', "-"));
     match e.kind {
-        ErrorKind::Usage => wit::Error::Usage(e.message),
-        ErrorKind::Model => wit::Error::Model(e.message),
-        ErrorKind::Runtime => wit::Error::Runtime(e.message),
-        ErrorKind::Output => wit::Error::Output(e.message),
+        ErrorKind::Usage => wit::Error::Usage(message),
+        ErrorKind::Model => wit::Error::Model(message),
+        ErrorKind::Runtime => wit::Error::Runtime(message),
+        ErrorKind::Output => wit::Error::Output(message),
         ErrorKind::Cancelled => wit::Error::Cancelled,
     }
 }
 
-fn request(r: wit::Request) -> GenerateRequest {
-    GenerateRequest {
-        prompt: r.prompt,
-        negative_prompt: r.negative_prompt,
-        width: r.width,
-        height: r.height,
-        steps: r.steps as usize,
-        guidance_scale: r.guidance_scale,
-        seed: r.seed,
-        scheduler: r.scheduler,
-        eta: r.eta,
-        latents: None,
-        vae: match r.vae {
-            wit::Vae::Full => VaeChoice::Full,
-            wit::Vae::Taesd => VaeChoice::Taesd,
-        },
-        preview_every: r.preview_every.map(|k| k as usize),
-        // Text-to-image, one picture: the interface has no image-to-image or batch fields yet.
-        ..GenerateRequest::default()
-    }
+/// The WIT record as request-table values: the interface fills the request through the same
+/// rows (parse and checks) as every other front end.
+fn request(r: wit::Request) -> Result<GenerateRequest, SdError> {
+    let vae = match r.vae {
+        wit::Vae::Full => VaeChoice::Full,
+        wit::Vae::Taesd => VaeChoice::Taesd,
+    };
+    let fields = serde_json::json!({
+        "prompt": r.prompt,
+        "negative_prompt": r.negative_prompt,
+        "width": r.width,
+        "height": r.height,
+        "steps": r.steps,
+        "guidance_scale": r.guidance_scale,
+        "seed": r.seed,
+        "scheduler": r.scheduler,
+        "eta": r.eta,
+        "vae": vae.name(),
+        "preview_every": r.preview_every,
+    });
+    let mut request = GenerateRequest::default();
+    // Absent options keep the table's defaults.
+    let given = fields.as_object().into_iter().flatten().filter(|(_, v)| !v.is_null());
+    request.apply_json(&given.map(|(k, v)| (k.clone(), v.clone())).collect(), &NoInputs)?;
+    Ok(request)
 }
 
 impl Guest for Component {
     fn generate(models: String, req: wit::Request) -> Result<wit::Generated, wit::Error> {
-        let req = request(req);
+        let req = request(req).map_err(to_wit_error)?;
         let files = DirFiles::open(&models).map_err(to_wit_error)?;
         let out = pipeline::generate(&files, &req, &mut HostHooks(std::time::Instant::now())).map_err(to_wit_error)?;
-        let done = finish(&req, &out).map_err(to_wit_error)?;
+        let done = finish(&req, &out, None).map_err(to_wit_error)?;
         Ok(wit::Generated {
             png: done.png,
             parameters: done.parameters,

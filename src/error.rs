@@ -32,6 +32,7 @@ impl ErrorKind {
 #[derive(Debug, Clone)]
 pub struct SdError {
     pub kind: ErrorKind,
+    /// The text, with request fields marked `«key»`: front ends word them ([`SdError::worded`]).
     pub message: String,
 }
 
@@ -51,17 +52,51 @@ impl SdError {
     pub fn output(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Output, message)
     }
+    /// A bad value of request field `key`: "«key» must be …", unless `detail` already marks
+    /// the fields it speaks of.
+    pub fn field(key: &str, detail: &str) -> Self {
+        if detail.contains('«') {
+            Self::usage(detail)
+        } else {
+            Self::usage(format!("«{key}» {detail}"))
+        }
+    }
+    /// The message with each `«key»` replaced by the front end's name for that field.
+    pub fn worded(&self, name: impl Fn(&str) -> String) -> String {
+        word(&self.message, name)
+    }
+    /// Prefixes where the error happened ("--prompts line 3: …"), keeping kind and fields.
+    pub fn context(mut self, at: impl fmt::Display) -> Self {
+        self.message = format!("{at}: {}", self.message);
+        self
+    }
 }
 
 impl fmt::Display for SdError {
+    /// Fields named by their keys, as the library and the JSON request spell them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.worded(|key| key.to_string()))
     }
 }
 
 impl std::error::Error for SdError {}
 
 pub type Result<T> = std::result::Result<T, SdError>;
+
+/// `text` with each request field marked `«key»` replaced by `name(key)`: errors and warnings
+/// name fields this way, and each front end words them in its own terms.
+pub fn word(text: &str, name: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('«') {
+        let Some(len) = rest[start..].find('»') else { break };
+        out.push_str(&rest[..start]);
+        out.push_str(&name(&rest[start + '«'.len_utf8()..start + len]));
+        rest = &rest[start + len + '»'.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Formats an error chain (tract's anyhow errors carry context layers) on one line.
 pub fn chain(err: &dyn std::fmt::Debug) -> String {

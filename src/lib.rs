@@ -1,25 +1,30 @@
-//! sd.wasm: Stable Diffusion text-to-image on tract, built to run as one WebAssembly module.
+//! sd.wasm: Stable Diffusion on tract, built to run as one WebAssembly module.
 //!
-//! Library first: [`pipeline::generate`] does the work; the WASI command line (`src/main.rs`
-//! over [`cli`]) and the browser build (`web`, wasm-bindgen) are thin front ends. Reading the model dir goes
-//! through [`io::model_dir::ModelFiles`], the one seam between platforms.
+//! Library first, layers pointing down: front ends ([`cli`], `web`, `component`) →
+//! [`records`] (what a picture records about itself) → [`pipeline`] (stages over plain data) →
+//! [`request`] (the parameter table) → [`models`], [`schedulers`], [`tokenizer`], [`rng`],
+//! [`model_dir`] (the one seam between platforms: [`model_dir::ModelFiles`]) → [`codecs`],
+//! [`tensor`], [`error`].
 
 pub mod cli;
+pub mod codecs;
 #[cfg(all(target_os = "wasi", target_env = "p2"))]
 pub mod component;
 pub mod error;
-pub mod io;
+pub mod model_dir;
 pub mod models;
 pub mod pipeline;
-pub mod preview;
-pub mod prompts;
+pub mod records;
+pub mod request;
 pub mod rng;
 pub mod schedulers;
+pub mod tensor;
 pub mod tokenizer;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod web;
 
 pub use error::{ErrorKind, Result, SdError};
-pub use pipeline::{generate, GenerateRequest, Generated};
+pub use pipeline::{generate, Generated};
+pub use request::GenerateRequest;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

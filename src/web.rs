@@ -5,9 +5,9 @@
 //! is ever in wasm memory, as in the CLI.
 
 use crate::error::{ErrorKind, Result, SdError};
-use crate::io::metadata::finish;
-use crate::io::model_dir::ModelFiles;
-use crate::io::png::encode_png;
+use crate::records::parameters::finish;
+use crate::model_dir::ModelFiles;
+use crate::codecs::png::encode_png;
 use crate::pipeline::{self, Event, GenerateRequest, Hooks};
 use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -127,7 +127,9 @@ impl Hooks for BrowserHooks {
                 ),
                 Err(_) => return,
             },
-            Event::Warning(text) => object("warning", &[("message", text.as_str().into())]),
+            Event::Warning(text) => {
+                object("warning", &[("message", crate::error::word(text, |key| key.to_string()).into())])
+            }
             Event::Tensor { .. } => return,
         };
         self.0.event(&js);
@@ -158,20 +160,22 @@ fn kind_name(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// Fields named by their form fields' keys ("width must be a multiple of 8 …").
 fn to_js_error(e: SdError) -> JsValue {
-    object("error", &[("kind", kind_name(e.kind).into()), ("message", e.message.into())])
+    object("error", &[("kind", kind_name(e.kind).into()), ("message", e.to_string().into())])
 }
 
-/// The request from the page: a JSON object with the `--prompts` line keys (prompt,
-/// negative_prompt, seed, steps, guidance_scale, width, height, scheduler, eta) and
-/// `preview_every`. The seed is required: the page chooses and shows it.
+/// The request from the page: a JSON object of request-table keys (prompt, negative_prompt,
+/// seed, steps, guidance_scale, width, height, scheduler, eta, vae, preview_every, …). The seed
+/// is required: the page chooses and shows it.
 fn parse_request(json: &str) -> Result<GenerateRequest> {
-    let mut object: serde_json::Map<String, serde_json::Value> =
+    let object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(json).map_err(|e| SdError::usage(format!("the request is not a JSON object ({e})")))?;
-    let preview_every = object.remove("preview_every").and_then(|v| v.as_u64());
-    let mut request = GenerateRequest { preview_every: preview_every.map(|k| k as usize), ..Default::default() };
-    let seed = crate::prompts::apply_json(&mut request, &object).map_err(SdError::usage)?;
-    request.seed = seed.ok_or_else(|| SdError::usage("the request has no seed"))?;
+    if !object.contains_key("seed") {
+        return Err(SdError::usage("the request has no seed"));
+    }
+    let mut request = GenerateRequest::default();
+    request.apply_json(&object, &NoInputs)?;
     Ok(request)
 }
 
@@ -183,7 +187,7 @@ pub fn generate(files: JsModelFiles, request_json: &str, hooks: JsHooks) -> std:
     let files = BrowserFiles(files);
     let mut hooks = BrowserHooks(hooks);
     let out = pipeline::generate(&files, &request, &mut hooks).map_err(to_js_error)?;
-    let done = finish(&request, &out).map_err(to_js_error)?;
+    let done = finish(&request, &out, None).map_err(to_js_error)?;
     Ok(object(
         "result",
         &[

@@ -135,7 +135,7 @@ fn unreadable_latents() {
 fn latents_of_wrong_shape() {
     let m = tiny_model_copy("latents-shape");
     let wrong = ndarray::ArrayD::<f32>::zeros(vec![1, 4, 3, 3]);
-    std::fs::write(m.join("wrong.npy"), sd_wasm::io::npy::write_npy(&wrong)).unwrap();
+    std::fs::write(m.join("wrong.npy"), sd_wasm::codecs::npy::write_npy(&wrong)).unwrap();
     let e = fails("latents-shape", &m, &["--latents", "/models/wrong.npy"], USAGE);
     assert!(e.contains("shape"), "{e}");
 }

@@ -45,7 +45,7 @@ fn page_in_chromium_matches_the_cli() {
     for name in runs {
         assert!(png(name) == cli_png, "{name}.png from the page differs from the CLI's cli.png ({} vs {} bytes)", png(name).len(), cli_png.len());
     }
-    let parameters = sd_wasm::io::png::read_parameters(&cli_png).unwrap().unwrap();
+    let parameters = sd_wasm::codecs::png::read_parameters(&cli_png).unwrap().unwrap();
     assert_eq!(r["first"]["parameters"], parameters.as_str(), "the page shows the PNG's parameters text");
     assert!(r["first"]["fileName"].as_str().unwrap().starts_with("sd-42-"), "{}", r["first"]["fileName"]);
 

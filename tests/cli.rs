@@ -37,7 +37,7 @@ fn explicit_output_file_gets_a_sidecar_beside_it() {
         files_in(&out).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["pic.json", "pic.png"]);
     assert_eq!(run.stdout.trim(), "/outputs/pic.png");
-    let params = sd_wasm::io::png::read_parameters(&std::fs::read(out.join("pic.png")).unwrap()).unwrap().unwrap();
+    let params = sd_wasm::codecs::png::read_parameters(&std::fs::read(out.join("pic.png")).unwrap()).unwrap().unwrap();
     assert!(params.contains("Sampler: Euler, CFG scale: 7.5, Seed: 7, Size: 16x16"), "{params}");
 }
 

@@ -29,7 +29,7 @@ fn component_under_jco_matches_the_cli() {
     assert_eq!(r["first"]["ok"], true, "{}", r["first"]);
     assert!(std::fs::read(results.join("component.png")).unwrap() == cli_png, "the component's PNG differs from the CLI's");
     assert!(std::fs::read(results.join("component-again.png")).unwrap() == cli_png, "a second call differs");
-    let parameters = sd_wasm::io::png::read_parameters(&cli_png).unwrap().unwrap();
+    let parameters = sd_wasm::codecs::png::read_parameters(&cli_png).unwrap().unwrap();
     assert_eq!(r["first"]["value"]["parameters"], parameters.as_str());
     assert_eq!(r["first"]["value"]["modelName"], "models");
 

@@ -90,7 +90,7 @@ fn pngs(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Our pictures for a case (sorted by seed) and the run's stderr.
-fn ours(case: &Value, overrides: &Value, extra: &[&str], tag: &str) -> (Vec<sd_wasm::io::png::RgbImage>, String) {
+fn ours(case: &Value, overrides: &Value, extra: &[&str], tag: &str) -> (Vec<sd_wasm::codecs::png::RgbImage>, String) {
     let model = model_for(case);
     let out = scratch(&format!("img2img-{}-{tag}", case["name"].as_str().unwrap()));
     let mut args = case_args(case, overrides);
@@ -100,7 +100,7 @@ fn ours(case: &Value, overrides: &Value, extra: &[&str], tag: &str) -> (Vec<sd_w
     let mut found: Vec<(u64, PathBuf)> = pngs(&out)
         .into_iter()
         .map(|p| {
-            let params = sd_wasm::io::png::read_parameters(&std::fs::read(&p).unwrap()).unwrap().unwrap();
+            let params = sd_wasm::codecs::png::read_parameters(&std::fs::read(&p).unwrap()).unwrap().unwrap();
             let seed = params.split("Seed: ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
             (seed, p)
         })

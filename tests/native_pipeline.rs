@@ -3,8 +3,9 @@
 
 mod common;
 use common::*;
-use sd_wasm::io::model_dir::{DirFiles, MemoryFiles, ModelFiles};
-use sd_wasm::pipeline::{generate, Event, GenerateRequest, Hooks};
+use sd_wasm::model_dir::{DirFiles, MemoryFiles, ModelFiles};
+use sd_wasm::pipeline::{generate, Event, Hooks};
+use sd_wasm::request::GenerateRequest;
 
 struct Recorder {
     steps: usize,
@@ -84,13 +85,14 @@ fn cancel_stops_within_a_step() {
 /// so the same step events and cancel check; the picture matches diffusers' Inpaint pipeline.
 #[test]
 fn library_inpaints_with_progress_and_cancel() {
-    use sd_wasm::pipeline::InitImage;
-    let picture = |name: &str| sd_wasm::io::png::decode_rgb(&std::fs::read(img2img_dir().join(name)).unwrap()).unwrap();
+    let picture = |name: &str| sd_wasm::codecs::png::decode_rgb(&std::fs::read(img2img_dir().join(name)).unwrap()).unwrap();
     let request = GenerateRequest {
         scheduler: Some("pndm".into()),
         width: None,
         height: None,
-        init: Some(InitImage { image: picture("init.png"), strength: 0.75, mask: Some(picture("mask.png")) }),
+        init_image: Some(picture("init.png")),
+        strength: Some(0.75),
+        mask: Some(picture("mask.png")),
         ..main_case_request()
     };
     let dir = DirFiles::open(tiny_model()).unwrap();

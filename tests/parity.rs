@@ -36,7 +36,7 @@ fn check_case(name: &str) {
     assert!(diff <= TOLERANCE, "case {name}: max pixel difference {diff}/255 > {TOLERANCE}/255");
 
     // Metadata: A1111-style parameters in the PNG, every parameter in the sidecar.
-    let params = sd_wasm::io::png::read_parameters(&std::fs::read(png).unwrap()).unwrap().expect("parameters chunk");
+    let params = sd_wasm::codecs::png::read_parameters(&std::fs::read(png).unwrap()).unwrap().expect("parameters chunk");
     let prompt = case["args"]["prompt"].as_str().unwrap();
     assert!(params.starts_with(prompt), "parameters text does not start with the prompt: {params}");
     assert!(params.contains(&format!("Seed: {}", case["args"]["seed"])), "{params}");

@@ -13,7 +13,7 @@ pub use unet::Unet;
 pub use vae::{VaeDecoder, VaeEncoder};
 
 use crate::error::{chain, Result, SdError};
-use crate::io::model_dir::ModelFiles;
+use crate::model_dir::ModelFiles;
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;

@@ -2,7 +2,7 @@
 
 use super::{run_f32, OnnxGraph, Plan};
 use crate::error::{Result, SdError};
-use crate::io::model_dir::{ModelFiles, TEXT_ENCODER};
+use crate::model_dir::{ModelFiles, TEXT_ENCODER};
 use tract_onnx::prelude::*;
 
 pub struct TextEncoder {

@@ -4,7 +4,7 @@
 
 use super::{float_tensor, float_type, run_f32, OnnxGraph, Plan};
 use crate::error::{Result, SdError};
-use crate::io::model_dir::{ModelFiles, UNET};
+use crate::model_dir::{ModelFiles, UNET};
 use tract_onnx::prelude::*;
 
 pub struct Unet {

@@ -6,10 +6,10 @@
 //! Shared math (beta schedules, alphas_cumprod, timestep spacing, sigma interpolation, Karras /
 //! exponential sigmas, sigma->timestep inversion) lives here once; one file per scheduler.
 
-use ndarray::{ArrayD, Zip};
+use ndarray::Zip;
 use serde_json::{Map, Value};
 
-pub type Latents = ArrayD<f32>;
+pub use crate::tensor::{Latents, NoiseSource};
 
 /// The Scheduler methods of the DDPM-parameterised schedulers (PNDM, DDIM, LCM, DPM-Solver): the
 /// initial noise has unit variance and the model input is the sample as is. Expands inside an
@@ -42,12 +42,6 @@ mod euler_ancestral;
 mod lcm;
 mod lms;
 mod pndm;
-
-/// Source of standard-normal noise; the pipeline passes its RNG (a torch-compatible MT19937
-/// generator) so later draws continue the same stream as diffusers' generator.
-pub trait NoiseSource {
-    fn randn(&mut self, shape: &[usize]) -> Latents;
-}
 
 pub trait Scheduler {
     /// Command-line name, e.g. "euler-a".

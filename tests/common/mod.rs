@@ -131,13 +131,13 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Largest per-channel difference between two same-size images, in 1/255 steps.
-pub fn max_pixel_diff(a: &sd_wasm::io::png::RgbImage, b: &sd_wasm::io::png::RgbImage) -> u8 {
+pub fn max_pixel_diff(a: &sd_wasm::codecs::png::RgbImage, b: &sd_wasm::codecs::png::RgbImage) -> u8 {
     assert_eq!((a.width, a.height), (b.width, b.height), "image sizes differ");
     a.pixels.iter().zip(&b.pixels).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
 }
 
-pub fn read_png(path: &Path) -> sd_wasm::io::png::RgbImage {
-    sd_wasm::io::png::decode_rgb(&std::fs::read(path).unwrap()).unwrap()
+pub fn read_png(path: &Path) -> sd_wasm::codecs::png::RgbImage {
+    sd_wasm::codecs::png::decode_rgb(&std::fs::read(path).unwrap()).unwrap()
 }
 
 /// A fixture case's arguments (expected/cases.json) as command-line flags; files are given

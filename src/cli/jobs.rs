@@ -5,7 +5,7 @@
 //! each picture is the one a single run with that line's parameters gives.
 
 use crate::error::{Result, SdError};
-use crate::pipeline::GenerateRequest;
+use crate::request::GenerateRequest;
 
 /// One line of the prompts file, as a complete request.
 #[derive(Debug, Clone)]
@@ -25,26 +25,9 @@ pub fn parse_prompts(text: &str, base: &GenerateRequest, base_seed: Option<u64>)
             continue;
         }
         let index = lines.len();
-        let at = |e: String| SdError::usage(format!("--prompts line {}: {e}", number + 1));
-        let mut request = base.clone();
-        let mut seed = None;
-        if line.starts_with('{') {
-            let object: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(line).map_err(|e| at(format!("not a JSON object ({e})")))?;
-            seed = apply_json(&mut request, &object).map_err(at)?;
-        } else {
-            request.prompt = line.to_string();
-        }
-        request.seed = match (seed, base_seed) {
-            (Some(s), _) => s,
-            (None, Some(b)) => b + index as u64,
-            (None, None) => {
-                return Err(at(
-                    "has no seed and no --seed was given: a fanned-out job needs seeds every execution agrees on".into(),
-                ))
-            }
-        };
-        crate::pipeline::validate(&request).map_err(|e| at(e.message))?;
+        let at = format!("--prompts line {}", number + 1);
+        let request = parse_line(line, base, base_seed.map(|b| b.checked_add(index as u64)))
+            .map_err(|e| super::args::worded(e.context(&at)))?;
         lines.push(PromptLine { index, request });
     }
     if lines.is_empty() {
@@ -53,35 +36,35 @@ pub fn parse_prompts(text: &str, base: &GenerateRequest, base_seed: Option<u64>)
     Ok(lines)
 }
 
-/// Sets the request's fields from a JSON object's keys (prompt, negative_prompt, seed, steps,
-/// guidance_scale, width, height, scheduler, eta); returns the seed if it has one. Shared by
-/// `--prompts` lines and the browser front end's request. Requires "prompt".
-pub fn apply_json(
-    request: &mut GenerateRequest,
-    object: &serde_json::Map<String, serde_json::Value>,
-) -> std::result::Result<Option<u64>, String> {
-    let mut seed = None;
-    for (key, value) in object {
-        let text = || value.as_str().map(str::to_string).ok_or_else(|| format!("{key} must be a string"));
-        let uint = || value.as_u64().ok_or_else(|| format!("{key} must be a whole number"));
-        let float = || value.as_f64().ok_or_else(|| format!("{key} must be a number"));
-        match key.as_str() {
-            "prompt" => request.prompt = text()?,
-            "negative_prompt" => request.negative_prompt = Some(text()?),
-            "seed" => seed = Some(uint()?),
-            "steps" => request.steps = uint()? as usize,
-            "guidance_scale" => request.guidance_scale = float()? as f32,
-            "width" => request.width = Some(uint()? as u32),
-            "height" => request.height = Some(uint()? as u32),
-            "scheduler" => request.scheduler = Some(text()?),
-            "eta" => request.eta = float()? as f32,
-            other => return Err(format!("unknown key {other:?}")),
+/// One line: a prompt, or a JSON object of request fields (which must have a "prompt").
+/// `default_seed`: None without --seed; Some(None) when --seed + index overflows.
+fn parse_line(line: &str, base: &GenerateRequest, default_seed: Option<Option<u64>>) -> Result<GenerateRequest> {
+    let mut request = base.clone();
+    let mut seeded = false;
+    if line.starts_with('{') {
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).map_err(|e| SdError::usage(format!("not a JSON object ({e})")))?;
+        if !object.contains_key("prompt") {
+            return Err(SdError::usage("has no \"prompt\""));
         }
+        request.apply_json(&object, &super::args::CliInputs)?;
+        seeded = object.contains_key("seed");
+    } else {
+        request.prompt = line.to_string();
     }
-    if !object.contains_key("prompt") {
-        return Err("has no \"prompt\"".to_string());
+    if !seeded {
+        request.seed = match default_seed {
+            Some(Some(seed)) => seed,
+            Some(None) => return Err(SdError::usage("«seed» + the line's index goes past the largest seed")),
+            None => {
+                return Err(SdError::usage(
+                    "has no seed and no «seed» was given: a fanned-out job needs seeds every execution agrees on",
+                ))
+            }
+        };
     }
-    Ok(seed)
+    crate::request::validate(&request)?;
+    Ok(request)
 }
 
 /// The share of `lines` that execution `index` of `count` renders.

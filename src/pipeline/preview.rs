@@ -1,7 +1,7 @@
 //! A cheap look at the latents while denoising runs: the linear latent → RGB map that SD
 //! front ends use for SD 1.x/2.x's 4-channel VAE latent space (one pixel per latent).
 
-use crate::io::png::RgbImage;
+use crate::codecs::png::RgbImage;
 use crate::schedulers::Latents;
 
 /// Rows: latent channel; columns: R, G, B contribution.

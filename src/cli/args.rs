@@ -1,0 +1,190 @@
+//! Command-line flags → a [`GenerateRequest`] through the request table, plus the command
+//! line's own options (model dir, output, prompt files, verbosity, the UNet benchmark).
+
+use crate::codecs::png::read_parameters;
+use crate::error::{Result, SdError};
+use crate::records::parameters::parse_parameters;
+use crate::request::{param_by_flag, GenerateRequest, Inputs, Raw, MAX_SIDE, PARAMS};
+use std::path::PathBuf;
+
+/// The command line's options that are not request fields: (flags, value placeholder, help).
+const OWN_OPTIONS: &[(&str, &str, &str)] = &[
+    ("--prompts", "FILE", "many pictures: one prompt per line, or one JSON object per line with\n\
+        request keys ({\"prompt\": …, \"seed\": …, \"steps\": …, \"negative_prompt\",\n\
+        \"guidance_scale\", \"width\", \"height\", \"scheduler\", \"eta\", …}); a line\n\
+        without a seed uses --seed + its index. Under Bacalhau with Count N,\n\
+        execution i renders the lines i, i+N, … (BACALHAU_PARTITION_INDEX/COUNT):\n\
+        each line exactly once"),
+    ("--params-from", "PNG", "start from the parameters stored in a PNG (ours or Automatic1111's\n\
+        `parameters` chunk); flags given as well override them"),
+    ("--models, --model", "DIR", "diffusers ONNX model dir (default /models)"),
+    ("--output", "PATH", "PNG file or directory (default: /outputs if it exists, else .);\n\
+        a JSON sidecar with the same stem is written beside it. With\n\
+        --num-images N > 1 a file name gets -<seed> before .png"),
+    ("--tokenizer", "NAME", "accepted for the seed system's command lines; the model dir's own\n\
+        tokenizer/ is always used"),
+    ("--quiet", "", "no per-step progress lines"),
+    ("--verbose", "", "also summarize each intermediate tensor (mean, std, range, NaNs)"),
+    ("--help, --version", "", ""),
+    ("--bench-unet", "[--latent L] [--runs N]", "time N UNet evaluations at an LxL latent (default 64, 2 runs);\n\
+        prints one JSON line (scripts/bench.py reads it)"),
+];
+
+/// `--help`: the request table's rows, then the command line's own options.
+pub fn help() -> String {
+    let mut text = String::from(
+        "sd.wasm — Stable Diffusion text-to-image, image-to-image and inpainting in one WebAssembly module\n\n\
+         USAGE:\n  wasmtime run --dir MODELS::/models --dir OUT::/outputs sd.wasm -- --prompt TEXT [OPTIONS]\n  \
+         sd --models DIR --prompt TEXT [OPTIONS]            (native build)\n\nOPTIONS:\n",
+    );
+    let rows = PARAMS.iter().map(|p| (p.flags.join(", "), p.value, p.help));
+    let own = OWN_OPTIONS.iter().map(|&(flags, value, help)| (flags.to_string(), value, help));
+    for (flags, value, help) in rows.chain(own) {
+        let head = if value.is_empty() { format!("  {flags}") } else { format!("  {flags} {value}") };
+        let mut lines = help.lines().map(str::trim);
+        match lines.next() {
+            Some(first) if head.len() < 27 => text.push_str(&format!("{head:<27}{first}\n")),
+            Some(first) => text.push_str(&format!("{head}\n{:27}{first}\n", "")),
+            None => text.push_str(&format!("{head}\n")),
+        }
+        for line in lines {
+            text.push_str(&format!("{:27}{line}\n", ""));
+        }
+    }
+    text.push_str("\nEXIT CODES: 0 ok, 2 bad arguments, 3 model dir problem, 4 runtime failure, 5 output not writable.\n");
+    text
+}
+
+#[derive(Debug, Clone)]
+pub struct CliArgs {
+    pub request: GenerateRequest,
+    pub prompts_file: Option<PathBuf>,
+    pub seed_given: bool,
+    pub models: PathBuf,
+    pub output: Option<PathBuf>,
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+pub enum Command {
+    Generate(Box<CliArgs>),
+    BenchUnet { models: PathBuf, latent: usize, runs: usize },
+    Help,
+    Version,
+}
+
+/// Files named on the command line (pictures, latents), read from the filesystem.
+pub(super) struct CliInputs;
+
+impl Inputs for CliInputs {
+    fn read(&self, path: &str) -> std::result::Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| format!("{path}: cannot read it ({e}); under wasmtime, map its directory with --dir"))
+    }
+    fn note(&self, text: String) {
+        eprintln!("note: {text}");
+    }
+}
+
+/// Parses arguments (without argv[0], which Bacalhau sets to "").
+pub fn parse_args(args: &[String]) -> Result<Command> {
+    let mut request = GenerateRequest::default();
+    let mut prompt_given = apply_params_from(args, &mut request)?;
+    let (mut seed_given, mut models, mut output, mut quiet, mut verbose) = (false, PathBuf::from("/models"), None, false, false);
+    let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
+    let mut prompts_file = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || -> Result<String> {
+            inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| SdError::usage(format!("{flag} needs a value (see --help)")))
+        };
+        match flag {
+            // wasmtime forwards the `--` that separates its own flags from the module's.
+            "--" => {}
+            "--help" | "-h" => return Ok(Command::Help),
+            "--version" | "-V" => return Ok(Command::Version),
+            "--params-from" => drop(value()?), // applied first, above
+            "--prompts" => prompts_file = Some(PathBuf::from(value()?)),
+            "--models" | "--model" => models = PathBuf::from(value()?),
+            "--output" | "-o" => output = Some(PathBuf::from(value()?)),
+            "--quiet" | "-q" => quiet = true,
+            "--verbose" | "-v" => verbose = true,
+            "--tokenizer" => drop(value()?),
+            "--bench-unet" => bench = true,
+            "--latent" => bench_latent = number(flag, &value()?)?,
+            "--runs" => bench_runs = number(flag, &value()?)?,
+            _ => match param_by_flag(flag) {
+                Some(param) => {
+                    param.set(&mut request, Raw::Text(&value()?), &CliInputs).map_err(|e| worded(e))?;
+                    prompt_given |= param.key == "prompt";
+                    seed_given |= param.key == "seed";
+                }
+                None if flag.starts_with('-') => return Err(SdError::usage(format!("unknown option {flag} (see --help)"))),
+                None => {
+                    return Err(SdError::usage(format!(
+                        "unexpected argument {flag:?}; put the prompt after --prompt (see --help)"
+                    )))
+                }
+            },
+        }
+    }
+    if bench {
+        if bench_latent == 0 || bench_latent > (MAX_SIDE / 8) as usize || bench_runs == 0 {
+            return Err(SdError::usage("--bench-unet needs --latent between 1 and 256 and --runs of at least 1"));
+        }
+        return Ok(Command::BenchUnet { models, latent: bench_latent, runs: bench_runs });
+    }
+    match (prompt_given, &prompts_file) {
+        (true, Some(_)) => return Err(SdError::usage("give --prompt or --prompts, not both")),
+        (false, None) => return Err(SdError::usage("--prompt is required (see --help)")),
+        (false, Some(_)) if output.as_ref().is_some_and(|o: &PathBuf| o.extension().is_some_and(|e| e == "png")) => {
+            return Err(SdError::usage("with --prompts, --output must be a directory"))
+        }
+        _ => {}
+    }
+    crate::request::validate(&request).map_err(worded)?;
+    Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, models, output, quiet, verbose })))
+}
+
+/// A library error in the command line's terms: fields named by their flags.
+pub fn worded(e: SdError) -> SdError {
+    let message = e.worded(crate::request::flag_name);
+    SdError { message, ..e }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
+    text.trim().parse().map_err(|_| SdError::usage(format!("{flag} takes a number, got {text:?}")))
+}
+
+/// `--params-from PNG`: the PNG's recorded parameters, applied before the command line's
+/// own flags (which therefore override them, as in the seed system's
+/// `--params-from output.png --num-inference-steps 64`). Returns whether it gave a prompt.
+fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<bool> {
+    let mut from = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--params-from" {
+            from = Some(it.next().cloned().ok_or_else(|| SdError::usage("--params-from needs a value (see --help)"))?);
+        } else if let Some(v) = arg.strip_prefix("--params-from=") {
+            from = Some(v.to_string());
+        }
+    }
+    let Some(path) = from else { return Ok(false) };
+    let what = format!("--params-from {path}");
+    let bytes = std::fs::read(&path).map_err(|e| SdError::usage(format!("{what}: cannot read it ({e})")))?;
+    if !bytes.starts_with(b"\x89PNG") {
+        return Err(crate::codecs::image::decode_input(&bytes, &what).err().unwrap_or_else(|| SdError::usage(format!("{what}: not a PNG"))));
+    }
+    let text = read_parameters(&bytes)
+        .map_err(|e| SdError::usage(format!("{what}: {}", e.message)))?
+        .ok_or_else(|| SdError::usage(format!("{what}: the PNG has no `parameters` text (not made by sd.wasm or Automatic1111)")))?;
+    let patch = parse_parameters(&text).map_err(|e| SdError::usage(format!("{what}: {e}")))?;
+    for note in &patch.notes {
+        eprintln!("note: {what}: {note}");
+    }
+    patch.apply(request).map_err(|e| worded(e.context(&what)))?;
+    Ok(true)
+}

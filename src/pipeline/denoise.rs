@@ -1,0 +1,266 @@
+//! Stage 4: the denoising loop — batches of pictures through one UNet, classifier-free
+//! guidance, and the inpainting blend of a regular UNet. Each picture draws all its noise from
+//! its own generator, so it is the same picture whatever the batch (diffusers with one
+//! `torch.Generator` per image).
+
+use super::events::{Event, Run};
+use super::image::ImageConditioning;
+use super::plan::Plan;
+use super::text::Embeddings;
+use crate::error::{ErrorKind, Result, SdError};
+use crate::model_dir::ModelFiles;
+use crate::models::vae::Encoded;
+use crate::models::Unet;
+use crate::request::GenerateRequest;
+use crate::rng::TorchRng;
+use crate::schedulers::Scheduler;
+use crate::tensor::{Latents, NoiseSource};
+use ndarray::Axis;
+
+/// What one request denoises: its plan, text embeddings and (optional) image conditioning.
+pub struct Job<'a> {
+    pub req: &'a GenerateRequest,
+    pub plan: &'a Plan,
+    pub text: &'a Embeddings,
+    pub image: Option<&'a ImageConditioning>,
+}
+
+/// The UNet, loaded for one batch size at a time: a last, smaller batch needs it pinned to
+/// its size, and only one UNet is ever in memory.
+pub struct UnetSlot<'f> {
+    files: &'f dyn ModelFiles,
+    loaded: Option<(Unet, [usize; 4], [usize; 3])>,
+}
+
+impl<'f> UnetSlot<'f> {
+    pub fn new(files: &'f dyn ModelFiles) -> Self {
+        UnetSlot { files, loaded: None }
+    }
+
+    fn get(&mut self, latent: [usize; 4], text: [usize; 3], run: &mut Run) -> Result<&Unet> {
+        if self.loaded.as_ref().is_none_or(|(_, l, t)| (*l, *t) != (latent, text)) {
+            drop(self.loaded.take());
+            let files = self.files;
+            let (unet, seconds) = run.load("UNet", || Unet::load(files, latent, text))?;
+            run.timings.load_unet += seconds;
+            self.loaded = Some((unet, latent, text));
+        }
+        Ok(&self.loaded.as_ref().expect("loaded above").0)
+    }
+}
+
+/// Denoises every picture of the job, batch by batch; returns each picture's final latents.
+pub fn denoise(unet: &mut UnetSlot, job: &Job, run: &mut Run) -> Result<Vec<Latents>> {
+    let plan = job.plan;
+    let [tokens, dim] = job.text.text_shape()?;
+    let batches: Vec<&[u64]> = plan.seeds.chunks(plan.batch_size).collect();
+    let mut progress = Progress { done: 0, total: plan.timesteps.len() * batches.len(), start: run.now() };
+    let mut finals = Vec::with_capacity(plan.seeds.len());
+    for batch in batches {
+        let n = batch.len();
+        let [_, _, h, w] = plan.one_latent;
+        let unet = unet.get([n, plan.unet_channels, h, w], [n, tokens, dim], run)?;
+        let latents = denoise_batch(unet, job, batch, run, &mut progress)?;
+        finals.extend(latents.axis_iter(Axis(0)).map(|l| l.insert_axis(Axis(0)).to_owned()));
+    }
+    run.timings.denoising += run.now() - progress.start;
+    Ok(finals)
+}
+
+/// Steps done over all batches, for progress events and previews.
+struct Progress {
+    done: usize,
+    total: usize,
+    start: f64,
+}
+
+fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress: &mut Progress) -> Result<Latents> {
+    let (req, plan) = (job.req, job.plan);
+    let n = seeds.len();
+    let (mut scheduler, timesteps) = plan.scheduler(req)?;
+    let mut rngs = BatchRng(seeds.iter().map(|&s| TorchRng::new(s)).collect());
+    let start = start_batch(job, &mut rngs, scheduler.as_mut(), &timesteps)?;
+    let mut latents = start.latents;
+    run.tensor("initial latents", &latents);
+    let cond = repeat_batch(&job.text.cond, n);
+    let uncond = job.text.uncond.as_ref().map(|u| repeat_batch(u, n));
+    for (index, &t) in timesteps.iter().enumerate() {
+        if run.hooks.cancelled() {
+            return Err(SdError::new(ErrorKind::Cancelled, "cancelled"));
+        }
+        let step_start = run.now();
+        let mut input = scheduler.scale_model_input(&latents, t);
+        if let Some(extra) = &start.unet_extra {
+            input = ndarray::concatenate(Axis(1), &[input.view(), extra.view()])
+                .map_err(|e| SdError::runtime(format!("UNet input: {e}")))?;
+        }
+        let noise_pred = guided_prediction(unet, &input, t, &cond, uncond.as_ref(), req.guidance_scale, run)?;
+        run.tensor(format!("UNet output, step {}", index + 1), &noise_pred);
+        latents = scheduler
+            .step(&noise_pred, t, &latents, &mut rngs)
+            .map_err(|e| SdError::runtime(format!("scheduler step {index}: {e}")))?;
+        if let Some(blend) = &start.blend {
+            latents = blend.apply(scheduler.as_ref(), timesteps.get(index + 1).copied(), &latents);
+        }
+        step_done(req, progress, step_start, &latents, run);
+    }
+    Ok(latents)
+}
+
+/// The UNet's prediction, with classifier-free guidance when there is an unconditional pass:
+/// uncond + g · (text − uncond), in diffusers' order of operations.
+fn guided_prediction(
+    unet: &Unet,
+    input: &Latents,
+    t: f64,
+    cond: &Latents,
+    uncond: Option<&Latents>,
+    guidance: f32,
+    run: &mut Run,
+) -> Result<Latents> {
+    let n = input.shape()[0];
+    let noise_pred = unet.predict(input, t, cond)?;
+    run.timings.unet_evaluations += n;
+    let Some(uncond) = uncond else { return Ok(noise_pred) };
+    let noise_uncond = unet.predict(input, t, uncond)?;
+    run.timings.unet_evaluations += n;
+    Ok(&noise_uncond + &((&noise_pred - &noise_uncond) * guidance))
+}
+
+fn step_done(req: &GenerateRequest, progress: &mut Progress, step_start: f64, latents: &Latents, run: &mut Run) {
+    progress.done += 1;
+    let (done, total) = (progress.done, progress.total);
+    let now = run.now();
+    run.event(Event::Step { index: done, total, seconds: now - step_start, elapsed: now - progress.start });
+    if req.preview_every.is_some_and(|k| done % k == 0 && done < total) {
+        if let Some(image) = super::preview::latent_preview(latents) {
+            run.event(Event::Preview { index: done, image });
+        }
+    }
+}
+
+/// One generator per picture of a batch: a draw of shape [n, …] takes row i from generator
+/// i, as diffusers' randn_tensor does with a list of generators.
+struct BatchRng(Vec<TorchRng>);
+
+impl NoiseSource for BatchRng {
+    fn randn(&mut self, shape: &[usize]) -> Latents {
+        let mut one = shape.to_vec();
+        one[0] = 1;
+        let rows: Vec<Latents> = self.0.iter_mut().map(|rng| rng.randn(&one)).collect();
+        stack(&rows)
+    }
+}
+
+/// Rows of one shape, stacked along axis 0.
+fn stack(rows: &[Latents]) -> Latents {
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    ndarray::concatenate(Axis(0), &views).expect("rows of one shape")
+}
+
+/// `t` repeated `n` times along axis 0.
+fn repeat_batch(t: &Latents, n: usize) -> Latents {
+    stack(&vec![t.clone(); n])
+}
+
+/// A batch's starting point.
+struct BatchStart {
+    latents: Latents,
+    /// Concatenated to the scaled latents before each UNet call (inpainting UNet: mask and
+    /// masked-image latents).
+    unet_extra: Option<Latents>,
+    /// Regular UNet inpainting: what to keep outside the mask after each step.
+    blend: Option<Blend>,
+}
+
+/// A regular UNet inpaints by keeping the init latents, noised to the next step's level,
+/// outside the mask (diffusers' 4-channel inpaint path).
+struct Blend {
+    image_latents: Latents,
+    noise: Latents,
+    mask: Latents,
+}
+
+impl Blend {
+    fn apply(&self, scheduler: &dyn Scheduler, next: Option<f64>, denoised: &Latents) -> Latents {
+        let kept = match next {
+            Some(next) => scheduler.add_noise(&self.image_latents, &self.noise, next),
+            None => self.image_latents.clone(),
+        };
+        // (1 - mask) · kept + mask · denoised, mask [n, 1, h, w] broadcast over channels.
+        let mut out = denoised.clone();
+        for ((ix, o), k) in out.indexed_iter_mut().zip(kept.iter()) {
+            let m = self.mask[[ix[0], 0, ix[2], ix[3]]];
+            *o = (1.0 - m) * k + m * *o;
+        }
+        out
+    }
+}
+
+/// The initial latents of each picture, drawing from its generator in diffusers' order:
+/// text-to-image: noise; image-to-image: the encoder sample, then the noise;
+/// inpainting: the image's encoder sample (regular UNet, or strength < 1), the noise, then the
+/// masked image's encoder sample.
+fn start_batch(job: &Job, rngs: &mut BatchRng, scheduler: &mut dyn Scheduler, timesteps: &[f64]) -> Result<BatchStart> {
+    let (req, plan) = (job.req, job.plan);
+    let n = rngs.0.len();
+    let Some(image) = job.image else {
+        let rows: Vec<Latents> = match &req.latents {
+            Some(l) => vec![l.clone(); n],
+            None => rngs.0.iter_mut().map(|rng| rng.randn(&plan.one_latent)).collect(),
+        };
+        let latents = stack(&rows) * scheduler.init_noise_sigma();
+        return Ok(BatchStart { latents, unet_extra: None, blend: None });
+    };
+    let full_strength = req.strength_or_default() >= 1.0;
+    let needs_image = image.masked_image.is_none() || !plan.inpainting_unet || !full_strength;
+    let (mut image_rows, mut noise_rows, mut masked_rows) = (Vec::new(), Vec::new(), Vec::new());
+    for rng in rngs.0.iter_mut() {
+        if needs_image {
+            image_rows.push(latents_of(&image.image, rng, plan.vae_scaling));
+        }
+        noise_rows.push(rng.randn(&plan.one_latent));
+        if let Some(masked) = &image.masked_image {
+            masked_rows.push(latents_of(masked, rng, plan.vae_scaling));
+        }
+    }
+    let noise = stack(&noise_rows);
+    let image_latents = (!image_rows.is_empty()).then(|| stack(&image_rows));
+    let latents = match (&image_latents, image.masked_image.is_some() && full_strength) {
+        // Inpainting at full strength starts from pure noise.
+        (_, true) | (None, _) => &noise * scheduler.init_noise_sigma(),
+        (Some(image_latents), false) => scheduler.add_noise(image_latents, &noise, timesteps[0]),
+    };
+    let Some(mask) = &image.pixels.latent_mask else {
+        return Ok(BatchStart { latents, unet_extra: None, blend: None });
+    };
+    let mask = repeat_batch(mask, n);
+    if plan.inpainting_unet {
+        let masked_latents = stack(&masked_rows);
+        let extra = ndarray::concatenate(Axis(1), &[mask.view(), masked_latents.view()])
+            .map_err(|e| SdError::runtime(format!("inpainting inputs: {e}")))?;
+        return Ok(BatchStart { latents, unet_extra: Some(extra), blend: None });
+    }
+    let image_latents = image_latents.expect("a regular UNet always encodes the image");
+    Ok(BatchStart { latents, unet_extra: None, blend: Some(Blend { image_latents, noise, mask }) })
+}
+
+/// The latents a VAE encoder output stands for: a latent as it is, or a sample of the
+/// distribution (mean + exp(logvar / 2) · randn, logvar clamped to [-30, 20], as diffusers'
+/// DiagonalGaussianDistribution), times the VAE's scaling factor.
+fn latents_of(encoded: &Encoded, rng: &mut TorchRng, scaling: f32) -> Latents {
+    match encoded {
+        Encoded::Latent(l) => l * scaling,
+        Encoded::Parameters(p) => {
+            let c = p.shape()[1] / 2;
+            let mean = p.slice_axis(Axis(1), ndarray::Slice::from(..c));
+            let logvar = p.slice_axis(Axis(1), ndarray::Slice::from(c..));
+            let mut out = rng.randn(mean.shape());
+            ndarray::Zip::from(&mut out).and(&mean).and(&logvar).for_each(|n, &m, &lv| {
+                let std = (0.5 * lv.clamp(-30.0, 20.0)).exp();
+                *n = m + std * *n;
+            });
+            out * scaling
+        }
+    }
+}

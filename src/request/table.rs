@@ -1,0 +1,273 @@
+//! The request parameter table: one row per field. The macro turns the rows into
+//! [`GenerateRequest`], its `Default`, and [`PARAMS`] (flags, help, Automatic1111 key, parse
+//! and check), so adding a field is adding a row.
+
+use super::value::{Inputs, ParamValue, Raw};
+use super::{Param, RngKind, VaeChoice, A1111, BETA_SCHEDULES, MAX_IMAGES, MAX_SIDE, MAX_STEPS};
+use crate::codecs::png::RgbImage;
+use crate::tensor::Latents;
+
+macro_rules! request_table {
+    (@record default $field:ident) => { |request, _| ParamValue::to_text(&request.$field) };
+    (@record none $field:ident) => { |_, _| None };
+    (@record ($e:expr) $field:ident) => { $e };
+    ($(
+        $(#[doc = $doc:literal])*
+        $field:ident: $ty:ty = $default:expr;
+            flags [$($flag:literal),+] $value:literal;
+            a1111 $a1111:expr $(, aliases [$($alias:literal),*])?;
+            record $record:tt;
+            check $check:expr;
+            help $help:literal;
+    )*) => {
+        /// One generation's parameters (see the table in `request/table.rs`).
+        #[derive(Debug, Clone)]
+        pub struct GenerateRequest {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl Default for GenerateRequest {
+            fn default() -> Self {
+                GenerateRequest { $( $field: $default, )* }
+            }
+        }
+
+        /// Every row, in the order `--help` lists them and the `parameters` text records them.
+        pub static PARAMS: &[Param] = &[$(
+            Param {
+                key: stringify!($field),
+                flags: &[$($flag),+],
+                value: $value,
+                help: $help,
+                a1111: $a1111,
+                a1111_aliases: &[$($($alias),*)?],
+                from_record: <$ty as ParamValue>::FROM_RECORD,
+                set: |request: &mut GenerateRequest, raw: Raw, inputs: &dyn Inputs| {
+                    request.$field = <$ty as ParamValue>::parse(raw, inputs)?;
+                    Ok(())
+                },
+                check: |request: &GenerateRequest| {
+                    let check: fn(&$ty) -> Result<(), String> = $check;
+                    check(&request.$field)
+                },
+                record: request_table!(@record $record $field),
+                json: |request: &GenerateRequest| ParamValue::to_json(&request.$field),
+            },
+        )*];
+    };
+}
+
+fn any<T>(_: &T) -> Result<(), String> {
+    Ok(())
+}
+
+fn between<T: PartialOrd + std::fmt::Display>(v: T, low: T, high: T) -> Result<(), String> {
+    if v >= low && v <= high {
+        Ok(())
+    } else {
+        Err(format!("must be between {low} and {high}, got {v}"))
+    }
+}
+
+fn finite_between(v: f32, low: f32, high: f32) -> Result<(), String> {
+    if v.is_finite() {
+        between(v, low, high)
+    } else {
+        Err(format!("must be between {low} and {high}, got {v}"))
+    }
+}
+
+fn side(v: &Option<u32>) -> Result<(), String> {
+    match *v {
+        Some(side) if side == 0 || side % 8 != 0 || side > MAX_SIDE => {
+            Err(format!("must be a multiple of 8 between 8 and {MAX_SIDE}, got {side}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn at_least_one(v: &usize) -> Result<(), String> {
+    if *v >= 1 {
+        Ok(())
+    } else {
+        Err("must be at least 1".into())
+    }
+}
+
+fn beta(v: &Option<f64>) -> Result<(), String> {
+    match *v {
+        Some(b) if !b.is_finite() || b <= 0.0 || b >= 1.0 => Err(format!("must be between 0 and 1 (exclusive), got {b}")),
+        _ => Ok(()),
+    }
+}
+
+request_table! {
+    /// What to draw.
+    prompt: String = String::new();
+        flags ["--prompt", "-p"] "TEXT";
+        a1111 A1111::Head("prompt");
+        record none;
+        check any;
+        help "what to draw (required, unless --prompts or --params-from)";
+    /// None behaves like diffusers' default: an empty unconditional prompt.
+    negative_prompt: Option<String> = None;
+        flags ["--negative-prompt"] "TEXT";
+        a1111 A1111::Head("Negative prompt");
+        record none;
+        check any;
+        help "what to avoid (default: empty, as diffusers)";
+    steps: usize = 20;
+        flags ["--steps", "--num-inference-steps"] "N";
+        a1111 A1111::Head("Steps");
+        record none;
+        check |v| between(*v, 1, MAX_STEPS);
+        help "denoising steps, 1..1000 (default 20; alias --num-inference-steps)";
+    guidance_scale: f32 = 7.5;
+        flags ["--guidance-scale", "--cfg-scale"] "G";
+        a1111 A1111::Head("CFG scale");
+        record none;
+        check |v| finite_between(*v, 0.0, 100.0);
+        help "classifier-free guidance; <= 1 skips the unconditional pass (default 7.5)";
+    /// The first picture's seed; picture i gets `seed + i`.
+    seed: u64 = 0;
+        flags ["--seed"] "N";
+        a1111 A1111::Head("Seed");
+        record none;
+        check any;
+        help "random seed (default: from the clock, printed and recorded)";
+    /// None: the UNet's `sample_size` × the VAE scale factor (or the init picture's size).
+    width: Option<u32> = None;
+        flags ["--width"] "W";
+        a1111 A1111::None;
+        record none;
+        check side;
+        help "multiple of 8 (default: the UNet's sample_size x VAE scale factor)";
+    height: Option<u32> = None;
+        flags ["--height"] "H";
+        a1111 A1111::None;
+        record none;
+        check side;
+        help "multiple of 8 (default: the UNet's sample_size x VAE scale factor)";
+    /// DDIM's eta (diffusers passes it only to schedulers whose `step` takes it).
+    eta: f32 = 0.0;
+        flags ["--eta"] "E";
+        a1111 A1111::Field("Eta"), aliases ["Eta DDIM"];
+        record (|request, scheduler| (scheduler == "ddim" && request.eta != 0.0).then(|| format!("{}", request.eta)));
+        check |v| finite_between(*v, 0.0, 1.0);
+        help "DDIM eta in [0, 1] (default 0)";
+    /// Initial latents, unscaled (diffusers' `latents=`), shape [1, C, h, w].
+    latents: Option<Latents> = None;
+        flags ["--latents"] "FILE.npy";
+        a1111 A1111::Field("Latents");
+        record default;
+        check any;
+        help "initial latents [1, C, H/f, W/f], unscaled (diffusers' latents=)";
+    /// In (0, 1]: the fraction of the schedule an init image runs (diffusers' `strength`);
+    /// None: 0.5, the seed system's default.
+    strength: Option<f32> = None;
+        flags ["--strength"] "S";
+        a1111 A1111::Field("Denoising strength");
+        record (|request, _| request.init_image.as_ref().map(|_| format!("{}", request.strength_or_default())));
+        check |v| match *v {
+            Some(s) if !s.is_finite() || s <= 0.0 || s > 1.0 => Err(format!("must be in (0, 1], got {s}")),
+            _ => Ok(()),
+        };
+        help "in (0, 1]: how far from the init image (default 0.5, as the seed\n\
+              system); int(steps x S) of the steps run, as diffusers";
+    /// Image-to-image (and inpainting, with a mask) instead of text-to-image.
+    init_image: Option<RgbImage> = None;
+        flags ["--init-image", "--image"] "PNG";
+        a1111 A1111::Field("Init image");
+        record default;
+        check any;
+        help "image-to-image: start from this picture (PNG only; grayscale, RGBA,\n\
+              16-bit are converted to 8-bit RGB). The output takes its size,\n\
+              rounded down to a multiple of 8, unless --width/--height are given;\n\
+              it is resized to the output size (Lanczos, as diffusers/PIL)";
+    /// White (from 128 up, after PIL's grayscale conversion) = repaint, black = keep.
+    mask: Option<RgbImage> = None;
+        flags ["--mask", "--mask-image"] "PNG";
+        a1111 A1111::Field("Mask");
+        record default;
+        check any;
+        help "inpainting (with --init-image): white = repaint, black = keep\n\
+              (grayscale from 128 up). A regular UNet keeps the init latents\n\
+              outside the mask at every step; a 9-channel inpainting UNet gets\n\
+              the mask and the masked picture. Resized to the output size if needed";
+    beta_start: Option<f64> = None;
+        flags ["--beta-start"] "X";
+        a1111 A1111::Field("Beta start");
+        record default;
+        check beta;
+        help "override the scheduler config's beta_start";
+    beta_end: Option<f64> = None;
+        flags ["--beta-end"] "X";
+        a1111 A1111::Field("Beta end");
+        record default;
+        check beta;
+        help "override the scheduler config's beta_end";
+    beta_schedule: Option<String> = None;
+        flags ["--beta-schedule"] "NAME";
+        a1111 A1111::Field("Beta schedule");
+        record default;
+        check |v| match v {
+            Some(s) if !BETA_SCHEDULES.contains(&s.as_str()) => {
+                Err(format!("{s:?} is not known; choose one of {}", BETA_SCHEDULES.join(", ")))
+            }
+            _ => Ok(()),
+        };
+        help "override the scheduler config's beta_schedule: linear, scaled_linear,\n\
+              squaredcos_cap_v2";
+    vae: VaeChoice = VaeChoice::Full;
+        flags ["--vae"] "full|taesd";
+        a1111 A1111::Field("VAE");
+        record default;
+        check any;
+        help "decoder: the model's VAE (default) or TAESD (vae_decoder_taesd/,\n\
+              added by scripts/convert.py --taesd): much faster, slightly softer";
+    /// A command-line scheduler name; None: the model's own scheduler.
+    scheduler: Option<String> = None;
+        flags ["--scheduler"] "NAME";
+        a1111 A1111::Field("Scheduler");
+        record (|_, scheduler| Some(scheduler.to_string()));
+        check |v| match v {
+            Some(name) if !crate::schedulers::SCHEDULER_NAMES.contains(&name.as_str()) => Err(format!(
+                "unknown scheduler {name:?}; choose one of {}",
+                crate::schedulers::SCHEDULER_NAMES.join(", ")
+            )),
+            _ => Ok(()),
+        };
+        help "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms, lcm\n\
+              (default: the model's scheduler_config.json)";
+    rng: RngKind = RngKind::Torch;
+        flags ["--rng"] "torch";
+        a1111 A1111::Field("RNG");
+        record default;
+        check any;
+        help "noise generator; `torch` (the only one, and the default) reproduces\n\
+              torch.randn with torch.Generator(\"cpu\").manual_seed(N), so a seed\n\
+              gives the same picture as diffusers";
+    /// Pictures to make, with seeds `seed`, `seed + 1`, … (each its own generator).
+    num_images: usize = 1;
+        flags ["--num-images", "--num-images-per-prompt"] "N";
+        a1111 A1111::None;
+        record none;
+        check |v| between(*v, 1, MAX_IMAGES);
+        help "N pictures, seeds S, S+1, ..., S+N-1 (each its own generator and\n\
+              its own PNG; default 1)";
+    /// How many pictures go through the UNet at once.
+    batch_size: usize = 1;
+        flags ["--batch-size"] "B";
+        a1111 A1111::None;
+        record none;
+        check at_least_one;
+        help "pictures per UNet evaluation (default 1; memory grows with B)";
+    /// Every K steps, a preview event with a cheap picture of the current latents.
+    preview_every: Option<usize> = None;
+        flags ["--preview-every"] "K";
+        a1111 A1111::None;
+        record none;
+        check |v| v.as_ref().map_or(Ok(()), at_least_one);
+        help "every K steps a small preview (latents mapped to RGB); the command\n\
+              line writes it beside the output as <output stem>-step-<N>.png";
+}

@@ -1,0 +1,186 @@
+//! How a request field's value is read from a front end (command-line text, a JSON value) and
+//! shown again (Automatic1111 text, JSON). Errors are details; the table adds the field.
+
+use super::{RngKind, VaeChoice};
+use crate::codecs::png::RgbImage;
+use crate::tensor::Latents;
+use serde_json::Value;
+
+/// A value as a front end has it.
+#[derive(Debug, Clone, Copy)]
+pub enum Raw<'a> {
+    /// Command-line or `parameters` text.
+    Text(&'a str),
+    /// A JSON value (prompt files, the browser's request).
+    Json(&'a Value),
+}
+
+impl<'a> Raw<'a> {
+    fn text(self) -> Result<&'a str, String> {
+        match self {
+            Raw::Text(t) => Ok(t),
+            Raw::Json(Value::String(s)) => Ok(s),
+            Raw::Json(_) => Err("must be a string".into()),
+        }
+    }
+}
+
+/// Where file-valued fields (pictures, latents) come from: the front end's files.
+pub trait Inputs {
+    /// The bytes of `path`; the error says why not, in the front end's terms.
+    fn read(&self, path: &str) -> Result<Vec<u8>, String>;
+    /// Something was converted on the way in (e.g. a 16-bit PNG reduced to 8 bits).
+    fn note(&self, _text: String) {}
+}
+
+/// A front end without files (the browser's JSON request).
+pub struct NoInputs;
+
+impl Inputs for NoInputs {
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        Err(format!("{path}: files cannot be named here"))
+    }
+}
+
+/// A type a request field can have.
+pub trait ParamValue: Sized {
+    /// Whether a recorded value (Automatic1111 text) can be read back: a picture is recorded
+    /// only as "given".
+    const FROM_RECORD: bool = true;
+    fn parse(raw: Raw, inputs: &dyn Inputs) -> Result<Self, String>;
+    /// Automatic1111 text; None: nothing to record.
+    fn to_text(&self) -> Option<String>;
+    fn to_json(&self) -> Value;
+}
+
+impl ParamValue for String {
+    fn parse(raw: Raw, _: &dyn Inputs) -> Result<Self, String> {
+        raw.text().map(str::to_string)
+    }
+    fn to_text(&self) -> Option<String> {
+        Some(self.clone())
+    }
+    fn to_json(&self) -> Value {
+        self.as_str().into()
+    }
+}
+
+impl<T: ParamValue> ParamValue for Option<T> {
+    const FROM_RECORD: bool = T::FROM_RECORD;
+    fn parse(raw: Raw, inputs: &dyn Inputs) -> Result<Self, String> {
+        T::parse(raw, inputs).map(Some)
+    }
+    fn to_text(&self) -> Option<String> {
+        self.as_ref().and_then(T::to_text)
+    }
+    fn to_json(&self) -> Value {
+        self.as_ref().map_or(Value::Null, T::to_json)
+    }
+}
+
+/// Whole numbers: text or a JSON integer, refused (not wrapped) when out of the type's range.
+macro_rules! whole_number {
+    ($($t:ty),*) => {$(
+        impl ParamValue for $t {
+            fn parse(raw: Raw, _: &dyn Inputs) -> Result<Self, String> {
+                let wide: u64 = match raw {
+                    Raw::Text(t) => t.trim().parse().map_err(|_| format!("takes a number, got {t:?}"))?,
+                    Raw::Json(v) => v.as_u64().ok_or_else(|| "must be a whole number".to_string())?,
+                };
+                <$t>::try_from(wide).map_err(|_| format!("is out of range, got {wide}"))
+            }
+            fn to_text(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+            fn to_json(&self) -> Value {
+                (*self as u64).into()
+            }
+        }
+    )*};
+}
+whole_number!(u32, u64, usize);
+
+macro_rules! float_number {
+    ($($t:ty),*) => {$(
+        impl ParamValue for $t {
+            fn parse(raw: Raw, _: &dyn Inputs) -> Result<Self, String> {
+                match raw {
+                    Raw::Text(t) => t.trim().parse().map_err(|_| format!("takes a number, got {t:?}")),
+                    Raw::Json(v) => v.as_f64().map(|f| f as $t).ok_or_else(|| "must be a number".to_string()),
+                }
+            }
+            /// Shortest form that reads back to the same value ("7.5", "7", "0.3").
+            fn to_text(&self) -> Option<String> {
+                Some(format!("{self}"))
+            }
+            fn to_json(&self) -> Value {
+                serde_json::json!(self)
+            }
+        }
+    )*};
+}
+float_number!(f32, f64);
+
+impl ParamValue for VaeChoice {
+    fn parse(raw: Raw, _: &dyn Inputs) -> Result<Self, String> {
+        let name = raw.text()?;
+        VaeChoice::parse(name).ok_or_else(|| format!("{name:?} is not known; choose full or taesd"))
+    }
+    /// Recorded only when it is not the model's own decoder.
+    fn to_text(&self) -> Option<String> {
+        (*self != VaeChoice::Full).then(|| self.name().to_string())
+    }
+    fn to_json(&self) -> Value {
+        self.name().into()
+    }
+}
+
+impl ParamValue for RngKind {
+    fn parse(raw: Raw, _: &dyn Inputs) -> Result<Self, String> {
+        let name = raw.text()?;
+        RngKind::parse(name).ok_or_else(|| format!("{name:?} is not known; the only generator is `torch`"))
+    }
+    fn to_text(&self) -> Option<String> {
+        Some(self.name().to_string())
+    }
+    fn to_json(&self) -> Value {
+        self.name().into()
+    }
+}
+
+/// A picture named by its path, decoded from PNG (other formats are refused by name).
+impl ParamValue for RgbImage {
+    const FROM_RECORD: bool = false;
+    fn parse(raw: Raw, inputs: &dyn Inputs) -> Result<Self, String> {
+        let path = raw.text()?;
+        let bytes = inputs.read(path)?;
+        let decoded = crate::codecs::image::decode_input(&bytes, path).map_err(|e| e.message)?;
+        for note in decoded.notes {
+            inputs.note(format!("{path}: {note}"));
+        }
+        Ok(decoded.image)
+    }
+    /// The picture itself is not text: the record says it was given.
+    fn to_text(&self) -> Option<String> {
+        Some("given".into())
+    }
+    fn to_json(&self) -> Value {
+        true.into()
+    }
+}
+
+/// Latents named by the path of a `.npy` file.
+impl ParamValue for Latents {
+    const FROM_RECORD: bool = false;
+    fn parse(raw: Raw, inputs: &dyn Inputs) -> Result<Self, String> {
+        let path = raw.text()?;
+        let bytes = inputs.read(path)?;
+        crate::codecs::npy::read_npy(&bytes).map_err(|e| format!("{path}: {e}"))
+    }
+    fn to_text(&self) -> Option<String> {
+        Some("given".into())
+    }
+    fn to_json(&self) -> Value {
+        true.into()
+    }
+}
