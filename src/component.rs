@@ -3,10 +3,11 @@
 //! from a preopened directory through [`DirFiles`], as the command line does.
 
 use crate::error::{ErrorKind, SdError};
-use crate::records::parameters::finish;
-use crate::model_dir::DirFiles;
 use crate::codecs::png::encode_png;
-use crate::pipeline::{self, Event, GenerateRequest, Hooks, VaeChoice};
+use crate::model_dir::DirFiles;
+use crate::pipeline::{self, Event, Hooks};
+use crate::records::finish;
+use crate::request::{GenerateRequest, NoInputs, VaeChoice};
 
 wit_bindgen::generate!({ path: "wit", world: "sd" });
 

@@ -367,8 +367,38 @@ fn resolve_special_tokens(
             }
         }
     }
+    let decoder = registered_tokens(config, special_map, tokenizer_json, &mut named)?;
 
-    // (id, token) in file order; a later entry with the same id replaces the earlier one.
+    // Named tokens whose content is a registered added token take that token's flags.
+    let by_content: HashMap<&str, &AddedToken> = decoder.iter().map(|(_, t)| (t.content.as_str(), t)).collect();
+    for v in named.iter_mut().flatten() {
+        if let Some(t) = by_content.get(v.content()) {
+            *v = TokenValue::Added((*t).clone());
+        }
+    }
+
+    // CLIPTokenizer's defaults for what the configs leave out.
+    let defaults = [(0, "<|startoftext|>"), (1, "<|endoftext|>"), (2, "<|endoftext|>"), (4, "<|endoftext|>")];
+    for (i, d) in defaults {
+        if named[i].is_none() {
+            named[i] = Some(TokenValue::Str(d.to_string()));
+        }
+    }
+    let added = tokens_to_add(&named, decoder);
+    let content = |i: usize| named[i].as_ref().map(|v| v.content().to_string()).unwrap_or_default();
+    Ok(SpecialTokens { bos: content(0), eos: content(1), unk: content(2), pad: content(4), added })
+}
+
+/// The added tokens the files register, as (id, token) in file order (a later entry with the
+/// same id replaces the earlier one): tokenizer_config.json's `added_tokens_decoder`, or in
+/// the legacy layout tokenizer.json's `added_tokens` — where special_tokens_map.json also
+/// overrides the config's `named` tokens.
+fn registered_tokens(
+    config: Option<&Map<String, Value>>,
+    special_map: Option<&Map<String, Value>>,
+    tokenizer_json: Option<&Value>,
+    named: &mut [Option<TokenValue>],
+) -> Result<Vec<(u64, AddedToken)>, String> {
     let mut decoder: Vec<(u64, AddedToken)> = Vec::new();
     let mut push_decoder = |id: u64, tok: AddedToken| {
         if let Some(e) = decoder.iter_mut().find(|(i, _)| *i == id) {
@@ -415,24 +445,12 @@ fn resolve_special_tokens(
             }
         }
     }
+    Ok(decoder)
+}
 
-    // Named tokens whose content is a registered added token take that token's flags.
-    let by_content: HashMap<&str, &AddedToken> = decoder.iter().map(|(_, t)| (t.content.as_str(), t)).collect();
-    for v in named.iter_mut().flatten() {
-        if let Some(t) = by_content.get(v.content()) {
-            *v = TokenValue::Added((*t).clone());
-        }
-    }
-
-    // CLIPTokenizer's defaults for what the configs leave out.
-    let defaults = [(0, "<|startoftext|>"), (1, "<|endoftext|>"), (2, "<|endoftext|>"), (4, "<|endoftext|>")];
-    for (i, d) in defaults {
-        if named[i].is_none() {
-            named[i] = Some(TokenValue::Str(d.to_string()));
-        }
-    }
-
-    // tokens_to_add: the added_tokens_decoder (by id), then named tokens not yet listed.
+/// transformers' tokens_to_add: the registered tokens (by id), then named tokens not yet
+/// listed; named ones become special; the last flags given for a content win.
+fn tokens_to_add(named: &[Option<TokenValue>], mut decoder: Vec<(u64, AddedToken)>) -> Vec<AddedToken> {
     decoder.sort_by_key(|(id, _)| *id);
     let listed: HashSet<String> = decoder.iter().map(|(_, t)| t.content.clone()).collect();
     let mut to_add: Vec<TokenValue> = decoder.into_iter().map(|(_, t)| TokenValue::Added(t)).collect();
@@ -462,7 +480,5 @@ fn resolve_special_tokens(
             added.push(tok);
         }
     }
-
-    let content = |i: usize| named[i].as_ref().map(|v| v.content().to_string()).unwrap_or_default();
-    Ok(SpecialTokens { bos: content(0), eos: content(1), unk: content(2), pad: content(4), added })
+    added
 }

@@ -5,10 +5,11 @@
 //! is ever in wasm memory, as in the CLI.
 
 use crate::error::{ErrorKind, Result, SdError};
-use crate::records::parameters::finish;
-use crate::model_dir::ModelFiles;
 use crate::codecs::png::encode_png;
-use crate::pipeline::{self, Event, GenerateRequest, Hooks};
+use crate::model_dir::ModelFiles;
+use crate::pipeline::{self, Event, Hooks};
+use crate::records::finish;
+use crate::request::{GenerateRequest, NoInputs};
 use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
