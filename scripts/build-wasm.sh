@@ -16,5 +16,6 @@ if [[ "${1:-}" == "--relaxed" ]]; then
 fi
 CARGO_TARGET_DIR="$target_dir" cargo build --locked --profile dist --target wasm32-wasip1 --bin sd
 mkdir -p dist
-cargo build --locked --release --manifest-path tools/wasm-ship/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}/tools" -q
-"${CARGO_TARGET_DIR:-target}/tools/release/wasm-ship" "$target_dir/wasm32-wasip1/dist/sd.wasm" "dist/$name.wasm" sd
+# tools/wasm-ship is a workspace member: same Cargo.lock, built for the host into the usual target dir.
+env -u RUSTFLAGS cargo build --locked --release -p wasm-ship -q
+"${CARGO_TARGET_DIR:-target}/release/wasm-ship" "$target_dir/wasm32-wasip1/dist/sd.wasm" "dist/$name.wasm" sd

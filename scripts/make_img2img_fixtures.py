@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds fixtures/tiny-img2img/: diffusers' StableDiffusionImg2ImgPipeline and
 StableDiffusionInpaintPipeline outputs on the tiny model of fixtures/tiny (the oracle for
-tests/img2img.rs), plus the two extra networks those tests need.
+tests/module/img2img.rs), plus the two extra networks those tests need.
 
 Regenerate (from the repo root, after scripts/make_fixtures.py; CPU, no network, ~1 minute):
 

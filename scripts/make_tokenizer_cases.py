@@ -1,4 +1,4 @@
-"""Reference data for tests/tokenizer.rs and tests/rng.rs, recorded from the Python stack
+"""Reference data for tests/library/tokenizer.rs and tests/library/rng.rs, recorded from the Python stack
 diffusers runs on (transformers' CLIPTokenizer, torch's CPU generator).
 
   python3 scripts/make_tokenizer_cases.py            # tests/data/tokenizer_cases.json

@@ -17,9 +17,9 @@ start=$(date +%s%N)
 "$WASMTIME" compile dist/sd.wasm -o dist/sd.cwasm
 echo "wasmtime cold compile of dist/sd.wasm: $(( ($(date +%s%N) - start) / 1000000 )) ms, $(stat -c %s dist/sd.wasm) bytes"
 export SD_CWASM=$PWD/dist/sd.cwasm
-# Bacalhau's engine and contract without a network (tests/wasi_runner.rs).
+# Bacalhau's engine and contract without a network (tests/platforms/wasi_runner.rs).
 export WASI_RUNNER=${WASI_RUNNER:-$(scripts/build-wasi-runner.sh)}
-# A real Bacalhau v1.9.3 (tools/bacalhau) for tests/bacalhau.rs, which starts and stops its own
+# A real Bacalhau v1.9.3 (tools/bacalhau) for tests/platforms/bacalhau.rs, which starts and stops its own
 # node. Cached under ~/.cache/sd-wasm after the first build (about 5 minutes on 2 cores).
 export BACALHAU_BIN=${BACALHAU_BIN:-$(scripts/build-bacalhau.sh | tail -n1)}
 log=$(mktemp)

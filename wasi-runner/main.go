@@ -10,7 +10,7 @@
 // Like Bacalhau it sets WithCloseOnContextDone(true), which makes wazero call into Go at every
 // loop header; the extra register pressure exposes wazero v1.12.0's amd64 float-select
 // miscompile (wazero#2534), so this runner reproduces it too. tools/wasm-ship removes float
-// selects from sd.wasm; tests/wasi_runner.rs keeps a minimal module that shows the bug here.
+// selects from sd.wasm; tests/platforms/wasi_runner.rs keeps a minimal module that shows the bug here.
 //
 //	wasi-runner [--memory 4GiB] [-i HOST:GUEST]... [-o NAME:HOST]... [--env K=V]... MODULE [--] ARGS...
 package main

@@ -232,7 +232,7 @@ request_table! {
         record (|_, scheduler| Some(scheduler.to_string()));
         check |v| match v {
             Some(name) if !crate::schedulers::SCHEDULER_NAMES.contains(&name.as_str()) => Err(format!(
-                "unknown scheduler {name:?}; choose one of {}",
+                "{name:?}: unknown scheduler; choose one of {}",
                 crate::schedulers::SCHEDULER_NAMES.join(", ")
             )),
             _ => Ok(()),

@@ -1,5 +1,5 @@
 // Drives web/ in a real headless chromium (Debian's, through playwright-core) and reports what
-// happened as JSON; tests/browser.rs makes the assertions (PNG bytes against the CLI's, request
+// happened as JSON; tests/platforms/browser.rs makes the assertions (PNG bytes against the CLI's, request
 // counts, error texts). Usage:
 //   node driver.mjs --model DIR --out DIR [--chromium /usr/bin/chromium]
 // It serves the page with web/serve.py (the model dir at /models/tiny/) and counts the model

@@ -1,7 +1,7 @@
 // A host for the sd.wasm component (wit/sd.wit, world `sd`) in Node: jco transpiles the
 // component to an ES module, preview2-shim provides WASI with the model dir preopened at
 // /models, and this file implements the `progress` import. It runs a few generations and
-// reports what happened as JSON; tests/component.rs makes the assertions. Usage:
+// reports what happened as JSON; tests/platforms/component.rs makes the assertions. Usage:
 //   node host.mjs --component dist/sd-component.wasm --models DIR --out DIR
 
 import { transpile, writeFiles } from "@bytecodealliance/jco-transpile";

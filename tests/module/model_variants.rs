@@ -3,8 +3,7 @@
 //! int32 ids; these tests rewrite its graphs into the other forms (a Cast in front keeps the
 //! arithmetic identical) and check sd.wasm still gives diffusers' picture.
 
-mod common;
-use common::*;
+use crate::common::*;
 use prost::Message;
 use tract_onnx::pb;
 

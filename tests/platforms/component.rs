@@ -2,8 +2,7 @@
 //! tests/component/host.mjs (jco + preview2-shim in Node). Its PNG must be byte-identical to
 //! sd.wasm's under wasmtime; progress events, cancel and typed errors go through the WIT types.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 #[test]

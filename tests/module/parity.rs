@@ -1,8 +1,7 @@
 //! sd.wasm under wasmtime against diffusers' own pictures (fixtures/tiny/expected, made by
 //! scripts/make_fixtures.py with StableDiffusionPipeline and torch CPU generators).
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Per-pixel tolerance from the issue: 2/255.

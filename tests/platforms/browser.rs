@@ -5,8 +5,7 @@
 //! broken model URL, a bad size and a size too large for wasm32 end as plain-words errors in
 //! the page.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 #[test]

@@ -3,8 +3,7 @@
 //! made by scripts/make_img2img_fixtures.py on the tiny model): a regular and a 9-channel
 //! UNet, an 8-channel (mean, log-variance) and a 4-channel (latent) VAE encoder, batches.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,6 @@
 //! Command-line behaviour of sd.wasm beyond pixels: seeds, output naming, determinism.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const ARGS: &[&str] = &["--prompt", "a red cube", "--steps", "3", "--scheduler", "euler", "--quiet"];
 

@@ -3,8 +3,7 @@
 //! render every line exactly once, and each picture is byte-identical to a single run of that
 //! line's parameters.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 
 #[test]

@@ -4,8 +4,7 @@
 //! submitted and results fetched with its CLI as a user does. The node is stopped at the end,
 //! also when an assertion fails.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

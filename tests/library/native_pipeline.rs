@@ -1,8 +1,7 @@
 //! The library itself (native build) against diffusers: the same pipeline code the wasm module
 //! runs, called through its API with in-memory model files (the browser's path).
 
-mod common;
-use common::*;
+use crate::common::*;
 use sd_wasm::model_dir::{DirFiles, MemoryFiles, ModelFiles};
 use sd_wasm::pipeline::{generate, Event, Hooks};
 use sd_wasm::request::GenerateRequest;

@@ -4,8 +4,7 @@
 //! (so `./data/input.png` and `output.png` resolve there), the tiny model at /models (our
 //! default for --model).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 fn run_in(work: &Path, args: &[&str]) -> Run {

@@ -1,8 +1,7 @@
 //! Bad input to sd.wasm: one clear line on stderr, the documented exit code, no output file,
 //! and never a trap or a panic.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 const USAGE: i32 = 2;

@@ -1,7 +1,7 @@
 //! The shipped module itself: what Bacalhau's wazero accepts (WASI preview1 imports only, no
 //! threads / relaxed-simd / memory64 / tail calls), a `name` section, SIMD128, and ≤ 10 MB.
 
-mod common;
+use crate::common;
 
 struct Module {
     size: usize,
@@ -90,7 +90,7 @@ fn memory_is_plain_32_bit_and_unshared() {
 }
 
 /// Bacalhau's wazero (v1.12.0) miscompiles float `select` on amd64 (wazero#2534; shown in
-/// tests/wasi_runner.rs): scripts/build-wasm.sh rewrites them all with tools/wasm-ship.
+/// tests/platforms/wasi_runner.rs): scripts/build-wasm.sh rewrites them all with tools/wasm-ship.
 #[test]
 fn has_no_float_selects() {
     let path = common::sd_wasm_path();

@@ -2,8 +2,7 @@
 //! page-limited memory with 512 MB by default, read-only inputs, write-once outputs, exit
 //! code from proc_exit). The picture must be byte-identical to wasmtime's.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 

@@ -4,8 +4,7 @@
 //! SD 2.x v-prediction with its OpenCLIP-style text encoder and "!" padding; SD-Turbo with
 //! trailing timesteps, one step, guidance 0, and TAESD as the decoder.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const TOLERANCE: u8 = 2;

@@ -6,7 +6,7 @@ use sd_wasm::schedulers::{
 };
 use serde_json::{json, Value};
 
-const VECTORS: &str = include_str!("data/scheduler_vectors.json");
+const VECTORS: &str = include_str!("../data/scheduler_vectors.json");
 
 /// Values: |rust - diffusers| <= ABS + REL * max|diffusers tensor| + INPUT_ULPS ulps of the
 /// operation's largest input. torch's float32 sqrt/log/exp (MKL VML on x86) are not correctly

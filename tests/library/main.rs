@@ -1,0 +1,12 @@
+//! Tests that call the library directly (native build): the RNG, the schedulers and the
+//! tokenizer against their Python references, and the whole pipeline through its API.
+//! One test binary, so the library and tract are linked once for all of them.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod layers;
+mod native_pipeline;
+mod rng;
+mod schedulers;
+mod tokenizer;
