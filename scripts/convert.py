@@ -11,7 +11,7 @@ Families for --random-init: sd15, sd21 (v-prediction, OpenCLIP text encoder, 768
 decoder, added to OUT). `--tiny` shrinks every family to test size (same structure).
 
 What the default (non --plain) form changes against optimum's export, and why (measured in
-wasm32 under wasmtime, see the README's benchmark section):
+wasm32 under wasmtime, see docs/memory-and-speed.md):
   * Weights at rest in fp16: every float initializer of >= --fp16-min-elements elements is
     stored as fp16 and Cast to f32 where it is used. tract does not constant-fold a Cast whose
     output is larger than its input, so the UNet stays 1.7 GB in memory instead of 3.4 GB: the

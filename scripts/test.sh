@@ -12,7 +12,7 @@ scripts/build-component.sh
 export SD_COMPONENT=$PWD/dist/sd-component.wasm
 export WASMTIME=${WASMTIME:-$(scripts/wasmtime-path)}
 export SD_WASM=${SD_WASM:-$PWD/dist/sd.wasm}
-# Precompile once (and time it: the README records the cold compile time); tests run the .cwasm.
+# Precompile once (and time it: docs/building.md records the cold compile time); tests run the .cwasm.
 start=$(date +%s%N)
 "$WASMTIME" compile dist/sd.wasm -o dist/sd.cwasm
 echo "wasmtime cold compile of dist/sd.wasm: $(( ($(date +%s%N) - start) / 1000000 )) ms, $(stat -c %s dist/sd.wasm) bytes"
