@@ -88,8 +88,10 @@ impl Inputs for CliInputs {
 /// Parses arguments (without argv[0], which Bacalhau sets to "").
 pub fn parse_args(args: &[String]) -> Result<Command> {
     let mut request = GenerateRequest::default();
-    let mut prompt_given = apply_params_from(args, &mut request)?;
-    let (mut seed_given, mut models, mut output, mut quiet, mut verbose) = (false, PathBuf::from("/models"), None, false, false);
+    let recorded = apply_params_from(args, &mut request)?;
+    let mut prompt_given = recorded.contains(&"prompt");
+    let mut seed_given = recorded.contains(&"seed");
+    let (mut models, mut output, mut quiet, mut verbose) = (PathBuf::from("/models"), None, false, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
     let mut prompts_file = None;
     let mut it = args.iter();
@@ -161,8 +163,8 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
 
 /// `--params-from PNG`: the PNG's recorded parameters, applied before the command line's
 /// own flags (which therefore override them, as in the seed system's
-/// `--params-from output.png --num-inference-steps 64`). Returns whether it gave a prompt.
-fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<bool> {
+/// `--params-from output.png --num-inference-steps 64`). Returns the fields it set.
+fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<Vec<&'static str>> {
     let mut from = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -172,7 +174,7 @@ fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<b
             from = Some(v.to_string());
         }
     }
-    let Some(path) = from else { return Ok(false) };
+    let Some(path) = from else { return Ok(Vec::new()) };
     let what = format!("--params-from {path}");
     let bytes = std::fs::read(&path).map_err(|e| SdError::usage(format!("{what}: cannot read it ({e})")))?;
     if !bytes.starts_with(b"\x89PNG") {
@@ -186,5 +188,5 @@ fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<b
         eprintln!("note: {what}: {note}");
     }
     patch.apply(request).map_err(|e| worded(e.context(&what)))?;
-    Ok(true)
+    Ok(patch.values.iter().map(|(param, ..)| param.key).collect())
 }

@@ -10,7 +10,7 @@ const MIB: u64 = 1 << 20;
 const PROBE_CHUNK: usize = 64 << 20;
 
 /// Peak working memory of one UNet evaluation beyond its weights (batch 1 measured, scaled by the batch). Measured in
-/// wasm32 on SD 1.5 shapes (README, "Memory"): attention fused into MultiHeadAttention runs
+/// wasm32 on SD 1.5 shapes (docs/memory-and-speed.md): attention fused into MultiHeadAttention runs
 /// as flash SDPA and needs little; exported MatMul/Softmax attention holds the score
 /// tensors (heads × pixels² floats) of the largest self-attention.
 pub fn unet_working(proto: &pb::ModelProto, latent: &[usize; 4]) -> u64 {
