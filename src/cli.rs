@@ -31,7 +31,7 @@ OPTIONS:
                            torch.randn with torch.Generator(\"cpu\").manual_seed(N), so a seed
                            gives the same picture as diffusers
   --width W, --height H    multiples of 8 (default: the UNet's sample_size x VAE scale factor)
-  --scheduler NAME         pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms, lcm
+  --scheduler NAME         {schedulers}
                            (default: the model's scheduler_config.json)
   --eta E                  DDIM eta in [0, 1] (default 0)
   --latents FILE.npy       initial latents [1, C, H/f, W/f], unscaled (diffusers' latents=)
@@ -71,6 +71,11 @@ OPTIONS:
 
 EXIT CODES: 0 ok, 2 bad arguments, 3 model dir problem, 4 runtime failure, 5 output not writable.
 ";
+
+/// [`HELP`] with the scheduler names filled in.
+pub fn help() -> String {
+    HELP.replace("{schedulers}", &crate::schedulers::SchedulerKind::cli_names())
+}
 
 #[derive(Debug, Clone)]
 pub struct CliArgs {
@@ -382,7 +387,7 @@ fn run_inner(args: &[String]) -> Result<()> {
     let args = expand_params_from(args)?;
     let mut cli = match parse_args(&args)? {
         Command::Help => {
-            print!("{HELP}");
+            print!("{}", help());
             return Ok(());
         }
         Command::Version => {

@@ -15,6 +15,7 @@ pub mod preview;
 pub mod prompts;
 pub mod rng;
 pub mod schedulers;
+pub mod tensor;
 pub mod tokenizer;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod web;

@@ -11,7 +11,8 @@ use crate::io::png::RgbImage;
 use crate::models::vae::Encoded;
 use crate::models::{TextEncoder, Unet, VaeDecoder, VaeEncoder};
 use crate::rng::TorchRng;
-use crate::schedulers::{scheduler_from_config, Latents, NoiseSource, Scheduler, SchedulerOptions};
+use crate::schedulers::{scheduler_from_config, Scheduler, SchedulerKind, SchedulerOptions};
+use crate::tensor::{Latents, NoiseSource};
 use crate::tokenizer::ClipTokenizer;
 
 /// Largest side we accept: beyond it the UNet's activations do not fit wasm32 memory.
@@ -289,10 +290,10 @@ pub fn validate(req: &GenerateRequest) -> Result<()> {
         }
     }
     if let Some(name) = &req.scheduler {
-        if !crate::schedulers::SCHEDULER_NAMES.contains(&name.as_str()) {
+        if SchedulerKind::parse(name).is_none() {
             return Err(SdError::usage(format!(
                 "unknown scheduler {name:?}; choose one of {}",
-                crate::schedulers::SCHEDULER_NAMES.join(", ")
+                SchedulerKind::cli_names()
             )));
         }
     }

@@ -2,20 +2,11 @@
 //! text (inside the PNG) and the JSON sidecar (beside it, with timings).
 
 use crate::pipeline::{GenerateRequest, Generated};
+use crate::schedulers::SchedulerKind;
 
-/// The sampler names Automatic1111 writes for our schedulers, so its tools recognise them.
-pub fn a1111_sampler_name(scheduler: &str) -> &'static str {
-    match scheduler {
-        "pndm" => "PLMS",
-        "ddim" => "DDIM",
-        "euler" => "Euler",
-        "euler-a" => "Euler a",
-        "dpm++2m" => "DPM++ 2M",
-        "dpm++2m-karras" => "DPM++ 2M Karras",
-        "lms" => "LMS",
-        "lcm" => "LCM",
-        _ => "unknown",
-    }
+/// The sampler name Automatic1111 writes for one of our schedulers, so its tools recognise it.
+fn a1111_sampler_name(scheduler: &str) -> String {
+    SchedulerKind::parse(scheduler).map_or_else(|| "unknown".to_string(), SchedulerKind::a1111_name)
 }
 
 /// Automatic1111's format: prompt line(s), "Negative prompt: …", then "Key: value, …".
@@ -28,7 +19,7 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
     }
     let mut fields = vec![
         ("Steps", out.steps.to_string()),
-        ("Sampler", a1111_sampler_name(out.scheduler).to_string()),
+        ("Sampler", a1111_sampler_name(out.scheduler)),
         ("CFG scale", fmt_float(req.guidance_scale)),
         ("Seed", out.seed.to_string()),
         ("Size", format!("{}x{}", out.image.width, out.image.height)),
@@ -182,13 +173,10 @@ pub fn parse_parameters(text: &str) -> Result<ParsedParameters, String> {
     let fields = key_values(last)?;
     let get = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     // Our own "Scheduler" names it exactly; else the sampler (plus A1111's schedule type).
-    let scheduler = get("Scheduler").filter(|s| crate::schedulers::SCHEDULER_NAMES.contains(s)).map(str::to_string).or_else(|| {
-        let sampler = get("Sampler")?;
-        let karras = get("Schedule type") == Some("Karras") || sampler.ends_with(" Karras");
-        let base = sampler.trim_end_matches(" Karras");
-        let name = crate::schedulers::SCHEDULER_NAMES.iter().find(|n| a1111_sampler_name(n) == base)?;
-        Some(if *name == "dpm++2m" && karras { "dpm++2m-karras".to_string() } else { name.to_string() })
-    });
+    let scheduler = get("Scheduler")
+        .and_then(SchedulerKind::parse)
+        .or_else(|| SchedulerKind::from_a1111(get("Sampler")?, get("Schedule type")))
+        .map(|kind| kind.cli_name().to_string());
     let mut used = vec!["Scheduler", "Sampler", "Schedule type"];
     match (scheduler, get("Sampler")) {
         (Some(s), _) => out.flags.push(("--scheduler", s)),
