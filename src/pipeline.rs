@@ -11,7 +11,7 @@ use crate::io::png::RgbImage;
 use crate::models::vae::Encoded;
 use crate::models::{TextEncoder, Unet, VaeDecoder, VaeEncoder};
 use crate::rng::TorchRng;
-use crate::schedulers::{scheduler_from_config, Scheduler, SchedulerKind, SchedulerOptions};
+use crate::schedulers::{pipeline_scheduler, Scheduler, SchedulerKind, SchedulerOptions};
 use crate::tensor::{Latents, NoiseSource};
 use crate::tokenizer::ClipTokenizer;
 
@@ -385,7 +385,7 @@ pub fn generate_all(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut d
     let mut config = dir.scheduler_config.clone();
     req.scheduler_overrides.apply(&mut config);
     let new_scheduler = || -> Result<(Box<dyn Scheduler>, Vec<f64>)> {
-        let mut scheduler = scheduler_from_config(req.scheduler.as_deref(), &config, &SchedulerOptions { eta: req.eta })
+        let mut scheduler = pipeline_scheduler(req.scheduler.as_deref(), &config, &SchedulerOptions { eta: req.eta })
             .map_err(|e| SdError::model(format!("{}/scheduler/scheduler_config.json: {e}", files.describe())))?;
         scheduler.set_timesteps(req.steps).map_err(SdError::usage)?;
         let mut timesteps = scheduler.timesteps().to_vec();

@@ -17,6 +17,7 @@ mod config;
 mod elementwise;
 mod kind;
 mod numpy;
+mod pipeline_config;
 mod prediction;
 mod sigma_schedule;
 mod sigmas;
@@ -35,6 +36,7 @@ mod pndm;
 
 use config::Config;
 pub use kind::SchedulerKind;
+pub use pipeline_config::pipeline_scheduler;
 
 pub trait Scheduler {
     /// Which scheduler this is.
