@@ -400,8 +400,9 @@ def make_pipeline(text_encoder, tokenizer, unet, vae, scheduler):
 
 
 def run(pipe, base_config, args, output_type="pil", tokenizer=None):
-    """One diffusers call as the case args describe it."""
-    pipe.scheduler = make_scheduler(args["scheduler"], base_config)
+    """One diffusers call as the case args describe it (scheduler None: the pipeline's own)."""
+    if args["scheduler"] is not None:
+        pipe.scheduler = make_scheduler(args["scheduler"], base_config)
     kw = {}
     if args.get("eta") is not None:
         kw["eta"] = args["eta"]

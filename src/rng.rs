@@ -162,8 +162,8 @@ impl TorchRng {
 }
 
 /// Scheduler noise (e.g. Euler ancestral) continues the generator's stream, as in diffusers.
-impl crate::schedulers::NoiseSource for TorchRng {
-    fn randn(&mut self, shape: &[usize]) -> crate::schedulers::Latents {
+impl crate::tensor::NoiseSource for TorchRng {
+    fn randn(&mut self, shape: &[usize]) -> crate::tensor::Latents {
         TorchRng::randn(self, shape)
     }
 }

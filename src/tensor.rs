@@ -1,5 +1,7 @@
-//! The tensor type every layer shares, and the noise source schedulers draw from.
+//! The tensor type the denoising loop passes around, and where its noise comes from. Lives at
+//! the bottom of the crate: the pipeline, the generator and the schedulers all use it.
 
+/// Latents (and every other float tensor the schedulers see): a dynamic-rank f32 array.
 pub type Latents = ndarray::ArrayD<f32>;
 
 /// Source of standard-normal noise; the pipeline passes its RNG (a torch-compatible MT19937

@@ -5,7 +5,7 @@
 use crate::error::{Result, SdError};
 use crate::model_dir::{ModelDir, ModelFiles};
 use crate::request::GenerateRequest;
-use crate::schedulers::{scheduler_from_config, Scheduler, SchedulerOptions};
+use crate::schedulers::{pipeline_scheduler, Scheduler, SchedulerOptions};
 
 /// Everything later stages need to know about the run, as plain data.
 #[derive(Debug, Clone)]
@@ -101,8 +101,8 @@ impl Plan {
     /// A fresh scheduler (multistep schedulers keep state, so each batch gets its own) and the
     /// timesteps it runs: an init image cuts the schedule as diffusers' get_timesteps does.
     pub fn scheduler(&self, req: &GenerateRequest) -> Result<(Box<dyn Scheduler>, Vec<f64>)> {
-        let mut scheduler =
-            scheduler_from_config(req.scheduler.as_deref(), &self.scheduler_config, &SchedulerOptions { eta: req.eta })
+        let name = req.scheduler.map(|kind| kind.cli_name());
+        let mut scheduler = pipeline_scheduler(name, &self.scheduler_config, &SchedulerOptions { eta: req.eta })
                 .map_err(|e| SdError::model(format!("{}/scheduler/scheduler_config.json: {e}", self.model)))?;
         scheduler.set_timesteps(req.steps).map_err(SdError::usage)?;
         let mut timesteps = scheduler.timesteps().to_vec();

@@ -2,7 +2,7 @@
 //! front ends use for SD 1.x/2.x's 4-channel VAE latent space (one pixel per latent).
 
 use crate::codecs::png::RgbImage;
-use crate::schedulers::Latents;
+use crate::tensor::Latents;
 
 /// Rows: latent channel; columns: R, G, B contribution.
 const LATENT_RGB: [[f32; 3]; 4] =

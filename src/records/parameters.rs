@@ -3,21 +3,11 @@
 
 use crate::pipeline::Generated;
 use crate::request::{param_by_a1111, GenerateRequest, NoInputs, Param, Raw, A1111, PARAMS};
-use crate::schedulers::SCHEDULER_NAMES;
+use crate::schedulers::SchedulerKind;
 
-/// The sampler names Automatic1111 writes for our schedulers, so its tools recognise them.
-pub fn a1111_sampler_name(scheduler: &str) -> &'static str {
-    match scheduler {
-        "pndm" => "PLMS",
-        "ddim" => "DDIM",
-        "euler" => "Euler",
-        "euler-a" => "Euler a",
-        "dpm++2m" => "DPM++ 2M",
-        "dpm++2m-karras" => "DPM++ 2M Karras",
-        "lms" => "LMS",
-        "lcm" => "LCM",
-        _ => "unknown",
-    }
+/// The sampler name Automatic1111 writes for one of our schedulers, so its tools recognise it.
+fn a1111_sampler_name(scheduler: &str) -> String {
+    SchedulerKind::parse(scheduler).map_or_else(|| "unknown".to_string(), SchedulerKind::a1111_name)
 }
 
 /// Automatic1111's format: prompt line(s), "Negative prompt: …", then "Key: value, …".
@@ -32,7 +22,7 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
     }
     let mut fields = vec![
         ("Steps", out.steps.to_string()),
-        ("Sampler", a1111_sampler_name(out.scheduler).to_string()),
+        ("Sampler", a1111_sampler_name(out.scheduler)),
         ("CFG scale", format!("{}", req.guidance_scale)),
         ("Seed", out.seed.to_string()),
         ("Size", format!("{}x{}", out.image.width, out.image.height)),
@@ -135,16 +125,11 @@ pub fn parse_parameters(text: &str) -> Result<Patch, String> {
 
 /// Our own "Scheduler" names it exactly; else Automatic1111's sampler (plus its schedule type).
 fn read_scheduler<'a>(get: &impl Fn(&str) -> Option<&'a str>, patch: &mut Patch) {
-    let ours = get("Scheduler").filter(|s| SCHEDULER_NAMES.contains(s)).map(str::to_string);
-    let scheduler = ours.or_else(|| {
-        let sampler = get("Sampler")?;
-        let karras = get("Schedule type") == Some("Karras") || sampler.ends_with(" Karras");
-        let base = sampler.trim_end_matches(" Karras");
-        let name = SCHEDULER_NAMES.iter().find(|n| a1111_sampler_name(n) == base)?;
-        Some(if *name == "dpm++2m" && karras { "dpm++2m-karras".to_string() } else { name.to_string() })
-    });
+    let scheduler = get("Scheduler")
+        .and_then(SchedulerKind::parse)
+        .or_else(|| SchedulerKind::from_a1111(get("Sampler")?, get("Schedule type")));
     match (scheduler, get("Sampler")) {
-        (Some(s), _) => patch.set("scheduler", &s, format!("Sampler: {}", get("Sampler").unwrap_or(&s))),
+        (Some(kind), _) => patch.set("scheduler", kind.cli_name(), format!("Sampler: {}", get("Sampler").unwrap_or(kind.cli_name()))),
         (None, Some(sampler)) => patch.notes.push(format!("sampler {sampler:?} has no scheduler here; the model's own is used")),
         (None, None) => {}
     }

@@ -5,6 +5,7 @@
 use super::value::{Inputs, ParamValue, Raw};
 use super::{Param, RngKind, VaeChoice, A1111, BETA_SCHEDULES, MAX_IMAGES, MAX_SIDE, MAX_STEPS};
 use crate::codecs::png::RgbImage;
+use crate::schedulers::SchedulerKind;
 use crate::tensor::Latents;
 
 macro_rules! request_table {
@@ -225,18 +226,12 @@ request_table! {
         check any;
         help "decoder: the model's VAE (default) or TAESD (vae_decoder_taesd/,\n\
               added by scripts/convert.py --taesd): much faster, slightly softer";
-    /// A command-line scheduler name; None: the model's own scheduler.
-    scheduler: Option<String> = None;
+    /// None: the model's own scheduler (its config's `_class_name`).
+    scheduler: Option<SchedulerKind> = None;
         flags ["--scheduler"] "NAME";
         a1111 A1111::Field("Scheduler");
         record (|_, scheduler| Some(scheduler.to_string()));
-        check |v| match v {
-            Some(name) if !crate::schedulers::SCHEDULER_NAMES.contains(&name.as_str()) => Err(format!(
-                "{name:?}: unknown scheduler; choose one of {}",
-                crate::schedulers::SCHEDULER_NAMES.join(", ")
-            )),
-            _ => Ok(()),
-        };
+        check any;
         help "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms, lcm\n\
               (default: the model's scheduler_config.json)";
     rng: RngKind = RngKind::Torch;

@@ -3,6 +3,7 @@
 
 use super::{RngKind, VaeChoice};
 use crate::codecs::png::RgbImage;
+use crate::schedulers::SchedulerKind;
 use crate::tensor::Latents;
 use serde_json::Value;
 
@@ -132,6 +133,20 @@ impl ParamValue for VaeChoice {
     }
     fn to_json(&self) -> Value {
         self.name().into()
+    }
+}
+
+impl ParamValue for SchedulerKind {
+    fn parse(raw: Raw, _: &dyn Inputs) -> Result<Self, String> {
+        let name = raw.text()?;
+        SchedulerKind::parse(name)
+            .ok_or_else(|| format!("{name:?}: unknown scheduler; choose one of {}", SchedulerKind::cli_names()))
+    }
+    fn to_text(&self) -> Option<String> {
+        Some(self.cli_name().to_string())
+    }
+    fn to_json(&self) -> Value {
+        self.cli_name().into()
     }
 }
 

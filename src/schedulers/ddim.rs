@@ -1,10 +1,13 @@
 //! DDIMScheduler (with eta; eta > 0 draws noise each step).
 
-use super::{
-    add_noise_at_timestep, alpha_pred_original, check_steps, draw_noise, int_timestep, map2, map3,
-    parse_clip_sample, require_timesteps_set, Config, Latents, NoiseSource, Prediction, Scheduler,
-    Spacing, TrainSchedule,
-};
+use super::config::Config;
+use super::elementwise::{draw_noise, map2, map3};
+use super::kind::SchedulerKind;
+use super::prediction::{alpha_pred_original, parse_clip_sample, Prediction};
+use super::spacing::{check_steps, int_timestep, require_timesteps_set, Spacing};
+use super::training::TrainSchedule;
+use super::Scheduler;
+use crate::tensor::{Latents, NoiseSource};
 
 pub(crate) struct Ddim {
     train: TrainSchedule,
@@ -44,23 +47,22 @@ impl Ddim {
 }
 
 impl Scheduler for Ddim {
-    fn name(&self) -> &'static str {
-        "ddim"
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Ddim
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
         check_steps(n, self.train.num_train_timesteps)?;
-        self.timesteps = super::integer_timesteps(
-            self.spacing,
-            n,
-            self.train.num_train_timesteps,
-            self.steps_offset,
-        );
+        self.timesteps =
+            self.spacing
+                .integer_timesteps(n, self.train.num_train_timesteps, self.steps_offset);
         self.num_inference_steps = n;
         Ok(())
     }
 
-    unit_noise_scheduler_methods!();
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
 
     fn step(
         &mut self,
@@ -100,6 +102,6 @@ impl Scheduler for Ddim {
     }
 
     fn add_noise(&self, original: &Latents, noise: &Latents, timestep: f64) -> Latents {
-        add_noise_at_timestep(&self.train, original, noise, timestep)
+        self.train.add_noise(original, noise, timestep)
     }
 }

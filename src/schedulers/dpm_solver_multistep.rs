@@ -2,12 +2,18 @@
 
 use ndarray::{Axis, Slice};
 
-use super::{
-    draw_noise, exp_f32, karras_sigmas, ln_f32, log_sigmas, map2, map_n, np_arange, np_interp,
-    np_linspace, np_round, parse_final_sigma_is_min, require_steps, require_timesteps_set,
-    sigma_to_t, Config, Latents, NoiseSource, Prediction, Scheduler, SigmaSpacing, Spacing,
-    StepIndex, TrainSchedule,
-};
+use super::config::Config;
+use super::elementwise::{draw_noise, map2, map_n};
+use super::kind::SchedulerKind;
+use super::numpy::{np_interp, np_round};
+use super::prediction::Prediction;
+use super::sigmas::{log_sigmas, parse_final_sigma_is_min, sigma_to_t, SigmaSpacing};
+use super::spacing::{require_steps, require_timesteps_set, trailing, Spacing};
+use super::step_index::StepIndex;
+use super::torch::{exp_f32, ln_f32};
+use super::training::TrainSchedule;
+use super::Scheduler;
+use crate::tensor::{Latents, NoiseSource};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Algorithm {
@@ -27,15 +33,6 @@ impl Algorithm {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SigmaKind {
-    Interpolated,
-    Karras,
-    Exponential,
-    /// use_lu_lambdas: uniform in log-SNR.
-    Lu,
-}
-
 pub(crate) struct DpmSolverMultistep {
     train: TrainSchedule,
     prediction: Prediction,
@@ -44,7 +41,7 @@ pub(crate) struct DpmSolverMultistep {
     solver_order: usize,
     lower_order_final: bool,
     euler_at_final: bool,
-    sigma_kind: SigmaKind,
+    sigma_spacing: SigmaSpacing,
     final_sigma_min: bool,
     lambda_min_clipped: f64,
     learned_variance: bool,
@@ -109,11 +106,11 @@ impl DpmSolverMultistep {
         if solver_order >= 3 && algorithm == Algorithm::SdeDpmSolver {
             return Err("scheduler config: solver_order 3 is not implemented for sde-dpmsolver (diffusers has no third-order SDE update for it)".into());
         }
-        let sigma_kind = match SigmaSpacing::parse(cfg)? {
-            SigmaSpacing::Karras => SigmaKind::Karras,
-            _ if cfg.bool("use_lu_lambdas", false)? => SigmaKind::Lu,
-            SigmaSpacing::Exponential => SigmaKind::Exponential,
-            SigmaSpacing::Interpolated => SigmaKind::Interpolated,
+        // Karras sigmas take precedence over Lu lambdas, Lu lambdas over exponential sigmas.
+        let sigma_spacing = match SigmaSpacing::parse(cfg)? {
+            SigmaSpacing::Karras => SigmaSpacing::Karras,
+            _ if cfg.bool("use_lu_lambdas", false)? => SigmaSpacing::Lu,
+            other => other,
         };
         let learned_variance = matches!(
             cfg.opt_string("variance_type")?.as_deref(),
@@ -130,7 +127,7 @@ impl DpmSolverMultistep {
             solver_order,
             lower_order_final: cfg.bool("lower_order_final", true)?,
             euler_at_final: cfg.bool("euler_at_final", false)?,
-            sigma_kind,
+            sigma_spacing,
             final_sigma_min,
             lambda_min_clipped: cfg
                 .opt_f64("lambda_min_clipped")?
@@ -146,6 +143,40 @@ impl DpmSolverMultistep {
             model_outputs: vec![None; solver_order],
             lower_order_nums: 0,
         })
+    }
+
+    /// How many training timesteps lambda_min_clipped cuts off the noisy end:
+    /// clipped_idx = searchsorted(flip(lambda_t), lambda_min_clipped); lambda_t falls with t.
+    fn clipped_timesteps(&self) -> usize {
+        self.train
+            .alphas_cumprod
+            .iter()
+            .filter(|&&a| (lambda(a.sqrt(), (1.0 - a).sqrt()) as f64) < self.lambda_min_clipped)
+            .count()
+    }
+
+    /// DPM-Solver's spacing over [0, last): linspace and leading place n + 1 timesteps and drop
+    /// the final one (t = 0); trailing counts down from `last` by num_train_timesteps / n.
+    fn spaced_timesteps(&self, n: usize, last: usize) -> Vec<f64> {
+        match self.spacing {
+            Spacing::Trailing => trailing(last, self.train.num_train_timesteps as f64 / n as f64),
+            spacing => {
+                let mut ts = spacing.integer_timesteps(n + 1, last, self.steps_offset);
+                ts.pop();
+                ts
+            }
+        }
+    }
+
+    /// The timestep of a Karras / Lu / exponential sigma: diffusers rounds it for Karras and Lu
+    /// sigmas, except with the cosine beta schedule (squaredcos_cap_v2), and never for
+    /// exponential sigmas; set_timesteps then truncates it to an integer.
+    fn converted_timestep(&self, t: f64) -> f64 {
+        if self.cosine || self.sigma_spacing == SigmaSpacing::Exponential {
+            t
+        } else {
+            np_round(t)
+        }
     }
 
     /// Model output -> x0 (DPM-Solver++) or epsilon (DPM-Solver), at the current sigma.
@@ -387,76 +418,27 @@ impl DpmSolverMultistep {
 }
 
 impl Scheduler for DpmSolverMultistep {
-    fn name(&self) -> &'static str {
-        if self.sigma_kind == SigmaKind::Karras {
-            "dpm++2m-karras"
+    fn kind(&self) -> SchedulerKind {
+        if self.sigma_spacing == SigmaSpacing::Karras {
+            SchedulerKind::DpmPp2mKarras
         } else {
-            "dpm++2m"
+            SchedulerKind::DpmPp2m
         }
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
         require_steps(n)?;
         let num_train = self.train.num_train_timesteps;
-        // clipped_idx = searchsorted(flip(lambda_t), lambda_min_clipped); lambda_t falls with t.
-        let clipped = self
-            .train
-            .alphas_cumprod
-            .iter()
-            .filter(|&&a| (lambda(a.sqrt(), (1.0 - a).sqrt()) as f64) < self.lambda_min_clipped)
-            .count();
-        let last = (num_train - clipped) as i64;
-        let mut ts: Vec<f64> = match self.spacing {
-            Spacing::Linspace => {
-                let mut v: Vec<f64> = np_linspace(0.0, (last - 1) as f64, n + 1, true)
-                    .into_iter()
-                    .map(np_round)
-                    .rev()
-                    .collect();
-                v.pop();
-                v
-            }
-            Spacing::Leading => {
-                let ratio = last / (n as i64 + 1);
-                (1..=n as i64)
-                    .rev()
-                    .map(|i| (i * ratio + self.steps_offset) as f64)
-                    .collect()
-            }
-            Spacing::Trailing => np_arange(last as f64, 0.0, -(num_train as f64 / n as f64))
-                .into_iter()
-                .map(|t| np_round(t) - 1.0)
-                .collect(),
-        };
+        let mut ts = self.spaced_timesteps(n, num_train - self.clipped_timesteps());
         let table = self.train.sigmas();
         let (smin, smax) = (table[0] as f64, table[num_train - 1] as f64);
-        let round = |t: f64| if self.cosine { t } else { np_round(t) };
-        let sigmas: Vec<f64> = match self.sigma_kind {
-            SigmaKind::Interpolated => ts.iter().map(|&t| np_interp(t, &table)).collect(),
-            kind => {
+        let sigmas = match self.sigma_spacing.convert(smin, smax, n) {
+            None => ts.iter().map(|&t| np_interp(t, &table)).collect(),
+            Some(s) => {
                 let ls = log_sigmas(&table);
-                let s: Vec<f64> = match kind {
-                    SigmaKind::Karras => karras_sigmas(smin, smax, n),
-                    SigmaKind::Exponential => super::exponential_sigmas(smin, smax, n),
-                    // Lu: lambda_max + ramp * (lambda_min - lambda_max), then exp.
-                    _ => {
-                        let (lmin, lmax) = (ls[0] as f64, ls[num_train - 1] as f64);
-                        np_linspace(0.0, 1.0, n, true)
-                            .into_iter()
-                            .map(|r| (lmax + r * (lmin - lmax)).exp())
-                            .collect()
-                    }
-                };
                 ts = s
                     .iter()
-                    .map(|&sig| {
-                        let t = sigma_to_t(sig, &ls);
-                        if kind == SigmaKind::Exponential {
-                            t
-                        } else {
-                            round(t)
-                        }
-                    })
+                    .map(|&sig| self.converted_timestep(sigma_to_t(sig, &ls)))
                     .collect();
                 s
             }
@@ -470,7 +452,9 @@ impl Scheduler for DpmSolverMultistep {
         Ok(())
     }
 
-    unit_noise_scheduler_methods!();
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
 
     fn step(
         &mut self,

@@ -1,9 +1,13 @@
 //! EulerDiscreteScheduler (k-diffusion Euler; s_churn = 0 as the pipelines call it, so no noise).
 
-use super::{
-    map2, parse_final_sigma_is_min, Config, Latents, NoiseSource, Prediction, SigmaOptions,
-    SigmaSchedule, SigmaScheduler, SigmaSpacing, SigmaStep, TrainSchedule,
-};
+use super::config::Config;
+use super::elementwise::map2;
+use super::kind::SchedulerKind;
+use super::prediction::Prediction;
+use super::sigma_schedule::{SigmaOptions, SigmaSchedule, SigmaScheduler, SigmaStep};
+use super::sigmas::{parse_final_sigma_is_min, SigmaSpacing};
+use super::training::TrainSchedule;
+use crate::tensor::{Latents, NoiseSource};
 
 pub(crate) struct Euler;
 
@@ -40,7 +44,7 @@ impl Euler {
 }
 
 impl SigmaStep for Euler {
-    const NAME: &'static str = "euler";
+    const KIND: SchedulerKind = SchedulerKind::Euler;
 
     fn step(
         &mut self,

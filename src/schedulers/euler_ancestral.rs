@@ -1,9 +1,12 @@
 //! EulerAncestralDiscreteScheduler (draws noise every step, including the last).
 
-use super::{
-    draw_noise, map2, Config, Latents, NoiseSource, Prediction, SigmaOptions, SigmaSchedule,
-    SigmaScheduler, SigmaStep, TrainSchedule,
-};
+use super::config::Config;
+use super::elementwise::{draw_noise, map2};
+use super::kind::SchedulerKind;
+use super::prediction::Prediction;
+use super::sigma_schedule::{SigmaOptions, SigmaSchedule, SigmaScheduler, SigmaStep};
+use super::training::TrainSchedule;
+use crate::tensor::{Latents, NoiseSource};
 
 pub(crate) struct EulerAncestral;
 
@@ -24,7 +27,7 @@ impl EulerAncestral {
 }
 
 impl SigmaStep for EulerAncestral {
-    const NAME: &'static str = "euler-a";
+    const KIND: SchedulerKind = SchedulerKind::EulerAncestral;
 
     fn step(
         &mut self,

@@ -1,10 +1,15 @@
 //! LCMScheduler (latent consistency models; draws noise each step except the last).
 
-use super::{
-    add_noise_at_timestep, alpha_pred_original, draw_noise, int_timestep, map2, np_linspace,
-    parse_clip_sample, require_steps, require_timesteps_set, Config, Latents, NoiseSource,
-    Prediction, Scheduler, StepIndex, TrainSchedule,
-};
+use super::config::Config;
+use super::elementwise::{draw_noise, map2};
+use super::kind::SchedulerKind;
+use super::numpy::np_linspace;
+use super::prediction::{alpha_pred_original, parse_clip_sample, Prediction};
+use super::spacing::{int_timestep, require_steps, require_timesteps_set};
+use super::step_index::StepIndex;
+use super::training::TrainSchedule;
+use super::Scheduler;
+use crate::tensor::{Latents, NoiseSource};
 
 pub(crate) struct Lcm {
     train: TrainSchedule,
@@ -41,8 +46,8 @@ impl Lcm {
 }
 
 impl Scheduler for Lcm {
-    fn name(&self) -> &'static str {
-        "lcm"
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Lcm
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
@@ -71,7 +76,9 @@ impl Scheduler for Lcm {
         Ok(())
     }
 
-    unit_noise_scheduler_methods!();
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
 
     fn step(
         &mut self,
@@ -108,7 +115,7 @@ impl Scheduler for Lcm {
     }
 
     fn add_noise(&self, original: &Latents, noise: &Latents, timestep: f64) -> Latents {
-        add_noise_at_timestep(&self.train, original, noise, timestep)
+        self.train.add_noise(original, noise, timestep)
     }
 
     fn set_begin_index(&mut self, begin_index: usize) {

@@ -1,9 +1,14 @@
 //! LMSDiscreteScheduler (linear multistep, order 4).
 
-use super::{
-    map2, Config, Latents, NoiseSource, Prediction, Scheduler, SigmaOptions, SigmaSchedule,
-    SigmaScheduler, SigmaSpacing, SigmaStep, TrainSchedule,
-};
+use super::config::Config;
+use super::elementwise::map2;
+use super::kind::SchedulerKind;
+use super::prediction::Prediction;
+use super::sigma_schedule::{SigmaOptions, SigmaSchedule, SigmaScheduler, SigmaStep};
+use super::sigmas::SigmaSpacing;
+use super::training::TrainSchedule;
+use super::Scheduler;
+use crate::tensor::{Latents, NoiseSource};
 
 /// diffusers' LMS step default.
 const ORDER: usize = 4;
@@ -52,7 +57,7 @@ fn lms_coefficient(sigmas: &[f32], order: usize, t: usize, current: usize) -> f6
 }
 
 impl SigmaStep for Lms {
-    const NAME: &'static str = "lms";
+    const KIND: SchedulerKind = SchedulerKind::Lms;
 
     fn reset(&mut self) {
         self.derivatives.clear();

@@ -1,9 +1,13 @@
 //! PNDMScheduler: pseudo numerical methods (Runge-Kutta warm-up, then linear multistep / PLMS).
 
-use super::{
-    add_noise_at_timestep, check_steps, int_timestep, map2, map3, map4, require_timesteps_set,
-    Config, Latents, NoiseSource, Prediction, Scheduler, Spacing, TrainSchedule,
-};
+use super::config::Config;
+use super::elementwise::{map2, map3, map4};
+use super::kind::SchedulerKind;
+use super::prediction::Prediction;
+use super::spacing::{check_steps, int_timestep, require_timesteps_set, Spacing};
+use super::training::TrainSchedule;
+use super::Scheduler;
+use crate::tensor::{Latents, NoiseSource};
 
 pub(crate) struct Pndm {
     train: TrainSchedule,
@@ -165,19 +169,20 @@ impl Pndm {
 }
 
 impl Scheduler for Pndm {
-    fn name(&self) -> &'static str {
-        "pndm"
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Pndm
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<(), String> {
         let num_train = self.train.num_train_timesteps;
         check_steps(n, num_train)?;
         // Ascending base timesteps.
-        let mut base: Vec<i64> =
-            super::integer_timesteps(self.spacing, n, num_train, self.steps_offset)
-                .into_iter()
-                .map(|t| t as i64)
-                .collect();
+        let mut base: Vec<i64> = self
+            .spacing
+            .integer_timesteps(n, num_train, self.steps_offset)
+            .into_iter()
+            .map(|t| t as i64)
+            .collect();
         base.reverse();
         let (prk, plms): (Vec<i64>, Vec<i64>) = if self.skip_prk_steps {
             // plms = concat(t[:-1], t[-2:-1], t[-1:])[::-1]: repeats the second-to-last timestep.
@@ -216,7 +221,9 @@ impl Scheduler for Pndm {
         Ok(())
     }
 
-    unit_noise_scheduler_methods!();
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
 
     fn step(
         &mut self,
@@ -235,6 +242,6 @@ impl Scheduler for Pndm {
     }
 
     fn add_noise(&self, original: &Latents, noise: &Latents, timestep: f64) -> Latents {
-        add_noise_at_timestep(&self.train, original, noise, timestep)
+        self.train.add_noise(original, noise, timestep)
     }
 }

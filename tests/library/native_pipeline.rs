@@ -5,6 +5,7 @@ use crate::common::*;
 use sd_wasm::model_dir::{DirFiles, MemoryFiles, ModelFiles};
 use sd_wasm::pipeline::{generate, Event, Hooks};
 use sd_wasm::request::GenerateRequest;
+use sd_wasm::schedulers::SchedulerKind;
 
 struct Recorder {
     steps: usize,
@@ -34,7 +35,7 @@ fn main_case_request() -> GenerateRequest {
         steps: 12,
         guidance_scale: 7.5,
         seed: 42,
-        scheduler: Some("euler-a".into()),
+        scheduler: SchedulerKind::parse("euler-a"),
         ..Default::default()
     }
 }
@@ -86,7 +87,7 @@ fn cancel_stops_within_a_step() {
 fn library_inpaints_with_progress_and_cancel() {
     let picture = |name: &str| sd_wasm::codecs::png::decode_rgb(&std::fs::read(img2img_dir().join(name)).unwrap()).unwrap();
     let request = GenerateRequest {
-        scheduler: Some("pndm".into()),
+        scheduler: SchedulerKind::parse("pndm"),
         width: None,
         height: None,
         init_image: Some(picture("init.png")),

@@ -95,7 +95,7 @@ fn clones_continue_identically() {
 
 #[test]
 fn noise_source_continues_the_stream() {
-    use sd_wasm::schedulers::NoiseSource;
+    use sd_wasm::tensor::NoiseSource;
     let mut a = TorchRng::new(42);
     let mut b = TorchRng::new(42);
     let noise: &mut dyn NoiseSource = &mut b;

@@ -1,9 +1,8 @@
 //! Schedulers against diffusers 0.42.1 reference vectors (tests/data/scheduler_vectors.json,
 //! regenerate with `python scripts/scheduler_vectors.py`).
 
-use sd_wasm::schedulers::{
-    scheduler_from_config, Latents, NoiseSource, Scheduler, SchedulerOptions, SCHEDULER_NAMES,
-};
+use sd_wasm::schedulers::{scheduler_from_config, Scheduler, SchedulerKind, SchedulerOptions};
+use sd_wasm::tensor::{Latents, NoiseSource};
 use serde_json::{json, Value};
 
 const VECTORS: &str = include_str!("../data/scheduler_vectors.json");
@@ -343,7 +342,7 @@ fn sd15() -> Value {
 #[test]
 fn every_name_builds_from_sd15_config() {
     let cfg = sd15();
-    for &name in SCHEDULER_NAMES {
+    for name in SchedulerKind::ALL.map(SchedulerKind::cli_name) {
         let mut s = scheduler_from_config(Some(name), &cfg, &SchedulerOptions::default()).unwrap();
         assert_eq!(s.name(), name);
         s.set_timesteps(20).unwrap();
@@ -377,7 +376,7 @@ fn bad_names_and_configs_are_errors() {
             .contains("UniPCMultistepScheduler")
     );
     assert!(err_of(None, &json!([1, 2])).contains("JSON object"));
-    for &name in SCHEDULER_NAMES {
+    for name in SchedulerKind::ALL.map(SchedulerKind::cli_name) {
         assert!(
             err_of(Some(name), &with("beta_schedule", json!("cosine"))).contains("beta_schedule"),
             "{name}"
@@ -444,7 +443,7 @@ fn bad_names_and_configs_are_errors() {
 fn bad_step_counts_are_errors() {
     let cfg = sd15();
     let opts = SchedulerOptions::default();
-    for &name in SCHEDULER_NAMES {
+    for name in SchedulerKind::ALL.map(SchedulerKind::cli_name) {
         let mut s = scheduler_from_config(Some(name), &cfg, &opts).unwrap();
         assert!(s.set_timesteps(0).is_err(), "{name}");
     }

@@ -13,4 +13,5 @@ mod fan_out;
 mod img2img;
 mod model_variants;
 mod parity;
+mod pipeline_config;
 mod seed_system;

@@ -52,7 +52,7 @@ fn check_case(name: &str) {
 #[test]
 fn every_scheduler_is_covered_by_a_fixture_case() {
     let names: Vec<String> = cases().iter().map(|c| c["args"]["scheduler"].as_str().unwrap().to_string()).collect();
-    for s in sd_wasm::schedulers::SCHEDULER_NAMES {
+    for s in sd_wasm::schedulers::SchedulerKind::ALL.map(|k| k.cli_name()) {
         assert!(names.iter().any(|n| n == s), "no diffusers case for scheduler {s}");
     }
 }
