@@ -13,7 +13,8 @@ model's torch modules (rebuilt with scripts/make_fixtures.py's seeds and scales,
 fixtures/tiny: one UNet call, one VAE encoder call, and two of its pictures regenerated through
 this script's path) with a scheduler config as diffusers' save_pretrained writes it, loads them
 with StableDiffusionPipeline.from_pretrained, and runs either the pipeline's own scheduler or
-`XScheduler.from_config(pipe.scheduler.config)` (what sd.wasm's --scheduler stands for).
+the pipeline built with `scheduler=XScheduler.from_config(<the saved config>)` (what sd.wasm's
+--scheduler stands for: the pipeline given that scheduler, so its rewrite applies).
 
 Each case also records the picture sd.wasm made before it applied the rewrite (the saved config
 fed straight to the scheduler class) and how far it is from diffusers' picture: the script
@@ -45,20 +46,17 @@ BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 # (case, scheduler config, --scheduler or None for the model's own, other args than
 # make_fixtures.case_args' defaults, whether the picture is an oracle)
 CASES = [
-    # An old-style PNDM config (steps_offset 0, no clip_sample) with DDIM swapped in: the
-    # pipeline rewrites steps_offset; DDIM takes its own clip_sample default (true: it clips).
-    # Clipped x0 keeps the latents near 0, where the tiny VAE's GroupNorms blow float noise up:
-    # diffusers' own schedulers over the ONNX files (onnxruntime) land 13/255 from the torch
-    # picture, so only the scheduler is checked here (its timesteps and a step).
-    ("pndm-saved-ddim", "pndm-saved", "ddim", {}, False),
-    # The same with clip_sample false (as SD 1.5's PNDM config has it): the picture.
+    # An old-style PNDM config (steps_offset 0, no clip_sample) with DDIM given to the pipeline:
+    # DDIM's own clip_sample default (true) and steps_offset 0 are both rewritten: no clipping.
+    ("pndm-saved-ddim", "pndm-saved", "ddim", {}, True),
+    # The same with clip_sample false (as SD 1.5's PNDM config has it).
     ("pndm-saved-clip-false-ddim", "pndm-saved-clip-false", "ddim", {"steps": 25, "seed": 3}, True),
     # The same config with the model's own PNDM: steps_offset 0 runs as 1.
     ("pndm-saved-own", "pndm-saved", None, {"steps": 25, "seed": 3}, True),
     # A DDIM config as DDIMScheduler() saves it (steps_offset 0, clip_sample true), its own
     # scheduler: runs with steps_offset 1 and without clipping.
     ("ddim-saved-own", "ddim-saved", None, {}, True),
-    # SD 1.5's PNDM config with clip_sample true, DDIM swapped in: clip_sample arrives false.
+    # SD 1.5's PNDM config with clip_sample true, DDIM given: clip_sample arrives false.
     ("sd15-clip-true-ddim", "sd15-clip-true", "ddim", {}, True),
 ]
 
@@ -75,15 +73,13 @@ in its place and its class in `model_index.json`).
   no clip_sample; `ddim-saved`: `DDIMScheduler(set_alpha_to_one=False, <SD betas>)`, so steps_offset 0
   and clip_sample true), and `sd15-clip-true` (`tiny/`'s SD 1.5 config with clip_sample true).
 - `cases.json`: `{name, config, args, png, old_behaviour_png, ran_with, old_ran_with, scheduler}`. `args` as
-  `tiny/expected/cases.json` (`scheduler` null: the pipeline's own scheduler; a name:
-  `XScheduler.from_config(pipe.scheduler.config)` after `StableDiffusionPipeline.from_pretrained`).
+  `tiny/expected/cases.json` (`scheduler` null: the pipeline's own scheduler; a name: the
+  pipeline built with `scheduler=XScheduler.from_config(<saved config>)`, so its rewrite applies).
   `png` is diffusers' picture; `old_behaviour_png` the picture with the saved config fed straight
   to the scheduler class (what sd.wasm did before it applied the pipeline's rewrite); `ran_with` /
   `old_ran_with` the steps_offset and clip_sample each scheduler ran with. `scheduler`: the
   scheduler the pipeline runs, checked on its own: its timesteps for `args.steps` and its first
-  step on a fixed [1, 4, 2, 2] sample and model output (`pndm-saved-ddim` has no picture: DDIM
-  clips there, which keeps the latents near 0, where the tiny VAE's GroupNorms blow float noise
-  up; diffusers' own schedulers over the ONNX files land 13/255 from the torch picture).
+  step on a fixed [1, 4, 2, 2] sample and model output.
 - `sensitivity.json`: per case, the max |difference| between the two pictures (`moved`, each >
   `threshold`); whether the scheduler without the rewrite has other timesteps, and how far its
   first step is (`old_scheduler`: one of the two, asserted by the script); and for DDIM how far
@@ -126,6 +122,11 @@ def load_pipeline(torch_dir, config_text):
     pipe = StableDiffusionPipeline.from_pretrained(torch_dir, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def with_scheduler(pipe, scheduler):
+    """The pipeline built with `scheduler` given (its __init__ rewrites that scheduler's config)."""
+    return mf.make_pipeline(pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.vae, scheduler)
 
 
 def own_scheduler_name(config):
@@ -200,21 +201,21 @@ def main():
         # Before: the saved config straight into the scheduler class, no pipeline rewrite.
         old_args = dict(args, scheduler=scheduler or own_scheduler_name(config))
         pipe = load_pipeline(torch_dir, texts[config_name])
+        if scheduler is not None:
+            pipe = with_scheduler(pipe, mf.make_scheduler(scheduler, config))
+        own = dict(args, scheduler=None)
         entry = {"name": name, "config": f"configs/{config_name}.json", "args": args, "png": None,
                  "old_behaviour_png": None, "ran_with": None, "old_ran_with": None}
+        runs = pipe.scheduler
         if picture:
-            img = mf.run(pipe, pipe.scheduler.config, args)[0]
-            entry["ran_with"] = ran_with(pipe.scheduler)
+            img = mf.run(pipe, pipe.scheduler.config, own)[0]
             old = mf.run(pipe, config, old_args)[0]
-            entry["old_ran_with"] = ran_with(pipe.scheduler)
             entry["png"], entry["old_behaviour_png"] = f"{name}.png", f"{name}-old-behaviour.png"
             img.save(os.path.join(OUT, entry["png"]))
             old.save(os.path.join(OUT, entry["old_behaviour_png"]))
             moved = max_diff(img, old)
             assert moved > THRESHOLD, (name, moved)
             sens["moved"][name] = moved
-        pipe = load_pipeline(torch_dir, texts[config_name])
-        runs = pipe.scheduler if scheduler is None else mf.make_scheduler(scheduler, pipe.scheduler.config)
         before = mf.make_scheduler(old_args["scheduler"], config)
         entry["ran_with"], entry["old_ran_with"] = ran_with(runs), ran_with(before)
         entry["scheduler"], old_check = scheduler_check(runs, args["steps"]), scheduler_check(before, args["steps"])
