@@ -145,3 +145,30 @@ impl SchedulerKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SchedulerKind;
+
+    #[test]
+    fn every_name_leads_back_to_its_scheduler() {
+        for kind in SchedulerKind::ALL {
+            assert_eq!(SchedulerKind::parse(kind.cli_name()), Some(kind));
+            assert_eq!(SchedulerKind::from_a1111(&kind.a1111_name(), None), Some(kind));
+            let (sampler, schedule) = (kind.a1111_sampler(), kind.a1111_schedule_type());
+            assert_eq!(SchedulerKind::from_a1111(sampler, schedule), Some(kind));
+        }
+        assert_eq!(
+            SchedulerKind::ALL.map(SchedulerKind::a1111_name),
+            ["PLMS", "DDIM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "LMS", "LCM"]
+        );
+        assert_eq!(
+            SchedulerKind::cli_names(),
+            "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms, lcm"
+        );
+        // A schedule type we have no variant for is ignored; an unknown sampler is none of ours.
+        let euler = SchedulerKind::from_a1111("Euler Karras", None);
+        assert_eq!(euler, Some(SchedulerKind::Euler));
+        assert_eq!(SchedulerKind::from_a1111("Heun", Some("Karras")), None);
+    }
+}
