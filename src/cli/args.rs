@@ -88,7 +88,9 @@ impl Inputs for CliInputs {
 /// Parses arguments (without argv[0], which Bacalhau sets to "").
 pub fn parse_args(args: &[String]) -> Result<Command> {
     let mut request = GenerateRequest::default();
-    let mut prompt_given = apply_params_from(args, &mut request)?;
+    let from_png = apply_params_from(args, &mut request)?;
+    let mut prompt_given = from_png.is_some();
+    let mut flagged: Vec<&str> = Vec::new();
     let (mut seed_given, mut models, mut output, mut quiet, mut verbose) = (false, PathBuf::from("/models"), None, false, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
     let mut prompts_file = None;
@@ -119,6 +121,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             _ => match param_by_flag(flag) {
                 Some(param) => {
                     param.set(&mut request, Raw::Text(&value()?), &CliInputs).map_err(|e| worded(e))?;
+                    flagged.push(param.key);
                     prompt_given |= param.key == "prompt";
                     seed_given |= param.key == "seed";
                 }
@@ -145,7 +148,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         }
         _ => {}
     }
-    crate::request::validate(&request).map_err(worded)?;
+    crate::request::validate(&request).map_err(|e| worded_from_png(e, from_png.as_deref().unwrap_or_default(), &flagged))?;
     Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, models, output, quiet, verbose })))
 }
 
@@ -155,14 +158,33 @@ pub fn worded(e: SdError) -> SdError {
     SdError { message, ..e }
 }
 
+/// The name Automatic1111's `parameters` text gives a field.
+fn a1111_key(param: &crate::request::Param) -> String {
+    match param.a1111 {
+        crate::request::A1111::Head(k) | crate::request::A1111::Field(k) => k.to_string(),
+        crate::request::A1111::None => param.key.to_string(),
+    }
+}
+
+/// A check's error in the command line's terms, where a value the user did not type came from
+/// --params-from: named by the PNG's own `Key: value`, not by a flag never given.
+fn worded_from_png(e: SdError, from_png: &[(&'static str, String)], flagged: &[&str]) -> SdError {
+    let message = e.worded(|key| match from_png.iter().find(|(k, _)| *k == key) {
+        Some((_, source)) if !flagged.contains(&key) => format!("{source:?} (from --params-from)"),
+        _ => crate::request::flag_name(key),
+    });
+    SdError { message, ..e }
+}
+
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
     text.trim().parse().map_err(|_| SdError::usage(format!("{flag} takes a number, got {text:?}")))
 }
 
 /// `--params-from PNG`: the PNG's recorded parameters, applied before the command line's
 /// own flags (which therefore override them, as in the seed system's
-/// `--params-from output.png --num-inference-steps 64`). Returns whether it gave a prompt.
-fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<bool> {
+/// `--params-from output.png --num-inference-steps 64`). Returns the fields it set, each
+/// with the `Key: value` text it came from (None: no --params-from).
+fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<Option<Vec<(&'static str, String)>>> {
     let mut from = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -172,7 +194,7 @@ fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<b
             from = Some(v.to_string());
         }
     }
-    let Some(path) = from else { return Ok(false) };
+    let Some(path) = from else { return Ok(None) };
     let what = format!("--params-from {path}");
     let bytes = std::fs::read(&path).map_err(|e| SdError::usage(format!("{what}: cannot read it ({e})")))?;
     if !bytes.starts_with(b"\x89PNG") {
@@ -185,6 +207,10 @@ fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<b
     for note in &patch.notes {
         eprintln!("note: {what}: {note}");
     }
-    patch.apply(request).map_err(|e| worded(e.context(&what)))?;
-    Ok(true)
+    // A value the PNG's text gives wrongly is named by its own key there ("Steps"), not a flag.
+    patch.apply(request).map_err(|e| {
+        let message = e.worded(|key| crate::request::param(key).map_or(key.to_string(), a1111_key));
+        SdError { message, ..e }.context(&what)
+    })?;
+    Ok(Some(patch.values.iter().map(|(param, _, source)| (param.key, source.clone())).collect()))
 }

@@ -52,7 +52,7 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
     while got < needed {
         let want = PROBE_CHUNK.min((needed - got) as usize);
         let mut chunk = Vec::new();
-        if chunk.try_reserve_exact(want).is_err() {
+        if crate::error::fallible(|| chunk.try_reserve_exact(want)).is_err() {
             return Err(SdError::runtime(format!(
                 "{what} needs about {:.2} GiB of memory to load and run, but only {:.2} GiB more could be \
                  allocated: give the module more memory (Bacalhau: --memory 4GiB; wasmtime: \

@@ -428,6 +428,19 @@ pub(crate) struct TrainSchedule {
     pub rescale_betas_zero_snr: bool,
 }
 
+/// Every beta is a variance fraction in [0, 1): outside it (beta_start 5, beta_end -3,
+/// trained_betas 2.0) `alphas_cumprod` goes negative or NaN, and diffusers would quietly render
+/// a black picture.
+fn check_betas(betas: &[f32]) -> Result<(), String> {
+    match betas.iter().position(|b| !(0.0..1.0).contains(b)) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "scheduler config: beta {i} is {}; betas (beta_start, beta_end, trained_betas) must lie in [0, 1)",
+            betas[i]
+        )),
+    }
+}
+
 impl TrainSchedule {
     /// Reads num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas and (when the
     /// class accepts it) rescale_betas_zero_snr, with the class's defaults.
@@ -476,6 +489,7 @@ impl TrainSchedule {
                 }
             }
         };
+        check_betas(&betas)?;
         let rescale = accepts_rescale && cfg.bool("rescale_betas_zero_snr", false)?;
         let betas = if rescale {
             rescale_zero_terminal_snr(&betas)
