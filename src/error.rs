@@ -120,6 +120,8 @@ pub fn panic_message(info: &std::panic::PanicHookInfo) -> String {
 /// returned to them.
 pub struct ExitOnOom;
 
+use std::alloc::GlobalAlloc;
+
 static FALLIBLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Runs `f` with failed allocations returned to it (as `try_reserve` errors) instead of ending the process.
@@ -147,7 +149,7 @@ impl ExitOnOom {
     }
 }
 
-unsafe impl std::alloc::GlobalAlloc for ExitOnOom {
+unsafe impl GlobalAlloc for ExitOnOom {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         Self::check(std::alloc::System.alloc(layout), layout.size())
     }

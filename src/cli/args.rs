@@ -20,7 +20,9 @@ const OWN_OPTIONS: &[(&str, &str, &str)] = &[
     ("--models, --model", "DIR", "diffusers ONNX model dir (default /models)"),
     ("--output", "PATH", "PNG file or directory (default: /outputs if it exists, else .);\n\
         a JSON sidecar with the same stem is written beside it. With\n\
-        --num-images N > 1 a file name gets -<seed> before .png"),
+        --num-images N > 1 a file name gets -<seed> before .png. Files are\n\
+        never overwritten: a name that exists (or is a symbolic link) is an\n\
+        error (exit 5), checked before any work where the name is known"),
     ("--tokenizer", "NAME", "accepted for the seed system's command lines; the model dir's own\n\
         tokenizer/ is always used"),
     ("--quiet", "", "no per-step progress lines"),

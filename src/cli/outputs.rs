@@ -128,21 +128,20 @@ impl Written {
         written
     }
 
-    /// The run failed: removes what it wrote, and says in the error (and on stderr) which
-    /// files stay because the host cannot remove them (Bacalhau's write-once mount).
+    /// The run failed: removes what it wrote, and says (on stderr, and in the error for the
+    /// exit summary) which files stay because the host cannot remove them (Bacalhau's
+    /// write-once mount).
     pub fn take_back(&mut self, error: SdError) -> SdError {
-        let left: Vec<String> = self
-            .files
-            .drain(..)
-            .filter(|f| std::fs::remove_file(f).is_err())
-            .map(|f| f.display().to_string())
-            .collect();
+        let (removed, left): (Vec<PathBuf>, Vec<PathBuf>) = self.files.drain(..).partition(|f| std::fs::remove_file(f).is_ok());
+        let list = |files: &[PathBuf]| files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
+        if !removed.is_empty() {
+            eprintln!("note: removed the {} file(s) this failed run had written: {}", removed.len(), list(&removed));
+        }
         if left.is_empty() {
             return error;
         }
-        let list = left.join(", ");
-        eprintln!("note: this failed run left {} file(s) that this host cannot remove: {list}", left.len());
-        let message = format!("{} (left, as this host cannot remove them: {list})", error.message);
+        eprintln!("note: this failed run left {} file(s) that this host cannot remove: {}", left.len(), list(&left));
+        let message = format!("{} (files left, as this host cannot remove them: {})", error.message, list(&left));
         SdError { message, ..error }
     }
 }
@@ -173,7 +172,7 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 fn publish(temp: &Path, path: &Path) -> Result<()> {
     match std::fs::hard_link(temp, path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => refuse_existing(path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(refuse_existing(path).err().unwrap_or_else(|| write_error(path, e))),
         Err(_) => {
             refuse_existing(path)?;
             std::fs::rename(temp, path)

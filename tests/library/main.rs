@@ -6,6 +6,7 @@
 mod common;
 
 mod fuzz_corpus;
+mod hostile;
 mod layers;
 mod native_pipeline;
 mod outputs;
