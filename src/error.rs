@@ -120,6 +120,10 @@ pub fn panic_message(info: &std::panic::PanicHookInfo) -> String {
 /// returned to them.
 pub struct ExitOnOom;
 
+/// What every out-of-memory message advises.
+pub const MORE_MEMORY: &str =
+    "give the module more memory (Bacalhau: --memory 4GiB; wasmtime: -W max-memory-size=4294967296) or use a smaller size";
+
 use std::alloc::GlobalAlloc;
 
 static FALLIBLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -138,11 +142,7 @@ impl ExitOnOom {
         if ptr.is_null() && FALLIBLE.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             use std::io::Write;
             // No allocation from here on: write! formats straight into unbuffered stderr.
-            let _ = writeln!(
-                std::io::stderr(),
-                "error: out of memory (an allocation of {size} bytes failed): give the module more memory \
-                 (Bacalhau: --memory 4GiB; wasmtime: -W max-memory-size=4294967296) or use a smaller size"
-            );
+            let _ = writeln!(std::io::stderr(), "error: out of memory (an allocation of {size} bytes failed): {MORE_MEMORY}");
             std::process::exit(ErrorKind::Runtime.exit_code());
         }
         ptr

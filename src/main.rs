@@ -11,10 +11,7 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         let message = sd_wasm::error::panic_message(info);
         if message.contains("allocate") {
-            eprintln!(
-                "error: out of memory ({message}): give the module more memory (Bacalhau: --memory 4GiB; \
-                 wasmtime: -W max-memory-size=4294967296) or use a smaller size"
-            );
+            eprintln!("error: out of memory ({message}): {}", sd_wasm::error::MORE_MEMORY);
         } else {
             let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
             eprintln!("error: internal failure{at}: {message}");

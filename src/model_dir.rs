@@ -146,7 +146,7 @@ impl ModelFiles for DirFiles {
         let len = len.unwrap_or(size - offset) as usize;
         let mut buf = Vec::new();
         crate::error::fallible(|| buf.try_reserve_exact(len)).map_err(|_| {
-            SdError::runtime(format!("out of memory reading {} ({} MB)", path.display(), len >> 20))
+            SdError::runtime(format!("out of memory reading {} ({} MB): {}", path.display(), len >> 20, crate::error::MORE_MEMORY))
         })?;
         buf.resize(len, 0);
         read_chunked(&mut file, offset, &mut buf).map_err(|e| fail("read", e))?;

@@ -98,7 +98,8 @@ pub fn zeroed(size: usize, what: &str) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     crate::error::fallible(|| buf.try_reserve_exact(size)).map_err(|_| {
         SdError::runtime(format!(
-            "{what}: out of memory for {size} bytes of pixels (give the module more memory, or use a smaller picture)"
+            "{what}: out of memory for {size} bytes of pixels: {}",
+            crate::error::MORE_MEMORY
         ))
     })?;
     buf.resize(size, 0);

@@ -225,7 +225,7 @@ fn params_from_names_the_pictures_own_text() {
 /// Bacalhau's smallest jobs: the one-line message, not a trap, under any memory.
 #[test]
 fn very_little_memory() {
-    for memory in ["24MiB", "31MiB"] {
+    for memory in ["12MiB", "24MiB", "31MiB"] {
         let out = scratch("hostile-memory");
         let run = wasi_runner(&tiny_model(), &out, Some(memory), BASE);
         assert_eq!(run.code, RUNTIME, "{memory}: {}", run.stderr);
