@@ -145,6 +145,15 @@ pub fn wasi_runner_with_inputs(inputs: &[(&Path, &str)], outputs: &Path, memory:
     cmd.output().expect("running wasi-runner").into()
 }
 
+/// The tiny UNet's external weights file (its only file that is neither .onnx nor .json).
+pub fn unet_weights_file(model: &Path) -> PathBuf {
+    std::fs::read_dir(model.join("unet"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_none_or(|e| e != "onnx" && e != "json"))
+        .expect("the tiny UNet keeps its weights in an external data file")
+}
+
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     v.sort();

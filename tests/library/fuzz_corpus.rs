@@ -18,37 +18,14 @@ fn replay(target: &str, body: fn(&[u8])) {
     assert!(count > 0, "{}: an empty corpus", dir.display());
 }
 
-#[test]
-fn npy() {
-    replay("npy", targets::npy);
+/// One replay test per fuzz target, named after it.
+macro_rules! replay_tests {
+    ($($target:ident),*) => {$(
+        #[test]
+        fn $target() {
+            replay(stringify!($target), targets::$target);
+        }
+    )*};
 }
 
-#[test]
-fn png_input() {
-    replay("png_input", targets::png_input);
-}
-
-#[test]
-fn parameters() {
-    replay("parameters", targets::parameters);
-}
-
-#[test]
-fn prompts() {
-    replay("prompts", targets::prompts);
-}
-
-#[test]
-fn scheduler_config() {
-    replay("scheduler_config", targets::scheduler_config);
-}
-
-#[test]
-fn model_configs() {
-    replay("model_configs", targets::model_configs);
-}
-
-#[test]
-fn tokenizer() {
-    replay("tokenizer", targets::tokenizer);
-}
+replay_tests!(npy, png_input, parameters, prompts, scheduler_config, model_configs, tokenizer);

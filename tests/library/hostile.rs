@@ -54,11 +54,7 @@ fn non_finite_inputs_and_configs_stop_the_run() {
 fn nan_weights_stop_at_the_network_that_makes_them() {
     let m = tiny_model_copy("lib-nan-weights");
     // Every float weight of the UNet NaN (0xff.. is NaN in f32 and f16).
-    let data = std::fs::read_dir(m.join("unet"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_none_or(|e| e != "onnx" && e != "json"))
-        .expect("the tiny UNet keeps its weights in an external data file");
+    let data = unet_weights_file(&m);
     let len = std::fs::metadata(&data).unwrap().len() as usize;
     std::fs::write(&data, vec![0xff; len]).unwrap();
     let (code, out) = run(&m, &["--preview-every", "1"]);
