@@ -81,10 +81,11 @@ fn output_names_that_cannot_be_written_are_refused_before_any_work() {
     let json = out.join("pic.json");
     let slash = format!("{}/", out.join("missing").display());
     let result = out.join("result");
+    let missing = out.join("no/such/x.png");
     let cases: [&[&str]; 4] = [
         &["--output", json.to_str().unwrap()],
-        &["--output", &slash],
-        &["--output", out.join("no/such/x.png").to_str().unwrap()],
+        &["--output", slash.as_str()],
+        &["--output", missing.to_str().unwrap()],
         &["--output", result.to_str().unwrap(), "--prompts", prompts.to_str().unwrap()],
     ];
     for case in cases {
