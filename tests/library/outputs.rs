@@ -126,3 +126,19 @@ fn a_failed_run_takes_back_its_previews() {
     assert_ne!(run(&out, &m, &["--preview-every", "1", "--steps", "3"]), 0);
     assert!(files_in(&out).is_empty(), "left: {:?}", files_in(&out));
 }
+
+#[test]
+fn a_failure_takes_back_every_file_the_run_wrote() {
+    use sd_wasm::cli::outputs::{write_new, Written};
+    let out = scratch("lib-take-back");
+    std::fs::write(out.join("theirs.png"), b"not ours").unwrap();
+    let mut written = Written::default();
+    written.write(&out.join("a-step-001.png"), b"preview").unwrap();
+    written.write(&out.join("a.png"), b"picture").unwrap();
+    assert!(written.write(&out.join("theirs.png"), b"over it").is_err());
+    assert!(write_new(&out.join("a.png"), b"again").is_err(), "an existing name is refused");
+    let error = written.take_back(sd_wasm::SdError::runtime("step 3 failed"));
+    assert_eq!(error.message, "step 3 failed", "everything could be removed: nothing to list");
+    assert_eq!(files_in(&out), [out.join("theirs.png")], "only the file that was there before stays");
+    assert_eq!(std::fs::read(out.join("theirs.png")).unwrap(), b"not ours");
+}
