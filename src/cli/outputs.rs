@@ -85,7 +85,9 @@ pub fn check_output_dir(args: &CliArgs) -> Result<()> {
         ));
     }
     if args.prompts_file.is_some() {
-        return refuse("with --prompts, --output must be an existing directory (each line writes its own files)".into());
+        return refuse(
+            "with --prompts, --output must be an existing directory (each line writes its own files)".into(),
+        );
     }
     if !out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
         return refuse("a picture file must end in .png (its JSON sidecar is written beside it with .json)".into());
@@ -132,7 +134,8 @@ impl Written {
     /// exit summary) which files stay because the host cannot remove them (Bacalhau's
     /// write-once mount).
     pub fn take_back(&mut self, error: SdError) -> SdError {
-        let (removed, left): (Vec<PathBuf>, Vec<PathBuf>) = self.files.drain(..).partition(|f| std::fs::remove_file(f).is_ok());
+        let (removed, left): (Vec<PathBuf>, Vec<PathBuf>) =
+            self.files.drain(..).partition(|f| std::fs::remove_file(f).is_ok());
         let list = |files: &[PathBuf]| files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
         if !removed.is_empty() {
             eprintln!("note: removed the {} file(s) this failed run had written: {}", removed.len(), list(&removed));
@@ -172,11 +175,14 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 fn publish(temp: &Path, path: &Path) -> Result<()> {
     match std::fs::hard_link(temp, path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(refuse_existing(path).err().unwrap_or_else(|| write_error(path, e))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(refuse_existing(path).err().unwrap_or_else(|| write_error(path, e)))
+        }
         Err(_) => {
             refuse_existing(path)?;
-            std::fs::rename(temp, path)
-                .map_err(|e| SdError::output(format!("cannot write {} (renaming its temporary file: {e})", path.display())))
+            std::fs::rename(temp, path).map_err(|e| {
+                SdError::output(format!("cannot write {} (renaming its temporary file: {e})", path.display()))
+            })
         }
     }
 }

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 const OUTPUT: i32 = 5;
 
 fn run(out: &Path, models: &Path, extra: &[&str]) -> i32 {
-    let mut args: Vec<String> = ["--prompt", "a red cube", "--seed", "1", "--steps", "2", "--width", "16", "--height", "16", "--quiet"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> =
+        ["--prompt", "a red cube", "--seed", "1", "--steps", "2", "--width", "16", "--height", "16", "--quiet"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     args.extend(["--models".into(), models.display().to_string()]);
     if !extra.contains(&"--output") {
         args.extend(["--output".into(), out.display().to_string()]);
@@ -98,7 +99,8 @@ fn output_names_that_cannot_be_written_are_refused_before_any_work() {
 
 fn run_prompts(extra: &[&str]) -> i32 {
     let models = tiny_model().display().to_string();
-    let mut args: Vec<&str> = vec!["--seed", "1", "--steps", "2", "--width", "16", "--height", "16", "--quiet", "--models", &models];
+    let mut args: Vec<&str> =
+        vec!["--seed", "1", "--steps", "2", "--width", "16", "--height", "16", "--quiet", "--models", &models];
     args.extend(extra);
     sd_wasm::cli::run(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
 }

@@ -45,7 +45,9 @@ fn hostile(name: &str, models: &Path, extra: &[&str], code: i32, cause: &[&str],
         for word in cause {
             assert!(errors[0].contains(word), "{name} on {on}: {word:?} not in {:?}", errors[0]);
         }
-        for bad in ["panicked", "wasm trap", "wasm backtrace", "unreachable", "internal failure", "memory allocation of"] {
+        for bad in
+            ["panicked", "wasm trap", "wasm backtrace", "unreachable", "internal failure", "memory allocation of"]
+        {
             assert!(!run.stderr.contains(bad), "{name} on {on}: {bad} in stderr:\n{}", run.stderr);
         }
         assert_eq!(files_in(&out), [out.join("precious.png")], "{name} on {on}: files left");
@@ -141,7 +143,14 @@ fn huge_gray_init_picture() {
 fn init_picture_larger_than_the_largest_side() {
     let image = sd_wasm::codecs::png::RgbImage { width: 4032, height: 3024, pixels: vec![90; 4032 * 3024 * 3] };
     let m = model_with("photo-init", "photo.png", &sd_wasm::codecs::png::encode_png(&image, "").unwrap());
-    hostile("photo-init", &m, &["--init-image", "/models/photo.png"], USAGE, &["--init-image", "2048", "--width"], &ENGINES);
+    hostile(
+        "photo-init",
+        &m,
+        &["--init-image", "/models/photo.png"],
+        USAGE,
+        &["--init-image", "2048", "--width"],
+        &ENGINES,
+    );
 }
 
 #[test]
@@ -172,7 +181,9 @@ fn out_of_range_numbers_in_a_prompt_file() {
 #[test]
 fn output_names_that_would_lose_data() {
     let m = tiny_model();
-    for (name, output) in [("json", "/outputs/pic.json"), ("slash", "/outputs/sub/"), ("existing", "/outputs/precious.png")] {
+    for (name, output) in
+        [("json", "/outputs/pic.json"), ("slash", "/outputs/sub/"), ("existing", "/outputs/precious.png")]
+    {
         hostile(&format!("output-{name}"), &m, &["--output", output], OUTPUT, &["--output"], &ENGINES);
     }
     let m = model_with("prompts-file-output", "prompts.txt", b"one\ntwo\n");
