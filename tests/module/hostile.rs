@@ -36,7 +36,9 @@ fn hostile(name: &str, models: &Path, extra: &[&str], code: i32, cause: &[&str],
     for (i, &engine) in engines.iter().enumerate() {
         let out = scratch(&format!("hostile-{name}-{i}"));
         std::fs::write(out.join("precious.png"), b"kept as it was").unwrap();
-        let args: Vec<&str> = BASE.iter().chain(extra).copied().collect();
+        // --prompts replaces BASE's --prompt.
+        let base = if extra.contains(&"--prompts") { &[][..] } else { BASE };
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         let run = run_on(engine, models, &out, &args);
         let on = ["wasmtime", "wasi-runner 512 MB", "wasi-runner 4 GiB"][engine as usize];
         assert_eq!(run.code, code, "{name} on {on}: exit {} (want {code}); stderr:\n{}", run.code, run.stderr);
@@ -187,7 +189,7 @@ fn output_names_that_would_lose_data() {
         hostile(&format!("output-{name}"), &m, &["--output", output], OUTPUT, &["--output"], &ENGINES);
     }
     let m = model_with("prompts-file-output", "prompts.txt", b"one\ntwo\n");
-    let args = ["--prompts", "/models/prompts.txt", "--output", "/outputs/result"];
+    let args = ["--prompts", "/models/prompts.txt", "--seed", "1", "--steps", "2", "--output", "/outputs/result"];
     hostile("prompts-to-a-file", &m, &args, OUTPUT, &["--output", "directory"], &ENGINES);
 }
 
