@@ -93,7 +93,9 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     let from_png = apply_params_from(args, &mut request)?;
     let mut prompt_given = from_png.is_some();
     let mut flagged: Vec<&str> = Vec::new();
-    let (mut seed_given, mut models, mut output, mut quiet, mut verbose) = (false, PathBuf::from("/models"), None, false, false);
+    // A seed recorded in --params-from's PNG is given: the clock must not replace it.
+    let mut seed_given = from_png.as_ref().is_some_and(|fields| fields.iter().any(|(key, _)| *key == "seed"));
+    let (mut models, mut output, mut quiet, mut verbose) = (PathBuf::from("/models"), None, false, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
     let mut prompts_file = None;
     let mut it = args.iter();
