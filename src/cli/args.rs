@@ -4,7 +4,7 @@
 use crate::codecs::png::read_parameters;
 use crate::error::{Result, SdError};
 use crate::records::parameters::parse_parameters;
-use crate::request::{param_by_flag, GenerateRequest, Inputs, Raw, MAX_SIDE, PARAMS};
+use crate::request::{param_by_flag, GenerateRequest, Inputs, ParamValue, Raw, MAX_SIDE, PARAMS};
 use std::path::PathBuf;
 
 /// The command line's options that are not request fields: (flags, value placeholder, help).
@@ -157,8 +157,9 @@ pub fn worded(e: SdError) -> SdError {
     SdError { message, ..e }
 }
 
-fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
-    text.trim().parse().map_err(|_| SdError::usage(format!("{flag} takes a number, got {text:?}")))
+/// A whole number for the command line's own options, read as the request table reads one.
+fn number(flag: &str, text: &str) -> Result<usize> {
+    <usize as ParamValue>::parse(Raw::Text(text), &CliInputs).map_err(|e| SdError::usage(format!("{flag} {e}")))
 }
 
 /// `--params-from PNG`: the PNG's recorded parameters, applied before the command line's

@@ -160,7 +160,7 @@ fn stack(rows: &[Latents]) -> Latents {
 
 /// `t` repeated `n` times along axis 0.
 fn repeat_batch(t: &Latents, n: usize) -> Latents {
-    stack(&vec![t.clone(); n])
+    ndarray::concatenate(Axis(0), &vec![t.view(); n]).expect("same shapes")
 }
 
 /// A batch's starting point.
