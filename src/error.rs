@@ -112,3 +112,54 @@ pub fn panic_message(info: &std::panic::PanicHookInfo) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_default()
 }
+
+/// Running out of memory ends as one `error:` line and exit 4, not as a wasm trap: std aborts
+/// (`unreachable`) when an allocation fails, and its hook to change that is unstable. The
+/// command line installs this allocator ([`ExitOnOom`]); allocations that handle failure
+/// themselves (the memory probe, input pictures) run inside [`fallible`], where a failure is
+/// returned to them.
+pub struct ExitOnOom;
+
+/// What every out-of-memory message advises.
+pub const MORE_MEMORY: &str =
+    "give the module more memory (Bacalhau: --memory 4GiB; wasmtime: -W max-memory-size=4294967296) or use a smaller size";
+
+use std::alloc::GlobalAlloc;
+
+static FALLIBLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `f` with failed allocations returned to it (as `try_reserve` errors) instead of ending the process.
+pub fn fallible<T>(f: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::Ordering::SeqCst;
+    FALLIBLE.fetch_add(1, SeqCst);
+    let result = f();
+    FALLIBLE.fetch_sub(1, SeqCst);
+    result
+}
+
+impl ExitOnOom {
+    fn check(ptr: *mut u8, size: usize) -> *mut u8 {
+        if ptr.is_null() && FALLIBLE.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            use std::io::Write;
+            // No allocation from here on: write! formats straight into unbuffered stderr.
+            let _ = writeln!(std::io::stderr(), "error: out of memory (an allocation of {size} bytes failed): {MORE_MEMORY}");
+            std::process::exit(ErrorKind::Runtime.exit_code());
+        }
+        ptr
+    }
+}
+
+unsafe impl GlobalAlloc for ExitOnOom {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        Self::check(std::alloc::System.alloc(layout), layout.size())
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        Self::check(std::alloc::System.alloc_zeroed(layout), layout.size())
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        std::alloc::System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        Self::check(std::alloc::System.realloc(ptr, layout, new_size), new_size)
+    }
+}

@@ -23,6 +23,10 @@ pub trait ModelFiles: Send + Sync {
     fn exists(&self, rel: &str) -> bool {
         self.size(rel).is_some()
     }
+    /// Why a file that does not [`exists`](Self::exists) cannot be read ("is missing").
+    fn why_absent(&self, _rel: &str) -> String {
+        "is missing".into()
+    }
     fn read(&self, rel: &str) -> Result<Vec<u8>> {
         self.read_range(rel, 0, None)
     }
@@ -141,8 +145,8 @@ impl ModelFiles for DirFiles {
         }
         let len = len.unwrap_or(size - offset) as usize;
         let mut buf = Vec::new();
-        buf.try_reserve_exact(len).map_err(|_| {
-            SdError::runtime(format!("out of memory reading {} ({} MB)", path.display(), len >> 20))
+        crate::error::fallible(|| buf.try_reserve_exact(len)).map_err(|_| {
+            SdError::runtime(format!("out of memory reading {} ({} MB): {}", path.display(), len >> 20, crate::error::MORE_MEMORY))
         })?;
         buf.resize(len, 0);
         read_chunked(&mut file, offset, &mut buf).map_err(|e| fail("read", e))?;
@@ -164,6 +168,24 @@ impl ModelFiles for DirFiles {
 
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    /// A symbolic link whose target is out of reach (outside the directory mounted into the
+    /// module, or dangling) is there, but cannot be read: "missing" would send the user looking
+    /// for a file they can see.
+    fn why_absent(&self, rel: &str) -> String {
+        let path = self.root.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => match std::fs::metadata(&path) {
+                Err(e) => format!(
+                    "is a symbolic link whose target cannot be reached ({e}): under wasmtime or Bacalhau a link \
+                     may not point outside the mounted directory; copy the file into the model dir"
+                ),
+                Ok(_) => "is a symbolic link to something that is not a file".into(),
+            },
+            Ok(m) if !m.is_file() => "is not a file".into(),
+            _ => "is missing".into(),
+        }
     }
 }
 
@@ -216,8 +238,9 @@ impl<'a> ModelDir<'a> {
         for required in ["scheduler/scheduler_config.json", TEXT_ENCODER, UNET, VAE_DECODER] {
             if !files.exists(required) {
                 return Err(SdError::model(format!(
-                    "{dir} is not a diffusers ONNX model dir: {required} is missing (export with \
-                     optimum-cli export onnx, or scripts/make_fixtures.py for the tiny test model)"
+                    "{dir} is not a diffusers ONNX model dir: {required} {} (export with \
+                     optimum-cli export onnx, or scripts/make_fixtures.py for the tiny test model)",
+                    files.why_absent(required)
                 )));
             }
         }
@@ -232,28 +255,35 @@ impl<'a> ModelDir<'a> {
         Ok(ModelDir { files, scheduler_config, unet_config, vae_config, tokenizer, identity })
     }
 
-    /// 2^(len(block_out_channels)-1), as diffusers computes `vae_scale_factor`.
-    pub fn vae_scale_factor(&self) -> Option<u32> {
-        let blocks = self.vae_config.as_ref()?.get("block_out_channels")?.as_array()?.len();
-        (blocks >= 1).then(|| 1u32 << (blocks - 1))
+    /// 2^(len(block_out_channels)-1), as diffusers computes `vae_scale_factor`; more than 7
+    /// blocks (a factor above 64) is no VAE diffusers ships, and would overflow the shift.
+    pub fn vae_scale_factor(&self) -> Result<Option<u32>> {
+        let Some(blocks) = self.vae_config.as_ref().and_then(|c| c.get("block_out_channels")?.as_array()).map(Vec::len) else {
+            return Ok(None);
+        };
+        match blocks {
+            1..=7 => Ok(Some(1u32 << (blocks - 1))),
+            _ => Err(SdError::model(format!(
+                "{}: the VAE config's block_out_channels has {blocks} entries; expected 1 to 7 (4 in Stable Diffusion)",
+                self.files.describe()
+            ))),
+        }
     }
 
     /// The VAE's `scaling_factor` (diffusers' AutoencoderKL default when the config omits it).
-    pub fn vae_scaling_factor(&self) -> f32 {
-        self.vae_config
-            .as_ref()
-            .and_then(|c| c.get("scaling_factor"))
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.18215) as f32
+    pub fn vae_scaling_factor(&self) -> Result<f32> {
+        let v = self.vae_config.as_ref().and_then(|c| c.get("scaling_factor")).and_then(|v| v.as_f64()).unwrap_or(0.18215);
+        checked_scaling(v, "the VAE config")
     }
 
     /// The scaling factor of a decoder dir: TAESD has its own (1.0) in its config.json.
     pub fn decoder_scaling_factor(&self, dir: &str) -> Result<f32> {
         if dir == "vae_decoder" {
-            return Ok(self.vae_scaling_factor());
+            return self.vae_scaling_factor();
         }
         let config = self.files.read_json_optional(&format!("{dir}/config.json"))?;
-        Ok(config.as_ref().and_then(|c| c.get("scaling_factor")).and_then(|v| v.as_f64()).unwrap_or(1.0) as f32)
+        let v = config.as_ref().and_then(|c| c.get("scaling_factor")).and_then(|v| v.as_f64()).unwrap_or(1.0);
+        checked_scaling(v, &format!("{dir}/config.json"))
     }
 
     /// An integer from unet/config.json, or `default` when absent.
@@ -276,6 +306,15 @@ impl<'a> ModelDir<'a> {
         let d = self.files.describe();
         d.trim_end_matches('/').rsplit('/').next().unwrap_or(&d).to_string()
     }
+}
+
+/// Latents are divided by the scaling factor before decoding: 0 (or a non-finite or absurd
+/// value) would make every pixel NaN or Inf, a black picture.
+fn checked_scaling(v: f64, what: &str) -> Result<f32> {
+    if v.is_finite() && v > 1e-6 && v < 1e6 {
+        return Ok(v as f32);
+    }
+    Err(SdError::model(format!("{what}: scaling_factor {v} is not a positive number (Stable Diffusion's VAE uses 0.18215)")))
 }
 
 fn config_usize(config: &Option<serde_json::Value>, key: &str, default: usize) -> usize {

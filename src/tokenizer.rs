@@ -96,6 +96,11 @@ impl ClipTokenizer {
                 return Err("tokenizer/: no tokenizer files (need tokenizer.json, or vocab.json and merges.txt)".into())
             }
         };
+        // A BPE without merges still "works", splitting every word into letters: a truncated
+        // or emptied merges file must not pass silently.
+        if merges.is_empty() {
+            return Err("tokenizer/: the merges list is empty (CLIP's has about 48,900 lines); the file is empty or damaged".into());
+        }
 
         let specials = resolve_special_tokens(config.as_ref(), special_map.as_ref(), tokenizer_json.as_ref())?;
         let max_length = model_max_length(config.as_ref())?;

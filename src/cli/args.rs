@@ -20,7 +20,9 @@ const OWN_OPTIONS: &[(&str, &str, &str)] = &[
     ("--models, --model", "DIR", "diffusers ONNX model dir (default /models)"),
     ("--output", "PATH", "PNG file or directory (default: /outputs if it exists, else .);\n\
         a JSON sidecar with the same stem is written beside it. With\n\
-        --num-images N > 1 a file name gets -<seed> before .png"),
+        --num-images N > 1 a file name gets -<seed> before .png. Files are\n\
+        never overwritten: a name that exists (or is a symbolic link) is an\n\
+        error (exit 5), checked before any work where the name is known"),
     ("--tokenizer", "NAME", "accepted for the seed system's command lines; the model dir's own\n\
         tokenizer/ is always used"),
     ("--quiet", "", "no per-step progress lines"),
@@ -89,8 +91,10 @@ impl Inputs for CliInputs {
 pub fn parse_args(args: &[String]) -> Result<Command> {
     let mut request = GenerateRequest::default();
     let recorded = apply_params_from(args, &mut request)?;
-    let mut prompt_given = recorded.contains(&"prompt");
-    let mut seed_given = recorded.contains(&"seed");
+    let mut prompt_given = recorded.iter().any(|(key, _)| *key == "prompt");
+    // A seed recorded in --params-from's PNG is given: the clock must not replace it.
+    let mut seed_given = recorded.iter().any(|(key, _)| *key == "seed");
+    let mut flagged: Vec<&str> = Vec::new();
     let (mut models, mut output, mut quiet, mut verbose) = (PathBuf::from("/models"), None, false, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
     let mut prompts_file = None;
@@ -121,6 +125,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             _ => match param_by_flag(flag) {
                 Some(param) => {
                     param.set(&mut request, Raw::Text(&value()?), &CliInputs).map_err(|e| worded(e))?;
+                    flagged.push(param.key);
                     prompt_given |= param.key == "prompt";
                     seed_given |= param.key == "seed";
                 }
@@ -147,7 +152,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         }
         _ => {}
     }
-    crate::request::validate(&request).map_err(worded)?;
+    crate::request::validate(&request).map_err(|e| worded_from_png(e, &recorded, &flagged))?;
     Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, models, output, quiet, verbose })))
 }
 
@@ -162,10 +167,29 @@ fn number(flag: &str, text: &str) -> Result<usize> {
     <usize as ParamValue>::parse(Raw::Text(text), &CliInputs).map_err(|e| SdError::usage(format!("{flag} {e}")))
 }
 
+/// The name Automatic1111's `parameters` text gives a field.
+fn a1111_key(param: &crate::request::Param) -> String {
+    match param.a1111 {
+        crate::request::A1111::Head(k) | crate::request::A1111::Field(k) => k.to_string(),
+        crate::request::A1111::None => param.key.to_string(),
+    }
+}
+
+/// A check's error in the command line's terms, where a value the user did not type came from
+/// --params-from: named by the PNG's own `Key: value`, not by a flag never given.
+fn worded_from_png(e: SdError, from_png: &[(&'static str, String)], flagged: &[&str]) -> SdError {
+    let message = e.worded(|key| match from_png.iter().find(|(k, _)| *k == key) {
+        Some((_, source)) if !flagged.contains(&key) => format!("{source:?} (from --params-from)"),
+        _ => crate::request::flag_name(key),
+    });
+    SdError { message, ..e }
+}
+
 /// `--params-from PNG`: the PNG's recorded parameters, applied before the command line's
 /// own flags (which therefore override them, as in the seed system's
-/// `--params-from output.png --num-inference-steps 64`). Returns the fields it set.
-fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<Vec<&'static str>> {
+/// `--params-from output.png --num-inference-steps 64`). Returns the fields it set, each
+/// with the `Key: value` text it came from.
+fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<Vec<(&'static str, String)>> {
     let mut from = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -188,6 +212,10 @@ fn apply_params_from(args: &[String], request: &mut GenerateRequest) -> Result<V
     for note in &patch.notes {
         eprintln!("note: {what}: {note}");
     }
-    patch.apply(request).map_err(|e| worded(e.context(&what)))?;
-    Ok(patch.values.iter().map(|(param, ..)| param.key).collect())
+    // A value the PNG's text gives wrongly is named by its own key there ("Steps"), not a flag.
+    patch.apply(request).map_err(|e| {
+        let message = e.worded(|key| crate::request::param(key).map_or(key.to_string(), a1111_key));
+        SdError { message, ..e }.context(&what)
+    })?;
+    Ok(patch.values.iter().map(|(param, _, source)| (param.key, source.clone())).collect())
 }

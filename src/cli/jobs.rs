@@ -105,6 +105,22 @@ mod tests {
         assert_eq!(seen, [0, 1, 2, 3]);
     }
 
+    /// Issue 16: numbers a 32-bit module would wrap, and a seed + index past u64, are errors.
+    #[test]
+    fn out_of_range_numbers_are_refused_not_wrapped() {
+        let base = GenerateRequest::default();
+        for (line, field) in [
+            (r#"{"prompt": "x", "steps": 4294967298}"#, "steps"),
+            (r#"{"prompt": "x", "width": 4294967312}"#, "width"),
+            (r#"{"prompt": "x", "seed": 18446744073709551616}"#, "seed"),
+        ] {
+            let e = parse_prompts(line, &base, Some(1)).unwrap_err();
+            assert!(e.message.contains("line 1") && e.message.contains(field), "{}", e.message);
+        }
+        let e = parse_prompts("a\nb\n", &base, Some(u64::MAX)).unwrap_err();
+        assert!(e.message.contains("line 2") && e.message.contains("largest seed"), "{}", e.message);
+    }
+
     #[test]
     fn bad_lines_and_partitions_are_refused() {
         let base = GenerateRequest::default();

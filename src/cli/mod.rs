@@ -13,8 +13,24 @@ use crate::model_dir::DirFiles;
 use crate::pipeline::{bench_unet, generate_all, Generated};
 use crate::request::GenerateRequest;
 use args::{parse_args, worded, CliArgs, Command};
-use outputs::{check_output_dir, output_paths, preview_base, write_once};
+use outputs::{check_output_dir, output_paths, preview_base, Written};
 use progress::StderrProgress;
+
+/// Runs the command line from the process's arguments (as the OS gives them: a non-UTF-8
+/// argument is a usage error, not a panic); returns the process exit code.
+pub fn run_os(args: impl Iterator<Item = std::ffi::OsString>) -> i32 {
+    let mut text = Vec::new();
+    for (i, arg) in args.enumerate() {
+        match arg.into_string() {
+            Ok(a) => text.push(a),
+            Err(bad) => {
+                eprintln!("error: argument {} is not valid UTF-8 ({:?}): give file names and prompts in UTF-8", i + 1, bad);
+                return crate::ErrorKind::Usage.exit_code();
+            }
+        }
+    }
+    run(&text)
+}
 
 /// Runs the command line; returns the process exit code.
 pub fn run(args: &[String]) -> i32 {
@@ -40,15 +56,16 @@ fn run_inner(args: &[String]) -> Result<()> {
         Command::BenchUnet { models, latent, runs } => return bench(&models, latent, runs),
         Command::Generate(cli) => *cli,
     };
-    check_output_dir(&cli)?;
     let Some(prompts_path) = cli.prompts_file.clone() else {
         if !cli.seed_given {
             cli.request.seed = clock_seed();
             eprintln!("seed: {} (pass --seed {} to reproduce)", cli.request.seed, cli.request.seed);
         }
+        check_output_dir(&cli)?;
         let files = DirFiles::open(&cli.models)?;
         return render(&cli, &cli.request, &files);
     };
+    check_output_dir(&cli)?;
     let text = std::fs::read_to_string(&prompts_path)
         .map_err(|e| SdError::usage(format!("--prompts {}: cannot read it ({e})", prompts_path.display())))?;
     let lines = jobs::parse_prompts(&text, &cli.request, cli.seed_given.then_some(cli.request.seed))?;
@@ -93,24 +110,25 @@ pub fn clock_seed() -> u64 {
     x & 0xffff_ffff
 }
 
-/// The pictures of one request: generate, then write each PNG and its sidecar once.
+/// The pictures of one request: generate, then write each PNG and its sidecar once. A failure
+/// (of a network, a step, a write) takes back every file the request wrote where the host
+/// allows, and names those it could not.
 fn render(cli: &CliArgs, request: &GenerateRequest, files: &DirFiles) -> Result<()> {
     let preview_base = request.preview_every.map(|_| preview_base(cli, request.seed));
     let mut hooks = StderrProgress::new(cli.quiet, cli.verbose, preview_base);
-    for out in generate_all(files, request, &mut hooks)? {
-        write_picture(cli, request, &out)?;
-    }
-    Ok(())
+    let rendered = generate_all(files, request, &mut hooks)
+        .and_then(|pictures| pictures.iter().try_for_each(|out| write_picture(cli, request, out, &mut hooks.written)));
+    rendered.map_err(|e| hooks.written.take_back(e))
 }
 
-fn write_picture(cli: &CliArgs, request: &GenerateRequest, out: &Generated) -> Result<()> {
+fn write_picture(cli: &CliArgs, request: &GenerateRequest, out: &Generated, written: &mut Written) -> Result<()> {
     let parameters = crate::records::parameters::parameters_text(request, out);
-    let (png_path, json_path) = output_paths(cli, request.num_images, out.seed, &parameters);
+    let (png_path, json_path) = output_paths(cli, request, out.seed, &parameters);
     let file_name = png_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let done = crate::records::finish(request, out, Some(file_name))?;
-    write_once(&png_path, &done.png)?;
+    written.write(&png_path, &done.png)?;
     let json = serde_json::to_vec_pretty(&done.sidecar).map_err(|e| SdError::runtime(e.to_string()))?;
-    write_once(&json_path, &json)?;
+    written.write(&json_path, &json)?;
     let t = &out.timings;
     eprintln!(
         "done: {} (seed {}, {}x{}, {} steps, {}) — load: text encoder {:.2} s, UNet {:.2} s, VAE {:.2} s; \

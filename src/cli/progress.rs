@@ -1,6 +1,6 @@
 //! Progress on stderr, and previews written beside the output.
 
-use super::outputs::write_once;
+use super::outputs::Written;
 use crate::codecs::png::{encode_png, RgbImage};
 use crate::pipeline::{Event, Hooks};
 use std::path::PathBuf;
@@ -11,18 +11,20 @@ pub struct StderrProgress {
     pub verbose: bool,
     /// Where previews go: `<dir>/<stem>-step-<N>.png`.
     pub preview_base: Option<(PathBuf, String)>,
+    /// Every file the run wrote (previews, then pictures): a failure takes them back.
+    pub written: Written,
 }
 
 impl StderrProgress {
     pub fn new(quiet: bool, verbose: bool, preview_base: Option<(PathBuf, String)>) -> Self {
-        StderrProgress { start: std::time::Instant::now(), quiet, verbose, preview_base }
+        StderrProgress { start: std::time::Instant::now(), quiet, verbose, preview_base, written: Written::default() }
     }
 
-    fn write_preview(&self, index: usize, image: &RgbImage) {
+    fn write_preview(&mut self, index: usize, image: &RgbImage) {
         let Some((dir, stem)) = &self.preview_base else { return };
         let path = dir.join(format!("{stem}-step-{index:03}.png"));
         // A preview that cannot be written must not end a long run.
-        let written = encode_png(image, "preview").and_then(|png| write_once(&path, &png));
+        let written = encode_png(image, "preview").and_then(|png| self.written.write(&path, &png));
         match written {
             Ok(()) if !self.quiet => eprintln!("preview: {}", path.display()),
             Ok(()) => {}

@@ -51,13 +51,16 @@ pub fn decode_input(bytes: &[u8], what: &str) -> Result<InputImage> {
         .read_info()
         .map_err(|e| SdError::usage(format!("{what}: not a readable PNG ({e})")))?;
     let (source_color, source_depth) = (reader.info().color_type, reader.info().bit_depth);
+    let (w, h) = (reader.info().width, reader.info().height);
+    if w as u64 * h as u64 > MAX_INPUT_PIXELS {
+        return Err(SdError::usage(format!(
+            "{what}: the picture is {w}x{h}, more than the {MAX_INPUT_PIXELS} pixels (8192x8192) read here; scale it down first"
+        )));
+    }
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| SdError::usage(format!("{what}: the PNG is too large")))?;
-    let mut buf = Vec::new();
-    buf.try_reserve_exact(size)
-        .map_err(|_| SdError::usage(format!("{what}: the PNG is too large ({size} bytes decoded)")))?;
-    buf.resize(size, 0);
+    let mut buf = zeroed(size, what)?;
     let frame = reader
         .next_frame(&mut buf)
         .map_err(|e| SdError::usage(format!("{what}: the PNG is damaged ({e})")))?;
@@ -66,29 +69,53 @@ pub fn decode_input(bytes: &[u8], what: &str) -> Result<InputImage> {
     if source_depth == png::BitDepth::Sixteen {
         notes.push("16-bit samples reduced to 8 bits".to_string());
     }
-    let pixels = match frame.color_type {
-        png::ColorType::Rgb => buf,
-        png::ColorType::Rgba => {
-            if buf.chunks(4).any(|p| p[3] != 255) {
-                notes.push("alpha channel ignored (transparent pixels keep their color)".to_string());
-            }
-            buf.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect()
-        }
-        png::ColorType::Grayscale => buf.iter().flat_map(|&g| [g, g, g]).collect(),
-        png::ColorType::GrayscaleAlpha => {
-            if buf.chunks(2).any(|p| p[1] != 255) {
-                notes.push("alpha channel ignored (transparent pixels keep their color)".to_string());
-            }
-            buf.chunks(2).flat_map(|p| [p[0], p[0], p[0]]).collect()
-        }
+    let channels = match frame.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
         other => {
             return Err(SdError::usage(format!("{what}: PNG color type {other:?} ({source_color:?}) is not supported")))
         }
     };
+    if channels % 2 == 0 && buf.chunks(channels).any(|p| p[channels - 1] != 255) {
+        notes.push("alpha channel ignored (transparent pixels keep their color)".to_string());
+    }
+    let pixels = if channels == 3 { buf } else { to_rgb(&buf, channels, what)? };
     if frame.width == 0 || frame.height == 0 {
         return Err(SdError::usage(format!("{what}: the picture is empty")));
     }
     Ok(InputImage { image: RgbImage { width: frame.width, height: frame.height, pixels }, notes })
+}
+
+/// The largest input picture read: 8192x8192. Its decoded RGB (200 MB) still fits Bacalhau's
+/// default 512 MB next to the module; a larger one would end in a failed allocation (a trap).
+pub const MAX_INPUT_PIXELS: u64 = 8192 * 8192;
+
+/// A zeroed buffer whose size comes from the input: refused with a message, never an abort,
+/// when memory cannot hold it.
+pub fn zeroed(size: usize, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    crate::error::fallible(|| buf.try_reserve_exact(size)).map_err(|_| {
+        SdError::runtime(format!(
+            "{what}: out of memory for {size} bytes of pixels: {}",
+            crate::error::MORE_MEMORY
+        ))
+    })?;
+    buf.resize(size, 0);
+    Ok(buf)
+}
+
+/// Gray, gray + alpha or RGBA samples → RGB (alpha dropped), into a checked allocation.
+fn to_rgb(buf: &[u8], channels: usize, what: &str) -> Result<Vec<u8>> {
+    let mut rgb = zeroed(buf.len() / channels * 3, what)?;
+    for (out, p) in rgb.chunks_mut(3).zip(buf.chunks(channels)) {
+        match channels {
+            1 | 2 => out.fill(p[0]),
+            _ => out.copy_from_slice(&p[..3]),
+        }
+    }
+    Ok(rgb)
 }
 
 /// PIL's RGB → "L": (R·19595 + G·38470 + B·7471 + 2^15) >> 16.

@@ -52,13 +52,13 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
     while got < needed {
         let want = PROBE_CHUNK.min((needed - got) as usize);
         let mut chunk = Vec::new();
-        if chunk.try_reserve_exact(want).is_err() {
+        if crate::error::fallible(|| chunk.try_reserve_exact(want)).is_err() {
             return Err(SdError::runtime(format!(
                 "{what} needs about {:.2} GiB of memory to load and run, but only {:.2} GiB more could be \
-                 allocated: give the module more memory (Bacalhau: --memory 4GiB; wasmtime: \
-                 -W max-memory-size=4294967296) or use a smaller size",
+                 allocated: {}",
                 needed as f64 / (1u64 << 30) as f64,
-                got as f64 / (1u64 << 30) as f64
+                got as f64 / (1u64 << 30) as f64,
+                crate::error::MORE_MEMORY
             )));
         }
         got += want as u64;

@@ -3,6 +3,7 @@
 //! optimizes best with concrete shapes, and a free timestep axis breaks its analysis), and the
 //! caller drops one network before loading the next.
 
+pub mod check;
 pub mod memory;
 pub mod text_encoder;
 pub mod unet;

@@ -19,7 +19,7 @@ impl TextEncoder {
     /// `seq_len` is the tokenizer's padded length (77 for CLIP).
     pub fn load(files: &dyn ModelFiles, seq_len: usize) -> Result<Self> {
         let mut graph = OnnxGraph::load(files, TEXT_ENCODER, |_| super::memory::TEXT_ENCODER_WORKING)?;
-        let ids = graph.input(&["input_ids"])?;
+        let ids = graph.input(super::check::TEXT_ENCODER_INPUTS[0])?;
         let ids_type = match ids.datum_type {
             Some(DatumType::I32) => DatumType::I32,
             Some(DatumType::I64) | None => DatumType::I64,

@@ -19,9 +19,9 @@ pub struct Unet {
 impl Unet {
     pub fn load(files: &dyn ModelFiles, latent: [usize; 4], text_shape: [usize; 3]) -> Result<Self> {
         let mut graph = OnnxGraph::load(files, UNET, |proto| super::memory::unet_working(proto, &latent))?;
-        let sample = graph.input(&["sample"])?;
-        let timestep = graph.input(&["timestep", "timesteps", "t"])?;
-        let hidden = graph.input(&["encoder_hidden_states"])?;
+        let sample = graph.input(super::check::UNET_INPUTS[0])?;
+        let timestep = graph.input(super::check::UNET_INPUTS[1])?;
+        let hidden = graph.input(super::check::UNET_INPUTS[2])?;
         let extra: Vec<String> = graph
             .inputs()?
             .into_iter()

@@ -18,7 +18,7 @@ impl VaeDecoder {
     pub fn load(files: &dyn ModelFiles, dir: &str, latent: [usize; 4], scale: u32) -> Result<Self> {
         let working = super::memory::vae_working(&latent, scale);
         let mut graph = OnnxGraph::load(files, &format!("{dir}/model.onnx"), |_| working)?;
-        let input = graph.input(&["latent_sample", "latent", "z"])?;
+        let input = graph.input(super::check::VAE_DECODER_INPUTS[0])?;
         let latent_type = float_type(&input);
         graph.pin_input(input.index, latent_type, &latent)?;
         graph.keep_output("sample")?;
@@ -41,6 +41,14 @@ pub enum Encoded {
     Latent(ndarray::ArrayD<f32>),
 }
 
+impl Encoded {
+    pub fn tensor(&self) -> &ndarray::ArrayD<f32> {
+        match self {
+            Encoded::Parameters(t) | Encoded::Latent(t) => t,
+        }
+    }
+}
+
 pub struct VaeEncoder {
     plan: Plan,
     image_type: tract_onnx::prelude::DatumType,
@@ -59,7 +67,7 @@ impl VaeEncoder {
         }
         let working = super::memory::vae_working(&latent, scale);
         let mut graph = OnnxGraph::load(files, VAE_ENCODER, |_| working)?;
-        let input = graph.input(&["sample", "image", "x"])?;
+        let input = graph.input(super::check::VAE_ENCODER_INPUTS[0])?;
         let image_type = float_type(&input);
         graph.pin_input(input.index, image_type, &image)?;
         graph.keep_output("latent_parameters")?;

@@ -18,7 +18,7 @@ pub fn decode_all(dir: &ModelDir, plan: &Plan, latents: Vec<Latents>, run: &mut 
     let mut images = Vec::with_capacity(latents.len());
     for latents in latents {
         let decoded = vae.decode(&(latents / scaling))?;
-        run.tensor("decoded image", &decoded);
+        run.tensor("decoded image (VAE decoder output)", &decoded)?;
         images.push(to_rgb8(&decoded)?);
     }
     run.timings.decoding += run.now() - start;

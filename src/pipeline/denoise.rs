@@ -81,7 +81,7 @@ fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress:
     let mut rngs = BatchRng(seeds.iter().map(|&s| TorchRng::new(s)).collect());
     let start = start_batch(job, &mut rngs, scheduler.as_mut(), &timesteps)?;
     let mut latents = start.latents;
-    run.tensor("initial latents", &latents);
+    run.tensor("initial latents", &latents)?;
     let cond = repeat_batch(&job.text.cond, n);
     let uncond = job.text.uncond.as_ref().map(|u| repeat_batch(u, n));
     for (index, &t) in timesteps.iter().enumerate() {
@@ -95,13 +95,14 @@ fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress:
                 .map_err(|e| SdError::runtime(format!("UNet input: {e}")))?;
         }
         let noise_pred = guided_prediction(unet, &input, t, &cond, uncond.as_ref(), req.guidance_scale, run)?;
-        run.tensor(format!("UNet output, step {}", index + 1), &noise_pred);
+        run.tensor(format!("UNet output, step {}", index + 1), &noise_pred)?;
         latents = scheduler
             .step(&noise_pred, t, &latents, &mut rngs)
             .map_err(|e| SdError::runtime(format!("scheduler step {index}: {e}")))?;
         if let Some(blend) = &start.blend {
             latents = blend.apply(scheduler.as_ref(), timesteps.get(index + 1).copied(), &latents);
         }
+        run.tensor(format!("latents after step {}", index + 1), &latents)?;
         step_done(req, progress, step_start, &latents, run);
     }
     Ok(latents)

@@ -1,7 +1,7 @@
 //! What the pipeline tells its front end while it runs, and what it measures.
 
 use crate::codecs::png::RgbImage;
-use crate::error::Result;
+use crate::error::{Result, SdError};
 use crate::tensor::Latents;
 
 /// What the pipeline reports while it runs.
@@ -91,8 +91,20 @@ impl<'h> Run<'h> {
         self.hooks.event(&Event::Warning(text.clone()));
         self.warnings.push(text);
     }
-    pub fn tensor(&mut self, name: impl Into<String>, t: &Latents) {
-        self.hooks.event(&Event::Tensor { name: name.into(), stats: TensorStats::of(t) });
+    /// Reports an intermediate tensor (`--verbose`) and stops the run where non-finite values
+    /// first appear: a NaN or Inf would otherwise end as a black picture with exit 0. They
+    /// come from the model (weights, configs): inputs are checked when they are read.
+    pub fn tensor(&mut self, name: impl Into<String>, t: &Latents) -> Result<()> {
+        let (name, stats) = (name.into(), TensorStats::of(t));
+        self.hooks.event(&Event::Tensor { name: name.clone(), stats });
+        if stats.non_finite == 0 {
+            return Ok(());
+        }
+        Err(SdError::model(format!(
+            "{name}: {} of {} values are not finite (NaN or Inf); the model's weights or configuration are broken",
+            stats.non_finite,
+            t.len()
+        )))
     }
     /// Loads one network, telling the hooks before and after; returns it with its load time.
     pub fn load<T>(&mut self, network: &'static str, load: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {

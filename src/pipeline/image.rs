@@ -90,6 +90,9 @@ pub fn encode(files: &dyn ModelFiles, pixels: Pixels, plan: &Plan, run: &mut Run
     let start = run.now();
     let image = encoder.encode(&pixels.image)?;
     let masked_image = pixels.masked_image.as_ref().map(|m| encoder.encode(m)).transpose()?;
+    for encoded in std::iter::once(&image).chain(masked_image.as_ref()) {
+        run.tensor("VAE encoder output", encoded.tensor())?;
+    }
     run.timings.image_encoding += run.now() - start;
     Ok(ImageConditioning { pixels, image, masked_image })
 }

@@ -59,6 +59,7 @@ pub fn generate_all(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut d
     let start = run.now();
     let dir = ModelDir::open(files)?;
     let plan = plan::plan(&dir, req)?;
+    check_networks(files, &plan, req)?;
     let pixels = image::prepare(req, &plan, &mut run);
     let tokenizer = text::load_tokenizer(&dir)?;
     let tokens = text::tokenize(&tokenizer, req, plan.guided, &mut run)?;
@@ -71,6 +72,20 @@ pub fn generate_all(files: &dyn ModelFiles, req: &GenerateRequest, hooks: &mut d
     let images = decode::decode_all(&dir, &plan, latents, &mut run)?;
     run.timings.total = run.now() - start;
     Ok(pictures(&dir, req, &plan, images, &run))
+}
+
+/// Every network the run will load, checked before any of them runs (models::check): a broken
+/// decoder fails before the first step, so a failed run has written no preview.
+fn check_networks(files: &dyn ModelFiles, plan: &plan::Plan, req: &GenerateRequest) -> Result<()> {
+    use crate::model_dir::{TEXT_ENCODER, UNET, VAE_ENCODER};
+    use crate::models::check::*;
+    check_network(files, TEXT_ENCODER, TEXT_ENCODER_INPUTS)?;
+    check_network(files, UNET, UNET_INPUTS)?;
+    check_network(files, &format!("{}/model.onnx", plan.decoder), VAE_DECODER_INPUTS)?;
+    if req.init_image.is_some() {
+        check_network(files, VAE_ENCODER, VAE_ENCODER_INPUTS)?;
+    }
+    Ok(())
 }
 
 /// The finished pictures with what they record about their run.

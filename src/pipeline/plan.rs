@@ -42,7 +42,7 @@ pub struct Plan {
 
 pub fn plan(dir: &ModelDir, req: &GenerateRequest) -> Result<Plan> {
     let files = dir.files;
-    let scale = dir.vae_scale_factor().ok_or_else(|| {
+    let scale = dir.vae_scale_factor()?.ok_or_else(|| {
         SdError::model(format!(
             "{}: vae_decoder/config.json (block_out_channels) is missing, so the VAE scale factor is unknown",
             files.describe()
@@ -72,7 +72,7 @@ pub fn plan(dir: &ModelDir, req: &GenerateRequest) -> Result<Plan> {
         guided: req.guidance_scale > 1.0,
         seeds: (0..req.num_images as u64).map(|i| req.seed.wrapping_add(i)).collect(),
         batch_size: req.batch_size.clamp(1, req.num_images),
-        vae_scaling: dir.vae_scaling_factor(),
+        vae_scaling: dir.vae_scaling_factor()?,
     };
     let (probe, timesteps) = plan.scheduler(req)?;
     plan.scheduler_name = probe.name();
@@ -137,6 +137,12 @@ fn output_size(dir: &ModelDir, req: &GenerateRequest, scale: u32) -> Result<(u32
             (Some(s), _) => s,
             (None, Some(i)) if i - i % step == 0 => {
                 return Err(SdError::usage(format!("«init_image» is {i} pixels on a side; it needs at least {step}")))
+            }
+            (None, Some(i)) if i > crate::request::MAX_SIDE => {
+                return Err(SdError::usage(format!(
+                    "«init_image» is {i} pixels on a side, more than the {} a picture can have: pass «width» and «height» (the picture is resized to them)",
+                    crate::request::MAX_SIDE
+                )))
             }
             (None, Some(i)) => i - i % step,
             (None, None) => default_side

@@ -66,7 +66,10 @@ pub fn encode_all(files: &dyn ModelFiles, tokens: &[Tokens], run: &mut Run) -> R
     for t in tokens {
         let cond = encoder.encode(&t.cond)?;
         let uncond = t.uncond.as_ref().map(|ids| encoder.encode(ids)).transpose()?;
-        run.tensor("text embeddings", &cond);
+        run.tensor("text embeddings (text encoder output, prompt)", &cond)?;
+        if let Some(uncond) = &uncond {
+            run.tensor("text embeddings (text encoder output, negative prompt)", uncond)?;
+        }
         out.push(Embeddings { cond, uncond });
     }
     run.timings.text_encoding += run.now() - start;

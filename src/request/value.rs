@@ -190,7 +190,12 @@ impl ParamValue for Latents {
     fn parse(raw: Raw, inputs: &dyn Inputs) -> Result<Self, String> {
         let path = raw.text()?;
         let bytes = inputs.read(path)?;
-        crate::codecs::npy::read_npy(&bytes).map_err(|e| format!("{path}: {e}"))
+        let latents = crate::codecs::npy::read_npy(&bytes).map_err(|e| format!("{path}: {e}"))?;
+        // A NaN or Inf here would run every step and end as a black picture.
+        match latents.iter().position(|v| !v.is_finite()) {
+            None => Ok(latents),
+            Some(i) => Err(format!("{path}: value {i} is {}; latents must be finite numbers", latents.iter().nth(i).copied().unwrap_or(f32::NAN))),
+        }
     }
     fn to_text(&self) -> Option<String> {
         Some("given".into())

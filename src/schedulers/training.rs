@@ -10,6 +10,19 @@ use crate::tensor::Latents;
 /// exhausting memory.
 pub(crate) const MAX_TRAIN_TIMESTEPS: usize = 1_000_000;
 
+/// Every beta is a variance fraction in [0, 1): outside it (beta_start 5, beta_end -3,
+/// trained_betas 2.0) `alphas_cumprod` goes negative or NaN, and diffusers would quietly render
+/// a black picture.
+fn check_betas(betas: &[f32]) -> Result<(), String> {
+    match betas.iter().position(|b| !(0.0..1.0).contains(b)) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "scheduler config: beta {i} is {}; betas (beta_start, beta_end, trained_betas) must lie in [0, 1)",
+            betas[i]
+        )),
+    }
+}
+
 /// The training schedule every scheduler derives from.
 pub(crate) struct TrainSchedule {
     pub num_train_timesteps: usize,
@@ -66,6 +79,7 @@ impl TrainSchedule {
                 }
             }
         };
+        check_betas(&betas)?;
         let rescale = accepts_rescale && cfg.bool("rescale_betas_zero_snr", false)?;
         let betas = if rescale {
             rescale_zero_terminal_snr(&betas)

@@ -124,6 +124,36 @@ pub fn run_wasm_dirs(dirs: &[(&Path, &str)], args: &[&str], max_memory: u64, env
     cmd.output().expect("running wasmtime").into()
 }
 
+/// sd.wasm under wasi-runner (Bacalhau's engine and contract): `models` read-only at /models,
+/// `outputs` write-once at /outputs, `memory` as Bacalhau's --memory (default 512 MB).
+pub fn wasi_runner(models: &Path, outputs: &Path, memory: Option<&str>, args: &[&str]) -> Run {
+    wasi_runner_with_inputs(&[(models, "/models")], outputs, memory, args)
+}
+
+pub fn wasi_runner_with_inputs(inputs: &[(&Path, &str)], outputs: &Path, memory: Option<&str>, args: &[&str]) -> Run {
+    let runner = std::env::var("WASI_RUNNER").expect("WASI_RUNNER is not set: run the tests with scripts/test.sh");
+    let module = sd_wasm_path();
+    let mut cmd = Command::new(runner);
+    if let Some(m) = memory {
+        cmd.args(["--memory", m]);
+    }
+    for (host, guest) in inputs {
+        cmd.arg("-i").arg(format!("{}:{guest}", host.display()));
+    }
+    cmd.arg("-o").arg(format!("outputs:{}", outputs.display()));
+    cmd.arg(module).arg("--").args(args);
+    cmd.output().expect("running wasi-runner").into()
+}
+
+/// The tiny UNet's external weights file (its only file that is neither .onnx nor .json).
+pub fn unet_weights_file(model: &Path) -> PathBuf {
+    std::fs::read_dir(model.join("unet"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_none_or(|e| e != "onnx" && e != "json"))
+        .expect("the tiny UNet keeps its weights in an external data file")
+}
+
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     v.sort();

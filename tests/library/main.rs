@@ -5,8 +5,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod fuzz_corpus;
+mod hostile;
 mod layers;
 mod native_pipeline;
+mod outputs;
 mod rng;
 mod schedulers;
 mod tokenizer;

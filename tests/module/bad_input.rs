@@ -58,11 +58,7 @@ fn truncated_onnx() {
 #[test]
 fn truncated_external_data() {
     let m = tiny_model_copy("truncated-data");
-    let data = std::fs::read_dir(m.join("unet"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_none_or(|e| e != "onnx" && e != "json"))
-        .expect("the tiny UNet keeps its weights in an external data file");
+    let data = unet_weights_file(&m);
     let bytes = std::fs::read(&data).unwrap();
     std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
     let e = fails("truncated-data", &m, &[], MODEL);

@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod families;
 mod fan_out;
+mod hostile;
 mod img2img;
 mod model_variants;
 mod parity;

@@ -8,25 +8,6 @@ use std::process::Command;
 
 const ARGS: &[&str] = &["--prompt", "a red cube", "--seed", "1", "--steps", "2", "--quiet"];
 
-fn wasi_runner(models: &Path, outputs: &Path, memory: Option<&str>, args: &[&str]) -> Run {
-    wasi_runner_with_inputs(&[(models, "/models")], outputs, memory, args)
-}
-
-fn wasi_runner_with_inputs(inputs: &[(&Path, &str)], outputs: &Path, memory: Option<&str>, args: &[&str]) -> Run {
-    let runner = std::env::var("WASI_RUNNER").expect("WASI_RUNNER is not set: run the tests with scripts/test.sh");
-    let module = sd_wasm_path();
-    let mut cmd = Command::new(runner);
-    if let Some(m) = memory {
-        cmd.args(["--memory", m]);
-    }
-    for (host, guest) in inputs {
-        cmd.arg("-i").arg(format!("{}:{guest}", host.display()));
-    }
-    cmd.arg("-o").arg(format!("outputs:{}", outputs.display()));
-    cmd.arg(module).arg("--").args(args);
-    cmd.output().expect("running wasi-runner").into()
-}
-
 #[test]
 fn same_picture_as_wasmtime_with_bacalhaus_default_memory() {
     let (ours, theirs) = (scratch("runner-wazero"), scratch("runner-wasmtime"));

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Fuzzes every parser sd.wasm owns (fuzz/: npy, PNG inputs, `parameters` text, prompt files,
+# scheduler and model configs, tokenizer files) with cargo-fuzz on nightly, growing
+# fuzz/corpus/<target>/ (commit what it adds: CI replays it, tests/library/fuzz_corpus.rs).
+#   RUNS=10000000 scripts/fuzz.sh [TARGET...]     (MAX_SECONDS=N caps each target's time)
+# Prints each target's closing libFuzzer line (executions done) and fails on a crash; a
+# crashing input is left in fuzz/artifacts/<target>/: add it to the corpus once fixed.
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+runs=${RUNS:-10000000}
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || mapfile -t targets < <(cargo +nightly fuzz list)
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t"
+  log=$(mktemp)
+  # -max_len: the corpora hold whole small files (PNGs, configs); keep mutations near that size.
+  if ! cargo +nightly fuzz run --sanitizer none "$t" "corpus/$t" -- -runs="$runs" \
+      -max_total_time="${MAX_SECONDS:-0}" -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "fuzz target $t: CRASH (see fuzz/artifacts/$t/)"
+    exit 1
+  fi
+  echo "fuzz target $t: $(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') executions, no crash"
+  rm -f "$log"
+done
