@@ -5,6 +5,8 @@
 
 pub mod check;
 pub mod memory;
+pub mod ops;
+pub mod profile;
 pub mod text_encoder;
 pub mod unet;
 pub mod vae;
@@ -142,10 +144,11 @@ impl OnnxGraph {
         let typed = self.model.into_typed().map_err(|e| {
             SdError::model(format!("{path}: its inputs do not fit the pipeline: {}", chain(&e)))
         })?;
-        let optimized = typed
+        let mut optimized = typed
             .into_decluttered()
             .and_then(|m| m.into_optimized())
             .map_err(|e| SdError::runtime(format!("{path}: optimizing failed: {}", chain(&e))))?;
+        ops::substitute(&mut optimized).map_err(|e| SdError::runtime(format!("{path}: {}", chain(&e))))?;
         // With weights as inputs, tract's memory-minded ordering counts live values, not
         // bytes, and runs many Casts early: every f32 weight copy alive at once (3.4 GB on
         // SD 1.5). Its plain depth-first order casts each weight right before its one use.
@@ -304,9 +307,7 @@ fn onnx_datum_type(code: i32) -> Option<DatumType> {
 /// Runs a plan and returns its first output as an f32 array.
 pub(crate) fn run_f32(plan: &Plan, mut inputs: TVec<TValue>, what: &str) -> Result<ndarray::ArrayD<f32>> {
     inputs.extend(plan.weights.iter().cloned());
-    let outputs = plan
-        .plan
-        .run(inputs)
+    let outputs = if profile::active() { profile::run_profiled(&plan.plan, inputs) } else { plan.plan.run(inputs) }
         .map_err(|e| SdError::runtime(format!("{what} failed: {}", chain(&e))))?;
     let out = outputs[0]
         .cast_to::<f32>()

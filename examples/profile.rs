@@ -1,0 +1,59 @@
+//! Native per-op profile of one network of a model dir (scripts/profile-ops.py drives it):
+//!
+//!     cargo run --release --example profile -- DIR [--network unet|vae] [--latent 32] [--runs 2] [--top 25]
+//!
+//! One warm-up evaluation (not profiled), then --runs profiled ones; prints the table of
+//! [`sd_wasm::models::profile::Profile::report`] and the unprofiled time of one evaluation.
+
+use sd_wasm::io::model_dir::{DirFiles, ModelDir};
+use sd_wasm::models::{profile, Unet, VaeDecoder};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = args.first().expect("usage: profile DIR [--network unet|vae] [--latent N] [--runs N] [--top N]").clone();
+    let opt = |name: &str, default: &str| -> String {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
+    };
+    let network = opt("--network", "unet");
+    let latent: usize = opt("--latent", "32").parse().unwrap();
+    let runs: usize = opt("--runs", "2").parse().unwrap();
+    let top: usize = opt("--top", "25").parse().unwrap();
+    let files = DirFiles::open(&dir).unwrap();
+    let model = ModelDir::open(&files).unwrap();
+    let mut rng = sd_wasm::rng::TorchRng::new(0);
+    let start = Instant::now();
+    let run: Box<dyn Fn()> = match network.as_str() {
+        "unet" => {
+            let shape = [1, model.unet_config_usize("in_channels", 4), latent, latent];
+            let text = [1, 77, model.unet_config_usize("cross_attention_dim", 768)];
+            let unet = Unet::load(&files, shape, text).unwrap();
+            let (sample, hidden) = (rng.randn(&shape), rng.randn(&text));
+            Box::new(move || {
+                unet.predict(&sample, 500.0, &hidden).unwrap();
+            })
+        }
+        "vae" => {
+            let channels = model.vae_config_usize("latent_channels", 4);
+            let shape = [1, channels, latent, latent];
+            let vae = VaeDecoder::load(&files, "vae_decoder", shape, 8).unwrap();
+            let z = rng.randn(&shape);
+            Box::new(move || {
+                vae.decode(&z).unwrap();
+            })
+        }
+        other => panic!("unknown network {other}"),
+    };
+    eprintln!("profile: {network} loaded in {:.1} s", start.elapsed().as_secs_f64());
+    let t = Instant::now();
+    run();
+    let plain = t.elapsed().as_secs_f64();
+    profile::start();
+    for _ in 0..runs {
+        run();
+    }
+    let p = profile::take().unwrap();
+    println!("{network}, latent {latent}x{latent}, native ({}), one thread", std::env::consts::ARCH);
+    println!("unprofiled evaluation (warm-up): {plain:.3} s");
+    print!("{}", p.report(top));
+}

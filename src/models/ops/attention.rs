@@ -1,0 +1,265 @@
+//! Attention (the converted model's `com.microsoft::MultiHeadAttention`, which tract lowers to
+//! its `FlashSdpaOp`) on tract-linalg's packed GEMM kernels instead of FlashSdpaOp's 32×32
+//! ndarray tiles.
+//!
+//! Per (batch, head): K and V are packed once into the kernel's B layout. Then per block of
+//! `BLOCK` query rows: Q·Kᵀ·scale with the kernel (scale fused into the tile) into a
+//! `BLOCK × S_k` score buffer, a row softmax (sd_kernels::softmax: vectorized max, exp, sum),
+//! the probabilities repacked as the kernel's A operand, P·V with the kernel and the 1/sum row
+//! scaling fused into its store, straight into the output. Exact softmax per row (every key
+//! of a row is in the block), so no online rescaling; memory is the block's scores, not the
+//! S_q × S_k matrix: flash attention's memory behaviour with GEMM-class kernels. Every buffer
+//! is allocated once per evaluation and reused across heads and blocks.
+//!
+//! Replaces FlashSdpaOp nodes without mask and without causal masking (what the SD UNets
+//! have); anything else keeps tract's op.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::tract_linalg::mmm::{
+    AsInputValue, EagerPackedInput, FusedSpec, MatMatMul, MmmDispatch, Query, ScratchSpace,
+};
+use tract_onnx::tract_core::tract_linalg::pack::PackedFormat;
+use tract_onnx::tract_core::tract_linalg::BinOp;
+use tract_onnx::tract_core::tract_linalg::WeightType;
+
+/// Query rows per block.
+pub const BLOCK: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockAttention {
+    pub scale: Option<f32>,
+}
+impl Eq for BlockAttention {}
+impl std::hash::Hash for BlockAttention {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.scale.map(f32::to_bits).hash(state)
+    }
+}
+
+impl Op for BlockAttention {
+    fn name(&self) -> StaticName {
+        "BlockAttention".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("scale={:?}", self.scale)])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for BlockAttention {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 3, "BlockAttention takes Q, K, V");
+        Ok(tvec!(attention(&inputs[0], &inputs[1], &inputs[2], self.scale)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for BlockAttention {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 3);
+        Ok(tvec!(inputs[0].without_value()))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let (q, k) = (&inputs[0].shape, &inputs[1].shape);
+        let r = q.rank();
+        // Q·Kᵀ and P·V: S_q·S_k·D each, per batch and head.
+        let fma = q.iter().take(r - 1).product::<TDim>() * &k[r - 2] * &q[r - 1] * 2;
+        Ok(tvec!((Cost::FMA(DatumType::F32), fma)))
+    }
+
+    as_op!();
+}
+
+/// Swaps node `id`'s op for ours when it is a FlashSdpaOp we can run (f32, 3 inputs, rank 3
+/// or 4, not causal, same head dim for Q/K/V).
+pub fn replace(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    use tract_transformers::ops::flash_sdpa::FlashSdpaOp;
+    let node = model.node(id);
+    let Some(op) = node.op_as::<FlashSdpaOp>() else { return Ok(false) };
+    if op.causal || node.inputs.len() != 3 {
+        return Ok(false);
+    }
+    let facts: Vec<&TypedFact> = node.inputs.iter().map(|i| model.outlet_fact(*i)).collect::<TractResult<_>>()?;
+    let rank = facts[0].rank();
+    if facts.iter().any(|f| f.datum_type != DatumType::F32 || f.rank() != rank) || !(rank == 3 || rank == 4) {
+        return Ok(false);
+    }
+    if facts[0].shape[rank - 1] != facts[1].shape[rank - 1] || facts[0].shape[rank - 1] != facts[2].shape[rank - 1] {
+        return Ok(false);
+    }
+    let scale = op.scale;
+    model.node_mut(id).op = Box::new(BlockAttention { scale });
+    Ok(true)
+}
+
+fn dims4(t: &Tensor) -> TractResult<[usize; 4]> {
+    Ok(match t.shape() {
+        &[b, h, s, d] => [b, h, s, d],
+        &[b, s, d] => [b, 1, s, d],
+        other => bail!("attention input of shape {other:?}"),
+    })
+}
+
+/// The kernel, the packing index, and its A and B formats.
+fn kernel(block: usize, d: usize, sk: usize) -> TractResult<(Box<dyn MatMatMul>, usize, PackedFormat, PackedFormat)> {
+    let query = Query {
+        weight: WeightType::Plain(DatumType::F32),
+        activation: DatumType::F32,
+        accumulators: tvec!(DatumType::F32),
+        store: None,
+        allow_extractor: false,
+        m: Some(block),
+        k: Some(d),
+        n: Some(sk),
+    };
+    let (mmm, packing, _) = MmmDispatch::native().pick(&query).context("no f32 matmul kernel")?;
+    let (a, b) = &mmm.packings()[packing];
+    let a = a.downcast_ref::<PackedFormat>().context("kernel's A is not a plain packing")?.clone();
+    let b = b.downcast_ref::<PackedFormat>().context("kernel's B is not a plain packing")?.clone();
+    Ok((mmm, packing, a, b))
+}
+
+/// softmax(Q·Kᵀ·scale)·V over [B, H, S, D] (or [B, S, D]) f32 tensors; K/V may have fewer
+/// heads than Q (grouped-query attention).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> TractResult<Tensor> {
+    let [b, hq, sq, d] = dims4(q)?;
+    let [bk, hkv, sk, dk] = dims4(k)?;
+    ensure!(dims4(v)? == [bk, hkv, sk, dk] && b == bk && d == dk && hkv > 0 && hq % hkv == 0, "attention shapes {:?} {:?} {:?}", q.shape(), k.shape(), v.shape());
+    let scale = scale.unwrap_or((d as f32).recip().sqrt());
+    let group = hq / hkv;
+    let out = unsafe { Tensor::uninitialized::<f32>(q.shape())? };
+    if sq == 0 || d == 0 || b == 0 || hq == 0 {
+        return Ok(out);
+    }
+    ensure!(sk > 0, "attention over zero keys");
+    let block = BLOCK.min(sq);
+    let (mmm, packing, pack_a, pack_b) = kernel(block, d, sk)?;
+    let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
+    let mut kbuf = pack_b.new_packed_buffer(d, sk)?; // Kᵀ: k = D, n = S_k
+    let mut vbuf = pack_b.new_packed_buffer(sk, d)?; // V: k = S_k, n = D
+    // Q and P buffers per block height: full blocks, and the last partial one.
+    let mut abufs: Vec<(usize, EagerPackedInput, EagerPackedInput)> = Vec::new();
+    let mut scores = unsafe { Tensor::uninitialized::<f32>(&[block, sk])? };
+    let mut inv = Tensor::zero::<f32>(&[block])?;
+    let scale_t = tensor0(scale);
+    let q_head = sq * d;
+    let kv_head = sk * d;
+    let (kv_shape, kv_strides) = ([sk, d], [d as isize, 1]);
+    for bi in 0..b {
+        for h in 0..hq {
+            let kvh = bi * hkv + h / group;
+            unsafe {
+                let kview = TensorView::from_bytes(k, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
+                pack_b.repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
+                let vview = TensorView::from_bytes(v, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
+                pack_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
+            }
+            let head = (bi * hq + h) * q_head;
+            let mut i0 = 0;
+            while i0 < sq {
+                let rows = block.min(sq - i0);
+                if !abufs.iter().any(|(r, _, _)| *r == rows) {
+                    abufs.push((rows, pack_a.new_packed_buffer(d, rows)?, pack_a.new_packed_buffer(sk, rows)?));
+                }
+                let (_, qbuf, pbuf) = abufs.iter_mut().find(|(r, _, _)| *r == rows).unwrap();
+                let offset = ((head + i0 * d) * 4) as isize;
+                let (q_shape, q_strides) = ([rows, d], [d as isize, 1]);
+                let (s_shape, s_strides) = ([rows, sk], [sk as isize, 1]);
+                unsafe {
+                    let qview = TensorView::from_bytes(q, offset, &q_shape, &q_strides);
+                    pack_a.repack_tensor_view(qbuf, &qview, 1, 0)?;
+                    let sview = TensorView::from_bytes(&scores, 0, &s_shape, &s_strides);
+                    let store = mmm.c_view(Some(0), Some(1)).wrap(&sview);
+                    mmm.run_with_scratch_space(
+                        rows,
+                        sk,
+                        &mut *scratch,
+                        &[
+                            FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*qbuf), b: AsInputValue::Borrowed(&kbuf), packing },
+                            FusedSpec::BinScalar(&scale_t, BinOp::Mul),
+                            FusedSpec::Store(store),
+                        ],
+                    )?;
+                }
+                {
+                    let mut s = scores.try_as_plain_ram_mut()?;
+                    let s = s.as_slice_mut::<f32>()?;
+                    let mut inv = inv.try_as_plain_ram_mut()?;
+                    let inv = inv.as_slice_mut::<f32>()?;
+                    for r in 0..rows {
+                        let row = &mut s[r * sk..(r + 1) * sk];
+                        let max = sd_kernels::softmax::max(row);
+                        let sum = sd_kernels::softmax::exp_sub_sum(row, max);
+                        inv[r] = 1.0 / sum;
+                    }
+                }
+                unsafe {
+                    let sview = TensorView::from_bytes(&scores, 0, &s_shape, &s_strides);
+                    pack_a.repack_tensor_view(pbuf, &sview, 1, 0)?;
+                    let oview = TensorView::from_bytes(&out, offset, &q_shape, &q_strides);
+                    let store = mmm.c_view(Some(0), Some(1)).wrap(&oview);
+                    let inv_shape = [rows];
+                    let inv_strides = [1isize];
+                    let inv_view = TensorView::from_bytes(&inv, 0, &inv_shape, &inv_strides);
+                    mmm.run_with_scratch_space(
+                        rows,
+                        d,
+                        &mut *scratch,
+                        &[
+                            FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*pbuf), b: AsInputValue::Borrowed(&vbuf), packing },
+                            FusedSpec::BinPerRow(inv_view, BinOp::Mul),
+                            FusedSpec::Store(store),
+                        ],
+                    )?;
+                }
+                i0 += rows;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_transformers::ops::flash_sdpa::FlashSdpaOp;
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect();
+        Tensor::from_shape(shape, &data).unwrap()
+    }
+
+    fn check(q: &[usize], kv: &[usize], scale: Option<f32>) {
+        let (qt, kt, vt) = (random(q, 1), random(kv, 2), random(kv, 3));
+        let ours = attention(&qt, &kt, &vt, scale).unwrap();
+        let reference = FlashSdpaOp { causal: false, scale }
+            .eval(&EvalContext::out_of_plan(), tvec!(qt.into_tvalue(), kt.into_tvalue(), vt.into_tvalue()))
+            .unwrap()
+            .remove(0);
+        assert_eq!(ours.shape(), reference.shape());
+        let (a, b) = (ours.try_as_plain_ram().unwrap(), reference.try_as_plain_ram().unwrap());
+        let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 2e-5, "{q:?} {kv:?}: worst difference {worst}");
+    }
+
+    #[test]
+    fn matches_tract_flash_sdpa() {
+        check(&[1, 8, 256, 40], &[1, 8, 256, 40], None); // UNet self-attention shapes
+        check(&[1, 8, 256, 40], &[1, 8, 77, 40], None); // cross-attention
+        check(&[1, 2, 130, 24], &[1, 2, 70, 24], Some(0.3)); // partial blocks and tiles
+        check(&[2, 4, 65, 16], &[2, 2, 33, 16], None); // grouped heads, batch 2
+        check(&[1, 100, 8], &[1, 5, 8], None); // rank 3
+        check(&[1, 1, 1, 3], &[1, 1, 1, 3], None);
+    }
+}

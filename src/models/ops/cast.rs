@@ -1,0 +1,78 @@
+//! fp16 → f32 Cast of the weights (fed as fp16 inputs, see `OnnxGraph`): tract's Cast
+//! converts element by element through `half`'s scalar software conversion on wasm32
+//! (~860M elements per SD 1.5 UNet evaluation); ours is sd_kernels::cast (SIMD128, bit-exact
+//! with half for every input).
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cast::Cast;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct F16ToF32;
+
+impl Op for F16ToF32 {
+    fn name(&self) -> StaticName {
+        "F16ToF32".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for F16ToF32 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        Ok(tvec!(widen(&input)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for F16ToF32 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type == DatumType::F16);
+        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
+
+/// An f16 tensor widened to f32.
+pub fn widen(input: &Tensor) -> TractResult<Tensor> {
+    ensure!(input.datum_type() == DatumType::F16, "F16ToF32 on {:?}", input.datum_type());
+    let plain = input.try_as_plain_ram()?;
+    let src = plain.as_slice::<f16>()?;
+    // SAFETY: f16 is a transparent u16; every element of `out` is written below.
+    let src: &[u16] = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const u16, src.len()) };
+    let mut out = unsafe { Tensor::uninitialized::<f32>(input.shape())? };
+    sd_kernels::cast::f16_to_f32(src, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+    Ok(out)
+}
+
+/// Swaps node `id`'s op for ours when it is a Cast from f16 to f32.
+pub fn replace(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(cast) = node.op_as::<Cast>() else { return Ok(false) };
+    if cast.to != DatumType::F32 || node.inputs.len() != 1 || model.outlet_fact(node.inputs[0])?.datum_type != DatumType::F16 {
+        return Ok(false);
+    }
+    model.node_mut(id).op = Box::new(F16ToF32);
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Same bits as tract's own Cast for every fp16 input.
+    #[test]
+    fn matches_tract_cast_for_every_input() {
+        let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        let input = Tensor::from_shape(&[all.len()], &all).unwrap();
+        let ours = widen(&input).unwrap();
+        let tract = Cast { to: DatumType::F32 }.eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue())).unwrap().remove(0);
+        let (a, b) = (ours.try_as_plain_ram().unwrap(), tract.try_as_plain_ram().unwrap());
+        let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(x.to_bits(), y.to_bits(), "input {i:#06x}");
+        }
+    }
+}
