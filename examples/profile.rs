@@ -1,6 +1,7 @@
 //! Native per-op profile of one network of a model dir (scripts/profile-ops.py drives it):
 //!
 //!     cargo run --release --example profile -- DIR [--network unet|vae] [--latent 32] [--runs 2] [--top 25]
+//!     cargo run --release --example profile -- DIR --compare all     # our ops vs tract's: output difference
 //!
 //! One warm-up evaluation (not profiled), then --runs profiled ones; prints the table of
 //! [`sd_wasm::models::profile::Profile::report`] and the unprofiled time of one evaluation.
@@ -19,6 +20,27 @@ fn main() {
     let latent: usize = opt("--latent", "32").parse().unwrap();
     let runs: usize = opt("--runs", "2").parse().unwrap();
     let top: usize = opt("--top", "25").parse().unwrap();
+    if let Some(set) = args.iter().position(|a| a == "--compare").and_then(|i| args.get(i + 1)) {
+        // One UNet evaluation with tract's ops and one with the set named: max |difference|.
+        let files = DirFiles::open(&dir).unwrap();
+        let model = ModelDir::open(&files).unwrap();
+        let shape = [1, model.unet_config_usize("in_channels", 4), latent, latent];
+        let text = [1, 77, model.unet_config_usize("cross_attention_dim", 768)];
+        let mut rng = sd_wasm::rng::TorchRng::new(0);
+        let (sample, hidden) = (rng.randn(&shape), rng.randn(&text));
+        let mut outs = Vec::new();
+        for ops in ["tract", set.as_str()] {
+            std::env::set_var("SD_WASM_OPS", ops);
+            let unet = Unet::load(&files, shape, text).unwrap();
+            let t = Instant::now();
+            outs.push(unet.predict(&sample, 500.0, &hidden).unwrap());
+            eprintln!("compare: {ops}: {:.2} s", t.elapsed().as_secs_f64());
+        }
+        let diff = outs[0].iter().zip(outs[1].iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = outs[0].iter().map(|a| a.abs()).fold(0f32, f32::max);
+        println!("max |tract - {set}| = {diff:e} (max |tract| = {scale:e})");
+        return;
+    }
     let files = DirFiles::open(&dir).unwrap();
     let model = ModelDir::open(&files).unwrap();
     let mut rng = sd_wasm::rng::TorchRng::new(0);

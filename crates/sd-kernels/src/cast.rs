@@ -50,11 +50,14 @@ pub fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use simd128::widen4 as widen4_simd;
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128 {
     use core::arch::wasm32::*;
 
     #[inline(always)]
-    unsafe fn widen4(h: v128) -> v128 {
+    pub(crate) unsafe fn widen4(h: v128) -> v128 {
         // h: four u32 lanes holding fp16 bit patterns.
         let sign = i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16);
         let em = v128_and(h, u32x4_splat(0x7fff));

@@ -4,4 +4,5 @@
 //! `simd128`, an explicit SIMD128 one; tests compare both against the reference.
 
 pub mod cast;
+pub mod pack;
 pub mod softmax;

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod cast;
+pub mod pack;
 
 use tract_onnx::prelude::*;
 
@@ -12,27 +13,30 @@ use tract_onnx::prelude::*;
 pub struct Substituted {
     pub casts: usize,
     pub attention: usize,
+    pub packs: usize,
 }
 
-/// The ops swapped in by default: `cast` (the fp16 weight cast), `all` (cast and attention),
-/// `attention`, or `tract` (none).
-pub const DEFAULT: &str = "cast";
+/// The ops swapped in by default: `cast` (the fp16 weight cast), `pack` (the cast, fused
+/// into the weight packing where one follows), `attention`, `all` (all of them), or `tract`
+/// (none).
+pub const DEFAULT: &str = "all";
 
 /// Replaces tract ops with ours where ours apply: the set [`DEFAULT`] names, or the one the
-/// environment variable `SD_WASM_OPS` names (`tract`, `cast`, `attention`, `all`), to compare.
+/// environment variable `SD_WASM_OPS` names (`tract`, `cast`, `pack`, `attention`, `all`), to compare.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substituted> {
-    let choice = std::env::var("SD_WASM_OPS").ok().filter(|c| ["tract", "cast", "attention", "all"].contains(&c.as_str()));
+    let choice = std::env::var("SD_WASM_OPS").ok().filter(|c| ["tract", "cast", "pack", "attention", "all"].contains(&c.as_str()));
     substitute_with(model, choice.as_deref().unwrap_or(DEFAULT))
 }
 
 /// [`substitute`] with an explicit set.
 pub fn substitute_with(model: &mut TypedModel, set: &str) -> TractResult<Substituted> {
     let mut done = Substituted::default();
-    let (casts, attention) = match set {
-        "cast" => (true, false),
-        "attention" => (false, true),
-        "all" => (true, true),
-        _ => (false, false),
+    let (casts, packs, attention) = match set {
+        "cast" => (true, false, false),
+        "pack" => (true, true, false),
+        "attention" => (false, false, true),
+        "all" => (true, true, true),
+        _ => (false, false, false),
     };
     for id in 0..model.nodes().len() {
         if casts && cast::replace(model, id)? {
@@ -40,6 +44,17 @@ pub fn substitute_with(model: &mut TypedModel, set: &str) -> TractResult<Substit
         }
         if attention && attention::replace(model, id)? {
             done.attention += 1;
+        }
+    }
+    if packs {
+        // Patches append nodes; the fused casts are left without successors.
+        for id in 0..model.nodes().len() {
+            if pack::replace(model, id)? {
+                done.packs += 1;
+            }
+        }
+        if done.packs > 0 {
+            model.compact()?;
         }
     }
     Ok(done)
