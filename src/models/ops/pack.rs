@@ -16,6 +16,9 @@ pub struct F16Pack {
     pub format: PackedFormat,
     pub k_axis: usize,
     pub mn_axis: usize,
+    /// The shape the original pack saw (the fp16 input may have another one, when shape-only
+    /// ops stood between the cast and the pack: the data is the same, contiguous).
+    pub shape: TVec<usize>,
     /// The original pack's output fact (shape and exotic fact), kept as it was.
     pub fact: TypedFact,
 }
@@ -35,7 +38,7 @@ impl EvalOp for F16Pack {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let packed = pack(&self.format, &input, self.k_axis, self.mn_axis)?;
+        let packed = pack(&self.format, &input, &self.shape, self.k_axis, self.mn_axis)?;
         let shape: TVec<usize> = self.fact.shape.as_concrete().context("symbolic pack shape")?.into();
         let storage = PackedMatrixStorage::new_batched(&shape, tvec![Box::new(packed) as Box<dyn MMMInputValue>]);
         Ok(tvec!(storage.into_tensor(DatumType::F32).into_tvalue()))
@@ -49,13 +52,15 @@ impl TypedOp for F16Pack {
     as_op!();
 }
 
-/// Widens and packs a single fp16 matrix (every axis but k and mn of size 1).
-pub fn pack(format: &PackedFormat, input: &Tensor, k_axis: usize, mn_axis: usize) -> TractResult<EagerPackedInput> {
+/// Widens and packs a single fp16 matrix: `input`'s data (contiguous) seen with `shape`,
+/// whose axes other than k and mn are all 1.
+pub fn pack(format: &PackedFormat, input: &Tensor, shape: &[usize], k_axis: usize, mn_axis: usize) -> TractResult<EagerPackedInput> {
     ensure!(input.datum_type() == DatumType::F16 && format.dt == DatumType::F32);
-    ensure!(input.shape().iter().enumerate().all(|(ax, d)| ax == k_axis || ax == mn_axis || *d == 1));
-    let (k, mn) = (input.shape()[k_axis], input.shape()[mn_axis]);
-    let strides = input.strides();
-    let (k_stride, mn_stride) = (strides[k_axis] as usize, strides[mn_axis] as usize);
+    ensure!(shape.iter().product::<usize>() == input.len());
+    ensure!(shape.iter().enumerate().all(|(ax, d)| ax == k_axis || ax == mn_axis || *d == 1));
+    let (k, mn) = (shape[k_axis], shape[mn_axis]);
+    let stride = |axis: usize| shape[axis + 1..].iter().product::<usize>();
+    let (k_stride, mn_stride) = (stride(k_axis), stride(mn_axis));
     let panel_len = format.single_panel_len(k);
     let len = format.len(k, mn);
     let plain = input.try_as_plain_ram()?;
@@ -77,20 +82,30 @@ pub fn pack(format: &PackedFormat, input: &Tensor, k_axis: usize, mn_axis: usize
     })
 }
 
-/// Fuses node `id` when it is an OptMatMulPack of a single f32 packing fed by our F16ToF32
-/// (and nothing else reads that cast): the pack then reads the fp16 weight itself.
+/// Fuses node `id` when it is an OptMatMulPack of a single f32 packing fed by our F16ToF32,
+/// directly or through shape-only ops (reshapes, added or removed unit axes), each read by
+/// nothing else: the pack then reads the fp16 weight itself.
 pub fn replace(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let node = model.node(id);
     if !node.op_is::<OptMatMulPack>() || node.inputs.len() != 1 {
         return Ok(false);
     }
-    let cast_outlet = node.inputs[0];
-    let cast = model.node(cast_outlet.node);
-    if !cast.op_is::<F16ToF32>() || cast.outputs[0].successors.len() != 1 {
-        return Ok(false);
-    }
-    let f16_outlet = cast.inputs[0];
-    let input_fact = model.outlet_fact(cast_outlet)?.clone();
+    let pack_input = node.inputs[0];
+    let mut cursor = pack_input;
+    let f16_outlet = loop {
+        let n = model.node(cursor.node);
+        if n.outputs.len() != 1 || n.outputs[0].successors.len() != 1 || n.inputs.len() != 1 {
+            return Ok(false);
+        }
+        if n.op_is::<F16ToF32>() {
+            break n.inputs[0];
+        }
+        if !["IntoShape", "Reshape", "AddAxis", "RmAxis"].contains(&n.op.name().as_ref()) {
+            return Ok(false);
+        }
+        cursor = n.inputs[0];
+    };
+    let input_fact = model.outlet_fact(pack_input)?.clone();
     let fact = model.outlet_fact(OutletId::new(id, 0))?.clone();
     let Some(exotic) = fact.exotic_fact.as_ref().and_then(|e| e.downcast_ref::<DynPackedExoticFact>()) else {
         return Ok(false);
@@ -110,7 +125,7 @@ pub fn replace(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     if !shape.iter().enumerate().all(|(ax, d)| ax == k_axis || ax == mn_axis || *d == 1) {
         return Ok(false);
     }
-    let op = F16Pack { format: format.clone(), k_axis, mn_axis, fact };
+    let op = F16Pack { format: format.clone(), k_axis, mn_axis, shape: shape.into(), fact };
     let patch = TypedModelPatch::replace_single_op(model, model.node(id), &[f16_outlet], op)?;
     patch.apply(model)?;
     Ok(true)
@@ -130,7 +145,7 @@ mod tests {
                 let n: usize = shape.iter().product();
                 let data: Vec<f16> = (0..n).map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 77.0 - 6.0)).collect();
                 let input = Tensor::from_shape(&shape, &data).unwrap();
-                let ours = pack(&format, &input, k_axis, mn_axis).unwrap();
+                let ours = pack(&format, &input, &shape, k_axis, mn_axis).unwrap();
                 let f32_input = input.cast_to::<f32>().unwrap().into_owned();
                 let theirs = format.prepare_one(&f32_input, k_axis, mn_axis).unwrap();
                 let theirs = theirs.downcast_ref::<EagerPackedInput>().unwrap();
