@@ -9,6 +9,12 @@
 
 use crate::cast::f16_bits_to_f32;
 
+/// Whether [`pack_f16`] has a vectorized path for this layout (otherwise it converts element
+/// by element, slower than a vectorized cast followed by tract's own packing).
+pub fn is_fast(k_stride: usize, mn_stride: usize, r: usize) -> bool {
+    mn_stride == 1 || (k_stride == 1 && r == 8 && cfg!(all(target_arch = "wasm32", target_feature = "simd128")))
+}
+
 /// Packs a `k × mn` fp16 matrix (element (kk, x) at `src[kk * k_stride + x * mn_stride]`).
 /// `dst` holds `ceil(mn / r)` panels of `panel_len >= k * r` elements.
 pub fn pack_f16(src: &[u16], k: usize, mn: usize, k_stride: usize, mn_stride: usize, r: usize, panel_len: usize, dst: &mut [f32]) {
