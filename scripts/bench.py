@@ -5,6 +5,7 @@ on the same ONNX UNet, latent sizes and thread count, with the ratios to OpenVIN
     nice -n 5 python3 scripts/bench.py                              # 32x32 and 64x64, 2 runs
     nice -n 5 python3 scripts/bench.py --latents 64 --runs 3 --json bench.json
     nice -n 5 python3 scripts/bench.py --skip-wasm --skip-native    # the peers only
+    nice -n 5 python3 scripts/bench.py --latents 32 --skip-native --skip-peers   # sd.wasm only
 
 A benchmark, not a test: it prints numbers and fails only when it cannot measure at all.
 Goals: sd.wasm <= 1.5x OpenVINO native, native build <= 1.0x (medians, same latent, OpenVINO on
@@ -195,7 +196,7 @@ def measurements(args, latent, wasmtime):
                                       "--models", "/models"], [wasmtime or "wasmtime", module]
     if not args.skip_native:
         yield "native", CONVERTED, [args.native, *ours, "--models", args.models], [args.native]
-    for engine in PEERS:
+    for engine in () if args.skip_peers else PEERS:
         for form, path in ((CONVERTED, args.models), (PLAIN, args.plain_models)):
             yield engine, form, [sys.executable, os.path.abspath(__file__), "--peer", engine,
                                  "--peer-model", os.path.join(path, UNET), "--latent", str(latent),
@@ -279,6 +280,7 @@ def main(argv=None):
     p.add_argument("--native", default=os.path.join(ROOT, "target", "release", "sd"))
     p.add_argument("--skip-wasm", action="store_true")
     p.add_argument("--skip-native", action="store_true")
+    p.add_argument("--skip-peers", action="store_true", help="no onnxruntime/OpenVINO (and no plain fp32 dir needed)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
     p.add_argument("--peer-model", help=argparse.SUPPRESS)
@@ -291,7 +293,8 @@ def main(argv=None):
         return
     args.models, args.plain_models = os.path.abspath(args.models), os.path.abspath(args.plain_models)
     ensure_model(args.models, plain=False)
-    ensure_model(args.plain_models, plain=True)
+    if not args.skip_peers:
+        ensure_model(args.plain_models, plain=True)
 
     wasmtime = None if args.skip_wasm else wasmtime_path()
     info = {"machine": machine(), "threads": args.threads, "runs": args.runs, "versions": versions(wasmtime),
