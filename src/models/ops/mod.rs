@@ -16,28 +16,24 @@ pub struct Substituted {
     pub packs: usize,
 }
 
-/// The ops swapped in by default: `cast` (the fp16 weight cast), `pack` (the cast, fused
-/// into the weight packing where one follows), `attention`, `all` (all of them), or `tract`
-/// (none).
-pub const DEFAULT: &str = "all";
+/// The ops swapped in by default. A set is a comma-separated list of `cast` (the fp16 weight
+/// cast), `pack` (the cast fused into the weight packing where one follows; implies `cast`),
+/// `attention`; or `all`, or `tract` (none). `pack` is off by default: it measured no faster
+/// than `cast` in wasm (docs/performance.md).
+pub const DEFAULT: &str = "cast,attention";
 
 /// Replaces tract ops with ours where ours apply: the set [`DEFAULT`] names, or the one the
-/// environment variable `SD_WASM_OPS` names (`tract`, `cast`, `pack`, `attention`, `all`), to compare.
+/// environment variable `SD_WASM_OPS` names, to compare.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substituted> {
-    let choice = std::env::var("SD_WASM_OPS").ok().filter(|c| ["tract", "cast", "pack", "attention", "all"].contains(&c.as_str()));
+    let choice = std::env::var("SD_WASM_OPS").ok().filter(|c| !c.is_empty() && c != "default");
     substitute_with(model, choice.as_deref().unwrap_or(DEFAULT))
 }
 
 /// [`substitute`] with an explicit set.
 pub fn substitute_with(model: &mut TypedModel, set: &str) -> TractResult<Substituted> {
     let mut done = Substituted::default();
-    let (casts, packs, attention) = match set {
-        "cast" => (true, false, false),
-        "pack" => (true, true, false),
-        "attention" => (false, false, true),
-        "all" => (true, true, true),
-        _ => (false, false, false),
-    };
+    let has = |name: &str| set.split(',').any(|s| s.trim() == name || s.trim() == "all");
+    let (casts, packs, attention) = (has("cast") || has("pack"), has("pack"), has("attention"));
     for id in 0..model.nodes().len() {
         if casts && cast::replace(model, id)? {
             done.casts += 1;
