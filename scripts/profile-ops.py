@@ -53,7 +53,7 @@ def wasm_perf(models, latent, runs, top):
              and not l.strip().startswith("|") and not l.strip().startswith("-")]
     print(f"\nwasm (wasmtime --profile=perfmap), UNet {latent}x{latent}, top symbols incl. load:")
     for l in lines[:top]:
-        print("  " + l.strip())
+        print("  " + " ".join(w for w in l.split() if w != "-"))
     os.unlink(data)
 
 
