@@ -6,7 +6,7 @@
 //! One warm-up evaluation (not profiled), then --runs profiled ones; prints the table of
 //! [`sd_wasm::models::profile::Profile::report`] and the unprofiled time of one evaluation.
 
-use sd_wasm::io::model_dir::{DirFiles, ModelDir};
+use sd_wasm::model_dir::{DirFiles, ModelDir};
 use sd_wasm::models::{profile, Unet, VaeDecoder};
 use std::time::Instant;
 

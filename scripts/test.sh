@@ -25,7 +25,7 @@ export BACALHAU_BIN=${BACALHAU_BIN:-$(scripts/build-bacalhau.sh | tail -n1)}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked "$@" 2>&1 | tee "$log"
+cargo test --locked --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (cargo prints one "test result" per binary).
