@@ -10,7 +10,7 @@ pub mod progress;
 
 use crate::error::{Result, SdError};
 use crate::model_dir::DirFiles;
-use crate::pipeline::{bench_unet, generate_all, Generated};
+use crate::pipeline::{bench_unet, generate_job, Event, Generated, Hooks, JobHooks};
 use crate::request::GenerateRequest;
 use args::{parse_args, worded, CliArgs, Command};
 use outputs::{check_output_dir, output_paths, preview_base, Written};
@@ -63,7 +63,8 @@ fn run_inner(args: &[String]) -> Result<()> {
         }
         check_output_dir(&cli)?;
         let files = DirFiles::open(&cli.models)?;
-        return render(&cli, &cli.request, &files);
+        let request = cli.request.clone();
+        return render(&cli, &[request], None, &files);
     };
     check_output_dir(&cli)?;
     let text = std::fs::read_to_string(&prompts_path)
@@ -74,16 +75,9 @@ fn run_inner(args: &[String]) -> Result<()> {
     let share = jobs::partition(lines, index, count);
     eprintln!("prompts: {} of {total} lines for partition {index} of {count}", share.len());
     let files = DirFiles::open(&cli.models)?;
-    // One failed line does not stop the others; the run still fails with the first error.
-    let mut first_error = None;
-    for line in &share {
-        eprintln!("prompt line {}: {:?} (seed {})", line.index + 1, line.request.prompt, line.request.seed);
-        if let Err(e) = render(&cli, &line.request, &files) {
-            eprintln!("error: prompt line {}: {}", line.index + 1, worded(e.clone()).message);
-            first_error.get_or_insert(e);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
+    let line_numbers: Vec<usize> = share.iter().map(|line| line.index + 1).collect();
+    let requests: Vec<GenerateRequest> = share.into_iter().map(|line| line.request).collect();
+    render(&cli, &requests, Some(&line_numbers), &files)
 }
 
 /// `--bench-unet`: one JSON line with the UNet's load and evaluation times.
@@ -110,15 +104,85 @@ pub fn clock_seed() -> u64 {
     x & 0xffff_ffff
 }
 
-/// The pictures of one request: generate, then write each PNG and its sidecar once. A failure
-/// (of a network, a step, a write) takes back every file the request wrote where the host
-/// allows, and names those it could not.
-fn render(cli: &CliArgs, request: &GenerateRequest, files: &DirFiles) -> Result<()> {
-    let preview_base = request.preview_every.map(|_| preview_base(cli, request.seed));
-    let mut hooks = StderrProgress::new(cli.quiet, cli.verbose, preview_base);
-    let rendered = generate_all(files, request, &mut hooks)
-        .and_then(|pictures| pictures.iter().try_for_each(|out| write_picture(cli, request, out, &mut hooks.written)));
-    rendered.map_err(|e| hooks.written.take_back(e))
+/// The pictures of every request, as one staged job (each network loaded once): each
+/// request's PNGs and sidecars are written as soon as its pictures are decoded. A request that
+/// fails (a network, a step, a write) takes back every file it wrote where the host allows,
+/// names those it could not, and does not stop the others; the run then fails with the first
+/// error. `lines`: the prompt file's line numbers, for messages.
+fn render(cli: &CliArgs, requests: &[GenerateRequest], lines: Option<&[usize]>, files: &DirFiles) -> Result<()> {
+    let mut job = CliJob {
+        cli,
+        requests,
+        lines,
+        progress: StderrProgress::new(cli.quiet, cli.verbose, None),
+        written: (0..requests.len()).map(|_| Written::default()).collect(),
+        current: None,
+        first_error: None,
+    };
+    generate_job(files, requests, &mut job);
+    job.first_error.map_or(Ok(()), Err)
+}
+
+/// The command line's side of a job: progress on stderr, previews and pictures on disk, each
+/// request's files kept apart so a failed one takes back only its own.
+struct CliJob<'a> {
+    cli: &'a CliArgs,
+    requests: &'a [GenerateRequest],
+    lines: Option<&'a [usize]>,
+    progress: StderrProgress,
+    written: Vec<Written>,
+    /// The request whose events come now (its files are in `progress.written` meanwhile).
+    current: Option<usize>,
+    first_error: Option<SdError>,
+}
+
+impl CliJob<'_> {
+    /// Makes `index` the request whose events (previews) come next.
+    fn switch_to(&mut self, index: usize) {
+        if self.current == Some(index) {
+            return;
+        }
+        if let Some(previous) = self.current.replace(index) {
+            std::mem::swap(&mut self.written[previous], &mut self.progress.written);
+        }
+        std::mem::swap(&mut self.written[index], &mut self.progress.written);
+        let request = &self.requests[index];
+        self.progress.preview_base = request.preview_every.map(|_| preview_base(self.cli, request.seed));
+    }
+}
+
+impl Hooks for CliJob<'_> {
+    fn event(&mut self, event: &Event) {
+        // A prompt file's line is named as its denoising starts.
+        if let (Event::Step { index: 1, .. }, Some(lines), Some(current)) = (event, self.lines, self.current) {
+            if !self.cli.quiet {
+                eprintln!("prompt line {}: {:?} (seed {})", lines[current], self.requests[current].prompt, self.requests[current].seed);
+            }
+        }
+        self.progress.event(event)
+    }
+    fn now(&self) -> f64 {
+        self.progress.now()
+    }
+}
+
+impl JobHooks for CliJob<'_> {
+    fn request(&mut self, index: usize) {
+        self.switch_to(index);
+    }
+    fn finished(&mut self, index: usize, result: Result<Vec<Generated>>) {
+        self.switch_to(index);
+        let request = &self.requests[index];
+        let written = &mut self.progress.written;
+        let outcome = result.and_then(|pictures| {
+            pictures.iter().try_for_each(|out| write_picture(self.cli, request, out, written))
+        });
+        let Err(e) = outcome.map_err(|e| written.take_back(e)) else { return };
+        if let Some(lines) = self.lines {
+            eprintln!("error: prompt line {}: {}", lines[index], worded(e.clone()).message);
+        }
+        self.first_error.get_or_insert(e);
+    }
 }
 
 fn write_picture(cli: &CliArgs, request: &GenerateRequest, out: &Generated, written: &mut Written) -> Result<()> {

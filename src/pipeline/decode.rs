@@ -2,16 +2,24 @@
 
 use super::events::Run;
 use super::plan::Plan;
+use super::slot::Slot;
 use crate::codecs::png::RgbImage;
 use crate::error::{Result, SdError};
 use crate::model_dir::ModelDir;
 use crate::models::VaeDecoder;
 use crate::tensor::Latents;
 
-/// Loads the decoder, decodes every picture's latents, and drops it.
-pub fn decode_all(dir: &ModelDir, plan: &Plan, latents: Vec<Latents>, run: &mut Run) -> Result<Vec<RgbImage>> {
-    let (vae, seconds) =
-        run.load("VAE decoder", || VaeDecoder::load(dir.files, plan.decoder, plan.one_latent, plan.scale))?;
+/// The VAE decoder for a folder (full VAE or TAESD), a latent shape and a scale.
+pub type DecoderSlot = Slot<(&'static str, [usize; 4], u32), VaeDecoder>;
+
+pub fn decoder_slot() -> DecoderSlot {
+    Slot::new("VAE decoder")
+}
+
+/// Decodes one request's latents (one per picture) with the slot's decoder.
+pub fn decode(slot: &mut DecoderSlot, dir: &ModelDir, plan: &Plan, latents: Vec<Latents>, run: &mut Run) -> Result<Vec<RgbImage>> {
+    let key = (plan.decoder, plan.one_latent, plan.scale);
+    let (vae, seconds) = slot.get(key, run, |&(decoder, latent, scale)| VaeDecoder::load(dir.files, decoder, latent, scale))?;
     run.timings.load_vae += seconds;
     let start = run.now();
     let scaling = dir.decoder_scaling_factor(plan.decoder)?;

@@ -6,6 +6,7 @@
 use super::events::{Event, Run};
 use super::image::ImageConditioning;
 use super::plan::Plan;
+use super::slot::Slot;
 use super::text::Embeddings;
 use crate::error::{ErrorKind, Result, SdError};
 use crate::model_dir::ModelFiles;
@@ -25,32 +26,16 @@ pub struct Job<'a> {
     pub image: Option<&'a ImageConditioning>,
 }
 
-/// The UNet, loaded for one batch size at a time: a last, smaller batch needs it pinned to
-/// its size, and only one UNet is ever in memory.
-pub struct UnetSlot<'f> {
-    files: &'f dyn ModelFiles,
-    loaded: Option<(Unet, [usize; 4], [usize; 3])>,
-}
+/// The UNet for a latent batch shape and a text shape: a last, smaller batch needs it pinned
+/// to its size.
+pub type UnetSlot = Slot<([usize; 4], [usize; 3]), Unet>;
 
-impl<'f> UnetSlot<'f> {
-    pub fn new(files: &'f dyn ModelFiles) -> Self {
-        UnetSlot { files, loaded: None }
-    }
-
-    fn get(&mut self, latent: [usize; 4], text: [usize; 3], run: &mut Run) -> Result<&Unet> {
-        if self.loaded.as_ref().is_none_or(|(_, l, t)| (*l, *t) != (latent, text)) {
-            drop(self.loaded.take());
-            let files = self.files;
-            let (unet, seconds) = run.load("UNet", || Unet::load(files, latent, text))?;
-            run.timings.load_unet += seconds;
-            self.loaded = Some((unet, latent, text));
-        }
-        Ok(&self.loaded.as_ref().expect("loaded above").0)
-    }
+pub fn unet_slot() -> UnetSlot {
+    Slot::new("UNet")
 }
 
 /// Denoises every picture of the job, batch by batch; returns each picture's final latents.
-pub fn denoise(unet: &mut UnetSlot, job: &Job, run: &mut Run) -> Result<Vec<Latents>> {
+pub fn denoise(slot: &mut UnetSlot, files: &dyn ModelFiles, job: &Job, run: &mut Run) -> Result<Vec<Latents>> {
     let plan = job.plan;
     let [tokens, dim] = job.text.text_shape()?;
     let batches: Vec<&[u64]> = plan.seeds.chunks(plan.batch_size).collect();
@@ -59,7 +44,9 @@ pub fn denoise(unet: &mut UnetSlot, job: &Job, run: &mut Run) -> Result<Vec<Late
     for batch in batches {
         let n = batch.len();
         let [_, _, h, w] = plan.one_latent;
-        let unet = unet.get([n, plan.unet_channels, h, w], [n, tokens, dim], run)?;
+        let key = ([n, plan.unet_channels, h, w], [n, tokens, dim]);
+        let (unet, seconds) = slot.get(key, run, |&(latent, text)| Unet::load(files, latent, text))?;
+        run.timings.load_unet += seconds;
         let latents = denoise_batch(unet, job, batch, run, &mut progress)?;
         finals.extend(latents.axis_iter(Axis(0)).map(|l| l.insert_axis(Axis(0)).to_owned()));
     }

@@ -3,6 +3,7 @@
 
 use super::events::Run;
 use super::plan::Plan;
+use super::slot::Slot;
 use crate::codecs::image::{resize_lanczos, to_gray};
 use crate::codecs::png::RgbImage;
 use crate::error::Result;
@@ -81,11 +82,17 @@ fn repaint_pixels(mask: &RgbImage, width: u32, height: u32, run: &mut Run) -> Ve
     repaint
 }
 
-/// Loads the VAE encoder, encodes the picture (and the masked picture), and drops it.
-pub fn encode(files: &dyn ModelFiles, pixels: Pixels, plan: &Plan, run: &mut Run) -> Result<ImageConditioning> {
-    let image_shape = [1, 3, plan.height as usize, plan.width as usize];
-    let (encoder, seconds) =
-        run.load("VAE encoder", || VaeEncoder::load(files, image_shape, plan.one_latent, plan.scale))?;
+/// The VAE encoder for a picture shape, latent shape and scale.
+pub type EncoderSlot = Slot<([usize; 4], [usize; 4], u32), VaeEncoder>;
+
+pub fn encoder_slot() -> EncoderSlot {
+    Slot::new("VAE encoder")
+}
+
+/// Encodes the picture (and the masked picture) with the slot's VAE encoder.
+pub fn encode(slot: &mut EncoderSlot, files: &dyn ModelFiles, pixels: Pixels, plan: &Plan, run: &mut Run) -> Result<ImageConditioning> {
+    let key = ([1, 3, plan.height as usize, plan.width as usize], plan.one_latent, plan.scale);
+    let (encoder, seconds) = slot.get(key, run, |&(image, latent, scale)| VaeEncoder::load(files, image, latent, scale))?;
     run.timings.load_vae_encoder += seconds;
     let start = run.now();
     let image = encoder.encode(&pixels.image)?;

@@ -1,6 +1,7 @@
 //! Stage 2: prompts → token ids (no network) → text embeddings (the text encoder).
 
 use super::events::Run;
+use super::slot::Slot;
 use crate::error::{Result, SdError};
 use crate::model_dir::{ModelDir, ModelFiles};
 use crate::models::TextEncoder;
@@ -56,22 +57,26 @@ pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool, 
     Ok(Tokens { cond: cond.ids, uncond })
 }
 
-/// Loads the text encoder, encodes every request's tokens, and drops it.
-pub fn encode_all(files: &dyn ModelFiles, tokens: &[Tokens], run: &mut Run) -> Result<Vec<Embeddings>> {
-    let seq_len = tokens.first().map_or(0, |t| t.cond.len());
-    let (encoder, seconds) = run.load("text encoder", || TextEncoder::load(files, seq_len))?;
+/// The text encoder, kept for every request of a job.
+pub type EncoderSlot = Slot<usize, TextEncoder>;
+
+pub fn encoder_slot() -> EncoderSlot {
+    Slot::new("text encoder")
+}
+
+/// One request's embeddings, from the slot's text encoder (loaded on first use).
+pub fn encode(slot: &mut EncoderSlot, files: &dyn ModelFiles, tokens: &Tokens, run: &mut Run) -> Result<Embeddings> {
+    let (encoder, seconds) = slot.get(tokens.cond.len(), run, |&seq_len| TextEncoder::load(files, seq_len))?;
     run.timings.load_text_encoder += seconds;
     let start = run.now();
-    let mut out = Vec::with_capacity(tokens.len());
-    for t in tokens {
-        let cond = encoder.encode(&t.cond)?;
-        let uncond = t.uncond.as_ref().map(|ids| encoder.encode(ids)).transpose()?;
-        run.tensor("text embeddings (text encoder output, prompt)", &cond)?;
-        if let Some(uncond) = &uncond {
-            run.tensor("text embeddings (text encoder output, negative prompt)", uncond)?;
-        }
-        out.push(Embeddings { cond, uncond });
+    let cond = encoder.encode(&tokens.cond)?;
+    let uncond = tokens.uncond.as_ref().map(|ids| encoder.encode(ids)).transpose()?;
+    run.tensor("text embeddings (text encoder output, prompt)", &cond)?;
+    if let Some(uncond) = &uncond {
+        run.tensor("text embeddings (text encoder output, negative prompt)", uncond)?;
     }
     run.timings.text_encoding += run.now() - start;
-    Ok(out)
+    let embeddings = Embeddings { cond, uncond };
+    embeddings.text_shape()?;
+    Ok(embeddings)
 }

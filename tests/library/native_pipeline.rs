@@ -107,3 +107,66 @@ fn library_inpaints_with_progress_and_cancel() {
     let err = generate(&dir, &request, &mut hooks).unwrap_err();
     assert_eq!((err.kind, hooks.steps), (sd_wasm::ErrorKind::Cancelled, 2));
 }
+
+/// A job's hooks: each request's result, and the networks it loaded.
+#[derive(Default)]
+struct JobRecorder {
+    results: std::collections::BTreeMap<usize, sd_wasm::Result<Vec<sd_wasm::Generated>>>,
+    loaded: Vec<&'static str>,
+}
+
+impl Hooks for JobRecorder {
+    fn event(&mut self, event: &Event) {
+        if let Event::Loaded { network, .. } = event {
+            self.loaded.push(network);
+        }
+    }
+    fn now(&self) -> f64 {
+        0.0
+    }
+}
+
+impl sd_wasm::pipeline::JobHooks for JobRecorder {
+    fn finished(&mut self, index: usize, result: sd_wasm::Result<Vec<sd_wasm::Generated>>) {
+        assert!(self.results.insert(index, result).is_none(), "request {index} finished twice");
+    }
+}
+
+/// A staged job loads each network once per shape, whatever the order of its requests; a
+/// request that fails leaves the others alone; every picture is the one its request gives alone.
+#[test]
+fn a_job_loads_each_network_once_per_shape_and_matches_single_runs() {
+    let picture = sd_wasm::codecs::png::decode_rgb(&std::fs::read(img2img_dir().join("init.png")).unwrap()).unwrap();
+    let base = GenerateRequest { steps: 3, ..main_case_request() };
+    let requests = vec![
+        GenerateRequest { prompt: "a red cube".into(), seed: 1, ..base.clone() },
+        GenerateRequest { width: Some(24), seed: 2, ..base.clone() },
+        // Fails when planned: no TAESD in the tiny model.
+        GenerateRequest { vae: sd_wasm::request::VaeChoice::Taesd, ..base.clone() },
+        GenerateRequest { prompt: "a blue ball".into(), seed: 3, num_images: 2, batch_size: 2, ..base.clone() },
+        GenerateRequest { width: None, height: None, init_image: Some(picture), strength: Some(0.5), seed: 4, ..base.clone() },
+        GenerateRequest { prompt: "a green cone".into(), seed: 5, ..base.clone() },
+    ];
+    let dir = DirFiles::open(tiny_model()).unwrap();
+    let mut job = JobRecorder::default();
+    sd_wasm::pipeline::generate_job(&dir, &requests, &mut job);
+    let count = |network| job.loaded.iter().filter(|&&n| n == network).count();
+    assert_eq!(count("text encoder"), 1, "{:?}", job.loaded);
+    assert_eq!(count("VAE encoder"), 1, "{:?}", job.loaded);
+    // Shapes: 16x16 batch 1 (requests 0, 5), 24x16 (1), 16x16 batch 2 (3), the init picture's size (4).
+    let sizes: std::collections::BTreeSet<_> =
+        job.results.values().flatten().map(|pics| (pics[0].image.width, pics[0].image.height, pics.len())).collect();
+    assert_eq!(count("UNet"), sizes.len(), "{:?} for {sizes:?}", job.loaded);
+    assert!(count("VAE decoder") <= sizes.len(), "{:?}", job.loaded);
+    assert_eq!(job.results.len(), requests.len());
+    let err = job.results[&2].as_ref().unwrap_err();
+    assert!(err.message.contains("taesd"), "{}", err.message);
+    for (index, request) in requests.iter().enumerate().filter(|&(i, _)| i != 2) {
+        let alone = sd_wasm::pipeline::generate_all(&dir, request, &mut Recorder { steps: 0, cancel_after: None }).unwrap();
+        let in_job = job.results[&index].as_ref().unwrap();
+        assert_eq!(in_job.len(), alone.len());
+        for (a, b) in in_job.iter().zip(&alone) {
+            assert_eq!((a.seed, &a.image.pixels), (b.seed, &b.image.pixels), "request {index}");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! `--prompts FILE` fanned out the way a Bacalhau job with `Count: 3` runs it: three executions
 //! of sd.wasm with BACALHAU_PARTITION_INDEX 0..3 and BACALHAU_PARTITION_COUNT 3. Together they
 //! render every line exactly once, and each picture is byte-identical to a single run of that
-//! line's parameters.
+//! line's parameters, though each execution runs its lines as one job (each network loaded once).
 
 use crate::common::*;
 use std::collections::BTreeMap;
@@ -17,6 +17,11 @@ fn three_partitions_render_every_line_once_and_identically() {
         let args = ["--prompts", "/outputs/prompts.txt", "--seed", "5", "--steps", "2", "--quiet"];
         let run = run_wasm_with_env(&tiny_model(), &out, &args, &env);
         assert_eq!(run.code, 0, "partition {index}:\n{}", run.stderr);
+        // One staged job: each network loads once for all of the partition's lines.
+        for network in ["text encoder", "UNet", "VAE decoder"] {
+            let loads = run.stderr.matches(&format!("loaded {network} in")).count();
+            assert_eq!(loads, 1, "partition {index} loaded the {network} {loads} times:\n{}", run.stderr);
+        }
         let written = pngs(&out);
         // Lines 0 and 3 go to partition 0, line 1 to 1, line 2 to 2.
         assert_eq!(written.len(), if index == 0 { 2 } else { 1 }, "partition {index}: {:?}", written.keys());
