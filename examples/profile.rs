@@ -7,6 +7,7 @@
 //! [`sd_wasm::models::profile::Profile::report`] and the unprofiled time of one evaluation.
 
 use sd_wasm::model_dir::{DirFiles, ModelDir};
+use sd_wasm::models::unet::guidance_embedding;
 use sd_wasm::models::{profile, Unet, VaeDecoder};
 use std::time::Instant;
 
@@ -28,12 +29,13 @@ fn main() {
         let text = [1, 77, model.unet_config_usize("cross_attention_dim", 768)];
         let mut rng = sd_wasm::rng::TorchRng::new(0);
         let (sample, hidden) = (rng.randn(&shape), rng.randn(&text));
+        let guidance = model.unet_guidance_embedding_dim().map(|dim| guidance_embedding(1.0, dim, 1));
         let mut outs = Vec::new();
         for ops in ["tract", set.as_str()] {
             std::env::set_var("SD_WASM_OPS", ops);
-            let unet = Unet::load(&files, shape, text).unwrap();
+            let unet = Unet::load(&files, shape, text, model.unet_guidance_embedding_dim()).unwrap();
             let t = Instant::now();
-            outs.push(unet.predict(&sample, 500.0, &hidden).unwrap());
+            outs.push(unet.predict(&sample, 500.0, &hidden, guidance.as_ref()).unwrap());
             eprintln!("compare: {ops}: {:.2} s", t.elapsed().as_secs_f64());
         }
         let diff = outs[0].iter().zip(outs[1].iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -49,10 +51,11 @@ fn main() {
         "unet" => {
             let shape = [1, model.unet_config_usize("in_channels", 4), latent, latent];
             let text = [1, 77, model.unet_config_usize("cross_attention_dim", 768)];
-            let unet = Unet::load(&files, shape, text).unwrap();
+            let unet = Unet::load(&files, shape, text, model.unet_guidance_embedding_dim()).unwrap();
             let (sample, hidden) = (rng.randn(&shape), rng.randn(&text));
+            let guidance = model.unet_guidance_embedding_dim().map(|dim| guidance_embedding(1.0, dim, 1));
             Box::new(move || {
-                unet.predict(&sample, 500.0, &hidden).unwrap();
+                unet.predict(&sample, 500.0, &hidden, guidance.as_ref()).unwrap();
             })
         }
         "vae" => {

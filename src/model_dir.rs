@@ -296,6 +296,12 @@ impl<'a> ModelDir<'a> {
         config_usize(&self.vae_config, key, default)
     }
 
+    /// The width of the UNet's guidance embedding (`time_cond_proj_dim`): set in UNets distilled
+    /// with guidance as an input (LCM), absent or null in every other.
+    pub fn unet_guidance_embedding_dim(&self) -> Option<usize> {
+        self.unet_config.as_ref()?.get("time_cond_proj_dim")?.as_u64().map(|d| d as usize)
+    }
+
     pub fn unet_sample_size(&self) -> Option<u32> {
         let v = self.unet_config.as_ref()?.get("sample_size")?;
         v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()).map(|s| s as u32)

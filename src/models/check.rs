@@ -12,6 +12,9 @@ use prost::Message;
 /// The input names each network's loader accepts: one of each group.
 pub const TEXT_ENCODER_INPUTS: &[&[&str]] = &[&["input_ids"]];
 pub const UNET_INPUTS: &[&[&str]] = &[&["sample"], &["timestep", "timesteps", "t"], &["encoder_hidden_states"]];
+/// The guidance embedding of a UNet distilled with guidance as an input (LCM).
+pub const GUIDANCE_EMBEDDING_INPUT: &[&str] = &["timestep_cond"];
+pub const LCM_UNET_INPUTS: &[&[&str]] = &[UNET_INPUTS[0], UNET_INPUTS[1], UNET_INPUTS[2], GUIDANCE_EMBEDDING_INPUT];
 pub const VAE_DECODER_INPUTS: &[&[&str]] = &[&["latent_sample", "latent", "z"]];
 pub const VAE_ENCODER_INPUTS: &[&[&str]] = &[&["sample", "image", "x"]];
 

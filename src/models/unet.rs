@@ -1,6 +1,7 @@
-//! The denoising UNet: (latents, timestep, text embeddings) → noise (or v) prediction.
-//! Pinned to batch 1: classifier-free guidance runs it twice, which keeps the peak memory of
-//! a full-size UNet inside wasm32's address space.
+//! The denoising UNet: (latents, timestep, text embeddings[, guidance embedding]) → noise (or
+//! v) prediction. Pinned to batch 1: classifier-free guidance runs it twice, which keeps the
+//! peak memory of a full-size UNet inside wasm32's address space. An LCM UNet takes guidance
+//! as an embedding (`timestep_cond`) instead.
 
 use super::{float_tensor, float_type, run_f32, OnnxGraph, Plan};
 use crate::error::{Result, SdError};
@@ -14,24 +15,56 @@ pub struct Unet {
     timestep_type: DatumType,
     timestep_rank: usize,
     hidden_type: DatumType,
+    /// An LCM UNet's `timestep_cond`: its input index and type.
+    guidance: Option<(usize, DatumType)>,
 }
 
 impl Unet {
-    pub fn load(files: &dyn ModelFiles, latent: [usize; 4], text_shape: [usize; 3]) -> Result<Self> {
+    /// `guidance_dim`: the width of the guidance embedding unet/config.json declares
+    /// (`time_cond_proj_dim`), which the network must then take as `timestep_cond`.
+    pub fn load(
+        files: &dyn ModelFiles,
+        latent: [usize; 4],
+        text_shape: [usize; 3],
+        guidance_dim: Option<usize>,
+    ) -> Result<Self> {
         let mut graph = OnnxGraph::load(files, UNET, |proto| super::memory::unet_working(proto, &latent))?;
         let sample = graph.input(super::check::UNET_INPUTS[0])?;
         let timestep = graph.input(super::check::UNET_INPUTS[1])?;
         let hidden = graph.input(super::check::UNET_INPUTS[2])?;
-        let extra: Vec<String> = graph
-            .inputs()?
-            .into_iter()
-            .filter(|i| ![sample.index, timestep.index, hidden.index].contains(&i.index))
-            .map(|i| i.name)
-            .collect();
+        let inputs = graph.inputs()?;
+        let guidance_input = inputs.iter().find(|i| super::check::GUIDANCE_EMBEDDING_INPUT.contains(&i.name.as_str()));
+        let guidance = match (guidance_input, guidance_dim) {
+            (Some(input), Some(dim)) => {
+                let shape = [latent[0], dim];
+                check_dims(&graph.path, &input.name, &input.shape, &shape)?;
+                let dt = float_type(input);
+                graph.pin_input(input.index, dt, &shape)?;
+                Some((input.index, dt))
+            }
+            (None, None) => None,
+            (Some(input), None) => {
+                return Err(SdError::model(format!(
+                    "{}: the UNet takes {} (a guidance embedding, as LCM UNets do), but unet/config.json \
+                     declares no time_cond_proj_dim, its width",
+                    graph.path, input.name
+                )))
+            }
+            (None, Some(dim)) => {
+                return Err(SdError::model(format!(
+                    "{}: unet/config.json declares time_cond_proj_dim {dim} (an LCM UNet), but the network has no \
+                     timestep_cond input: export it again (scripts/convert.py exports it)",
+                    graph.path
+                )))
+            }
+        };
+        let known = [Some(sample.index), Some(timestep.index), Some(hidden.index), guidance.map(|(ix, _)| ix)];
+        let extra: Vec<String> =
+            inputs.into_iter().filter(|i| !known.contains(&Some(i.index))).map(|i| i.name).collect();
         if !extra.is_empty() {
             return Err(SdError::model(format!(
-                "{}: the UNet has inputs this pipeline does not provide: {extra:?} (SDXL and \
-                 timestep-conditioned LCM UNets are not supported yet)",
+                "{}: the UNet has inputs this pipeline does not provide: {extra:?} (SDXL UNets are not \
+                 supported yet)",
                 graph.path
             )));
         }
@@ -64,14 +97,18 @@ impl Unet {
             timestep_type,
             timestep_rank,
             hidden_type,
+            guidance,
         })
     }
 
+    /// `guidance`: the guidance embedding ([`guidance_embedding`]) for a UNet that takes one
+    /// (loaded with a `guidance_dim`); ignored by any other.
     pub fn predict(
         &self,
         sample: &ndarray::ArrayD<f32>,
         timestep: f64,
         hidden: &ndarray::ArrayD<f32>,
+        guidance: Option<&ndarray::ArrayD<f32>>,
     ) -> Result<ndarray::ArrayD<f32>> {
         // Integer timesteps truncate like diffusers' ONNX pipeline (`np.array([t], dtype)`).
         let t = match self.timestep_type {
@@ -90,9 +127,30 @@ impl Unet {
             (self.order[1], t),
             (self.order[2], float_tensor(hidden.clone(), self.hidden_type)?),
         ];
+        if let Some((index, dt)) = self.guidance {
+            let embedding = guidance.ok_or_else(|| SdError::runtime("the UNet needs a guidance embedding"))?;
+            inputs.push((index, float_tensor(embedding.clone(), dt)?));
+        }
         inputs.sort_by_key(|(ix, _)| *ix);
         run_f32(&self.plan, inputs.into_iter().map(|(_, t)| t.into()).collect(), "UNet")
     }
+}
+
+/// diffusers' `get_guidance_scale_embedding(w = guidance_scale - 1, embedding_dim = dim)` for
+/// each of `batch` pictures, as its LCM pipeline feeds `timestep_cond`: sinusoids of 1000·w, in
+/// f32 as torch computes them, [sin … | cos …] (a zero column padding an odd width).
+pub fn guidance_embedding(guidance_scale: f32, dim: usize, batch: usize) -> ndarray::ArrayD<f32> {
+    // guidance_scale - 1 is a Python float (f64), made an f32 tensor.
+    let w = (guidance_scale as f64 - 1.0) as f32 * 1000.0;
+    let half = dim / 2;
+    let step = 10000f32.ln() / (half as f32 - 1.0);
+    let mut row = vec![0f32; dim];
+    for i in 0..half {
+        let x = w * (i as f32 * -step).exp();
+        (row[i], row[half + i]) = (x.sin(), x.cos());
+    }
+    let rows: Vec<f32> = (0..batch).flat_map(|_| row.iter().copied()).collect();
+    ndarray::ArrayD::from_shape_vec(vec![batch, dim], rows).expect("batch × dim values")
 }
 
 /// Rejects a pinned shape that contradicts a fixed dimension of the export.

@@ -1,7 +1,7 @@
 //! Stage 4: the denoising loop — batches of pictures through one UNet, classifier-free
-//! guidance, and the inpainting blend of a regular UNet. Each picture draws all its noise from
-//! its own generator, so it is the same picture whatever the batch (diffusers with one
-//! `torch.Generator` per image).
+//! guidance (or an LCM UNet's guidance embedding), and the inpainting blend of a regular
+//! UNet. Each picture draws all its noise from its own generator, so it is the same picture
+//! whatever the batch (diffusers with one `torch.Generator` per image).
 
 use super::events::{Event, Run};
 use super::image::ImageConditioning;
@@ -10,6 +10,7 @@ use super::slot::Slot;
 use super::text::Embeddings;
 use crate::error::{ErrorKind, Result, SdError};
 use crate::model_dir::ModelFiles;
+use crate::models::unet::guidance_embedding;
 use crate::models::vae::Encoded;
 use crate::models::Unet;
 use crate::request::GenerateRequest;
@@ -45,7 +46,8 @@ pub fn denoise(slot: &mut UnetSlot, files: &dyn ModelFiles, job: &Job, run: &mut
         let n = batch.len();
         let [_, _, h, w] = plan.one_latent;
         let key = ([n, plan.unet_channels, h, w], [n, tokens, dim]);
-        let (unet, seconds) = slot.get(key, run, |&(latent, text)| Unet::load(files, latent, text))?;
+        let (unet, seconds) =
+            slot.get(key, run, |&(latent, text)| Unet::load(files, latent, text, plan.guidance_embedding))?;
         run.timings.load_unet += seconds;
         let latents = denoise_batch(unet, job, batch, run, &mut progress)?;
         finals.extend(latents.axis_iter(Axis(0)).map(|l| l.insert_axis(Axis(0)).to_owned()));
@@ -71,6 +73,10 @@ fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress:
     run.tensor("initial latents", &latents)?;
     let cond = repeat_batch(&job.text.cond, n);
     let uncond = job.text.uncond.as_ref().map(|u| repeat_batch(u, n));
+    let guidance = Guidance {
+        scale: req.guidance_scale,
+        embedding: plan.guidance_embedding.map(|dim| guidance_embedding(req.guidance_scale, dim, n)),
+    };
     for (index, &t) in timesteps.iter().enumerate() {
         if run.hooks.cancelled() {
             return Err(SdError::new(ErrorKind::Cancelled, "cancelled"));
@@ -81,7 +87,7 @@ fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress:
             input = ndarray::concatenate(Axis(1), &[input.view(), extra.view()])
                 .map_err(|e| SdError::runtime(format!("UNet input: {e}")))?;
         }
-        let noise_pred = guided_prediction(unet, &input, t, &cond, uncond.as_ref(), req.guidance_scale, run)?;
+        let noise_pred = guided_prediction(unet, &input, t, &cond, uncond.as_ref(), &guidance, run)?;
         run.tensor(format!("UNet output, step {}", index + 1), &noise_pred)?;
         latents = scheduler
             .step(&noise_pred, t, &latents, &mut rngs)
@@ -95,6 +101,13 @@ fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress:
     Ok(latents)
 }
 
+/// How guidance enters: the scale for classifier-free guidance, and an LCM UNet's embedding
+/// of it ([batch, time_cond_proj_dim]).
+struct Guidance {
+    scale: f32,
+    embedding: Option<Latents>,
+}
+
 /// The UNet's prediction, with classifier-free guidance when there is an unconditional pass:
 /// uncond + g · (text − uncond), in diffusers' order of operations.
 fn guided_prediction(
@@ -103,16 +116,17 @@ fn guided_prediction(
     t: f64,
     cond: &Latents,
     uncond: Option<&Latents>,
-    guidance: f32,
+    guidance: &Guidance,
     run: &mut Run,
 ) -> Result<Latents> {
     let n = input.shape()[0];
-    let noise_pred = unet.predict(input, t, cond)?;
+    let embedding = guidance.embedding.as_ref();
+    let noise_pred = unet.predict(input, t, cond, embedding)?;
     run.timings.unet_evaluations += n;
     let Some(uncond) = uncond else { return Ok(noise_pred) };
-    let noise_uncond = unet.predict(input, t, uncond)?;
+    let noise_uncond = unet.predict(input, t, uncond, embedding)?;
     run.timings.unet_evaluations += n;
-    Ok(&noise_uncond + &((&noise_pred - &noise_uncond) * guidance))
+    Ok(&noise_uncond + &((&noise_pred - &noise_uncond) * guidance.scale))
 }
 
 fn step_done(req: &GenerateRequest, progress: &mut Progress, step_start: f64, latents: &Latents, run: &mut Run) {

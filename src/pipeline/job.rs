@@ -209,7 +209,7 @@ fn networks(plan: &Plan, req: &GenerateRequest) -> Vec<(String, &'static [&'stat
     use crate::models::check::*;
     let mut networks = vec![
         (TEXT_ENCODER.to_string(), TEXT_ENCODER_INPUTS),
-        (UNET.to_string(), UNET_INPUTS),
+        (UNET.to_string(), if plan.guidance_embedding.is_some() { LCM_UNET_INPUTS } else { UNET_INPUTS }),
         (format!("{}/model.onnx", plan.decoder), VAE_DECODER_INPUTS),
     ];
     if req.init_image.is_some() {

@@ -5,7 +5,7 @@
 use crate::error::{Result, SdError};
 use crate::model_dir::{ModelDir, ModelFiles};
 use crate::request::GenerateRequest;
-use crate::schedulers::{pipeline_scheduler, Scheduler, SchedulerOptions};
+use crate::schedulers::{pipeline_scheduler, Scheduler, SchedulerKind, SchedulerOptions};
 
 /// Everything later stages need to know about the run, as plain data.
 #[derive(Debug, Clone)]
@@ -33,6 +33,9 @@ pub struct Plan {
     pub t_start: usize,
     /// Classifier-free guidance runs an unconditional pass too.
     pub guided: bool,
+    /// An LCM UNet's guidance-embedding width (`time_cond_proj_dim`): guidance goes in as an
+    /// embedding, and there is no unconditional pass.
+    pub guidance_embedding: Option<usize>,
     /// One seed per picture.
     pub seeds: Vec<u64>,
     pub batch_size: usize,
@@ -56,6 +59,7 @@ pub fn plan(dir: &ModelDir, req: &GenerateRequest) -> Result<Plan> {
     let mut scheduler_config = dir.scheduler_config.clone();
     write_overrides(&mut scheduler_config, req);
     let t_start = req.init_image.as_ref().map_or(0, |_| strength_start(req.steps, req.strength_or_default()));
+    let guidance_embedding = dir.unet_guidance_embedding_dim();
     let mut plan = Plan {
         model: files.describe(),
         width,
@@ -69,7 +73,9 @@ pub fn plan(dir: &ModelDir, req: &GenerateRequest) -> Result<Plan> {
         scheduler_name: "",
         timesteps: Vec::new(),
         t_start,
-        guided: req.guidance_scale > 1.0,
+        // As diffusers' pipelines: a UNet with a guidance embedding never runs the CFG pass.
+        guided: req.guidance_scale > 1.0 && guidance_embedding.is_none(),
+        guidance_embedding,
         seeds: (0..req.num_images as u64).map(|i| req.seed.wrapping_add(i)).collect(),
         batch_size: req.batch_size.clamp(1, req.num_images),
         vae_scaling: dir.vae_scaling_factor()?,
@@ -77,6 +83,11 @@ pub fn plan(dir: &ModelDir, req: &GenerateRequest) -> Result<Plan> {
     let (probe, timesteps) = plan.scheduler(req)?;
     plan.scheduler_name = probe.name();
     plan.timesteps = timesteps;
+    if let Some(dim) = guidance_embedding {
+        if probe.kind() != SchedulerKind::Lcm {
+            return Err(not_lcm_scheduler(&plan, req, dim, probe.name()));
+        }
+    }
     // diffusers' inpaint pipeline refuses this (its img2img would run PNDM's extra step alone).
     if plan.timesteps.is_empty() || (req.init_image.is_some() && t_start == req.steps) {
         let strength = req.init_image.as_ref().map_or(1.0, |_| req.strength_or_default());
@@ -118,6 +129,21 @@ impl Plan {
     pub fn latent_size(&self) -> (usize, usize) {
         (self.one_latent[2], self.one_latent[3])
     }
+}
+
+/// An LCM UNet with another scheduler: a bad flag, or a model dir that contradicts itself.
+fn not_lcm_scheduler(plan: &Plan, req: &GenerateRequest, dim: usize, scheduler: &str) -> SdError {
+    let unet = format!("this model's UNet is an LCM UNet (unet/config.json: time_cond_proj_dim {dim})");
+    if req.scheduler.is_some() {
+        return SdError::usage(format!(
+            "{unet}, made for the LCM scheduler; «scheduler» {scheduler} does not fit it: pass «scheduler» lcm"
+        ));
+    }
+    let declared = plan.scheduler_config.get("_class_name").and_then(|c| c.as_str()).unwrap_or("no _class_name");
+    SdError::model(format!(
+        "{unet}, but {}/scheduler/scheduler_config.json declares {declared}: pass «scheduler» lcm (or give the model dir LCMScheduler's config)",
+        plan.model
+    ))
 }
 
 /// diffusers' get_timesteps: the index of the first step an init image runs with this strength
