@@ -7,8 +7,10 @@
     python3 scripts/convert.py --plain --random-init sd15 models/sd15-plain   # optimum-style fp32
 
 Families for --random-init: sd15, sd21 (v-prediction, OpenCLIP text encoder, 768²), sd-turbo
-(SD 2.1 shapes at 512², trailing Euler, guidance 0, with TAESD) and taesd (only the TAESD
-decoder, added to OUT). `--tiny` shrinks every family to test size (same structure).
+(SD 2.1 shapes at 512², trailing Euler, guidance 0, with TAESD), lcm (SD 1.5 shapes distilled
+with a guidance embedding, time_cond_proj_dim 256, LCM scheduler: LCM Dreamshaper v7's form)
+and taesd (only the TAESD decoder, added to OUT). `--tiny` shrinks every family to test size
+(same structure).
 
 What the default (non --plain) form changes against optimum's export, and why (measured in
 wasm32 under wasmtime, see docs/memory-and-speed.md):
@@ -22,7 +24,8 @@ wasm32 under wasmtime, see docs/memory-and-speed.md):
     per head group in the exported MatMul/Softmax/MatMul form). onnxruntime runs it too.
   * Each network's external data in one file per network, read tensor by tensor by sd.wasm,
     so no single allocation nears wasm32's 2 GiB limit.
-The UNet is exported with a scalar float timestep and input_ids as int32, names as optimum's.
+The UNet is exported with a scalar float timestep and input_ids as int32, names as optimum's;
+a UNet with a guidance embedding (time_cond_proj_dim, LCM) also takes `timestep_cond`.
 """
 import argparse
 import json
@@ -71,6 +74,21 @@ SD21_SCHEDULER = {
     "prediction_type": "v_prediction",
     "set_alpha_to_one": False,
     "steps_offset": 1,
+    "trained_betas": None,
+}
+# LCMScheduler with SD's betas, as LCM Dreamshaper v7 ships it.
+LCM_SCHEDULER = {
+    "_class_name": "LCMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "original_inference_steps": 50,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": True,
+    "steps_offset": 1,
+    "timestep_scaling": 10.0,
     "trained_betas": None,
 }
 SD_TURBO_SCHEDULER = {
@@ -123,6 +141,7 @@ FAMILIES = {
     "sd15": (CLIP_L, "<|endoftext|>", UNET_SD15, SD15_SCHEDULER, False),
     "sd21": (OPEN_CLIP_H, "!", UNET_SD21, SD21_SCHEDULER, False),
     "sd-turbo": (OPEN_CLIP_H, "!", dict(UNET_SD21, sample_size=64), SD_TURBO_SCHEDULER, True),
+    "lcm": (CLIP_L, "<|endoftext|>", dict(UNET_SD15, time_cond_proj_dim=256), LCM_SCHEDULER, False),
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -210,8 +229,8 @@ class UNetWrapper(torch.nn.Module):
         super().__init__()
         self.unet = unet
 
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+    def forward(self, sample, timestep, encoder_hidden_states, timestep_cond=None):
+        return self.unet(sample, timestep, encoder_hidden_states, timestep_cond=timestep_cond, return_dict=False)[0]
 
 
 class VaeEncoderWrapper(torch.nn.Module):
@@ -310,10 +329,15 @@ def export_unet(unet, out, fp16_min, scalar_timestep):
             "out_sample": {0: "batch_size", 2: "height", 3: "width"}}
     if not scalar_timestep:
         axes["timestep"] = {0: "steps"}
-    export(UNetWrapper(unet),
-           (torch.randn(1, c.in_channels, 8, 8, generator=g), timestep,
-            torch.randn(1, 77, c.cross_attention_dim, generator=g)),
-           os.path.join(d, "model.onnx"), ["sample", "timestep", "encoder_hidden_states"], ["out_sample"], axes,
+    inputs = ["sample", "timestep", "encoder_hidden_states"]
+    args = (torch.randn(1, c.in_channels, 8, 8, generator=g), timestep,
+            torch.randn(1, 77, c.cross_attention_dim, generator=g))
+    if c.time_cond_proj_dim is not None:
+        # The guidance embedding of an LCM UNet (optimum's name and axes).
+        inputs.append("timestep_cond")
+        args += (torch.randn(1, c.time_cond_proj_dim, generator=g),)
+        axes["timestep_cond"] = {0: "batch_size"}
+    export(UNetWrapper(unet), args, os.path.join(d, "model.onnx"), inputs, ["out_sample"], axes,
            external_data=True, fp16_min_elements=fp16_min)
     unet.save_config(d)
 
