@@ -429,6 +429,56 @@ def write_random_tokenizer(out, pad):
     write_tokenizer(os.path.join(out, "tokenizer"), pad_token=pad)
 
 
+def fuse_lora(modules, source, scale):
+    """Merges a LoRA (any format diffusers' load_lora_weights reads: a file, a folder or a hub
+    id) into the UNet and the text encoder, W += scale · (alpha / r) · B·A, as diffusers'
+    fuse_lora does, and removes the adapter layers. Exits, before anything is written, when
+    none of its keys match a layer."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils.peft_utils import recurse_remove_peft_layers
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    where = (dict(pretrained_model_name_or_path_or_dict=os.path.dirname(source) or ".",
+                  weight_name=os.path.basename(source)) if os.path.isfile(source)
+             else dict(pretrained_model_name_or_path_or_dict=source))
+    # The metadata holds peft's lora_alpha (scaling alpha / r), as load_lora_weights reads it.
+    try:
+        state_dict, alphas, metadata = StableDiffusionPipeline.lora_state_dict(**where, return_lora_metadata=True)
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"error: {source} is not a LoRA diffusers can read ({type(e).__name__}: {e}); nothing written")
+    try:
+        StableDiffusionPipeline.load_lora_into_unet(state_dict, alphas, unet=modules["unet"], metadata=metadata)
+        StableDiffusionPipeline.load_lora_into_text_encoder(state_dict, alphas, text_encoder=modules["text_encoder"],
+                                                            metadata=metadata)
+    except ValueError as e:  # peft: target modules not found in the base model
+        sys.exit(f"error: {source}: its keys match no layer of the UNet or the text encoder ({e}); nothing written")
+    fused = 0
+    for name in ("unet", "text_encoder"):
+        for layer in modules[name].modules():
+            if isinstance(layer, BaseTunerLayer):
+                if scale != 1.0:
+                    layer.scale_layer(scale)
+                layer.merge()
+                fused += 1
+        recurse_remove_peft_layers(modules[name])
+    if not fused:
+        sys.exit(f"error: {source}: none of its {len(state_dict)} keys match a layer of the UNet or the text "
+                 f"encoder (e.g. {next(iter(state_dict), 'none')!r}); nothing written")
+    print(f"{source}: fused into {fused} layers, scale {scale}")
+
+
+def lcm_scheduler_config(config):
+    """An LCM-LoRA's scheduler: LCMScheduler.from_config of the model's own config, as the
+    LCM-LoRA model cards do."""
+    import inspect
+
+    from diffusers import LCMScheduler
+
+    accepted = inspect.signature(LCMScheduler.__init__).parameters
+    config = json.loads(LCMScheduler.from_config(config).to_json_string())
+    return {k: v for k, v in config.items() if k.startswith("_") or k in accepted}
+
+
 def load_checkpoint(source):
     """A diffusers pipeline folder or hub id (the hub needs network, which CI does not have)."""
     from diffusers import StableDiffusionPipeline
@@ -441,21 +491,22 @@ def convert(args, tweak=None):
     """Writes the model dir. `tweak(modules)` may change the random-init torch modules before
     export (test fixtures scale a few weights so a random model is not flat)."""
     out = args.out
-    os.makedirs(out, exist_ok=True)
     fp16_min = None if args.plain else args.fp16_min_elements
     modules = {}
+    # What the model dir's tokenizer/ and scheduler/ get, written once nothing can fail.
+    tokenizer, scheduler_config = None, None
     taesd_source = "random" if args.random_init == "taesd" else args.taesd
     if args.random_init and args.random_init != "taesd":
-        text_encoder, pad, unet, vae, scheduler, with_taesd = random_family(args.random_init, args.tiny, args.seed)
+        text_encoder, pad, unet, vae, scheduler_config, with_taesd = random_family(args.random_init, args.tiny,
+                                                                                   args.seed)
         modules.update(text_encoder=text_encoder, unet=unet, vae=vae)
-        write_random_tokenizer(out, pad)
-        write_scheduler(out, scheduler)
+        tokenizer = lambda: write_random_tokenizer(out, pad)  # noqa: E731
         taesd_source = taesd_source or ("random" if with_taesd else None)
     elif args.source:
         pipe = load_checkpoint(args.source)
         modules.update(text_encoder=pipe.text_encoder.eval(), unet=pipe.unet.eval(), vae=pipe.vae.eval())
-        pipe.tokenizer.save_pretrained(os.path.join(out, "tokenizer"))
-        pipe.scheduler.save_config(os.path.join(out, "scheduler"))
+        tokenizer = lambda: pipe.tokenizer.save_pretrained(os.path.join(out, "tokenizer"))  # noqa: E731
+        scheduler_config = json.loads(pipe.scheduler.to_json_string())
     if taesd_source == "random":
         modules["taesd"] = random_taesd(args.tiny, args.seed + 1)
     elif taesd_source:
@@ -464,6 +515,14 @@ def convert(args, tweak=None):
         modules["taesd"] = AutoencoderTiny.from_pretrained(taesd_source, torch_dtype=torch.float32).eval()
     if tweak:
         tweak(modules)
+    if args.lora:
+        fuse_lora(modules, args.lora, args.lora_scale)
+        scheduler_config = lcm_scheduler_config(scheduler_config)
+    os.makedirs(out, exist_ok=True)
+    if tokenizer:
+        tokenizer()
+    if scheduler_config:
+        write_scheduler(out, scheduler_config)
     if fp16_min and (args.random_init or taesd_source == "random"):
         for name, module in modules.items():
             if args.random_init or name == "taesd":
@@ -510,11 +569,17 @@ def parse_args(argv=None):
                         "MatMul/Softmax/MatMul one head at a time")
     p.add_argument("--no-encoder", action="store_true", help="skip vae_encoder (txt2img only)")
     p.add_argument("--save-torch", help="also save the torch modules here (diffusers layout)")
+    p.add_argument("--lora", metavar="SOURCE",
+                   help="fuse this LoRA (a diffusers-format file, folder or hub id, e.g. LCM-LoRA) into the UNet "
+                        "and text encoder; the scheduler config becomes LCMScheduler's")
+    p.add_argument("--lora-scale", type=float, default=1.0, help="the LoRA's weight when fused (default 1)")
     args = p.parse_args(argv)
     if args.source is None and args.random_init is None:
         p.error("give a checkpoint (folder or hub id) or --random-init FAMILY")
     if args.source is not None and args.random_init is not None:
         p.error("give either a checkpoint or --random-init, not both")
+    if args.lora and args.random_init == "taesd":
+        p.error("--lora needs a UNet: give a checkpoint or a --random-init family")
     return args
 
 
