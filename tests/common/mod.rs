@@ -33,6 +33,11 @@ pub fn scratch(name: &str) -> PathBuf {
 /// A copy of the tiny model (without the diffusers oracle in `expected/`) that a test may
 /// break or rewrite.
 pub fn tiny_model_copy(name: &str) -> PathBuf {
+    model_copy(&tiny_model(), name)
+}
+
+/// A copy of the model dir `model` (without `expected/`) that a test may break or rewrite.
+pub fn model_copy(model: &Path, name: &str) -> PathBuf {
     fn copy_dir(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {
@@ -48,7 +53,7 @@ pub fn tiny_model_copy(name: &str) -> PathBuf {
         }
     }
     let dir = scratch(&format!("model-{name}"));
-    copy_dir(&tiny_model(), &dir);
+    copy_dir(model, &dir);
     dir
 }
 

@@ -195,3 +195,34 @@ fn unknown_vae_and_zero_preview_interval() {
     let e = fails("zero-preview", &tiny_model(), &["--preview-every", "0"], USAGE);
     assert!(e.contains("--preview-every"), "{e}");
 }
+
+/// Rewrites one key of a JSON config in a model dir copy.
+fn set_config(model: &Path, file: &str, key: &str, value: serde_json::Value) {
+    let path = model.join(file);
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config[key] = value;
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+#[test]
+fn lcm_unet_without_the_lcm_scheduler() {
+    let lcm = repo().join("fixtures/tiny-lcm");
+    let e = fails("lcm-euler", &lcm, &["--scheduler", "euler"], USAGE);
+    assert!(e.contains("time_cond_proj_dim 256") && e.contains("--scheduler lcm"), "{e}");
+    let m = model_copy(&lcm, "lcm-euler-config");
+    set_config(&m, "scheduler/scheduler_config.json", "_class_name", "EulerDiscreteScheduler".into());
+    let e = fails("lcm-euler-config", &m, &[], MODEL);
+    assert!(e.contains("declares EulerDiscreteScheduler") && e.contains("--scheduler lcm"), "{e}");
+}
+
+#[test]
+fn lcm_unet_config_and_network_disagree() {
+    let m = model_copy(&repo().join("fixtures/tiny-lcm"), "lcm-no-dim");
+    set_config(&m, "unet/config.json", "time_cond_proj_dim", serde_json::Value::Null);
+    let e = fails("lcm-no-dim", &m, &[], MODEL);
+    assert!(e.contains("timestep_cond") && e.contains("time_cond_proj_dim"), "{e}");
+    let m = tiny_model_copy("not-lcm-network");
+    set_config(&m, "unet/config.json", "time_cond_proj_dim", 256.into());
+    let e = fails("not-lcm-network", &m, &["--scheduler", "lcm"], MODEL);
+    assert!(e.contains("timestep_cond"), "{e}");
+}

@@ -2,7 +2,9 @@
 //! at rest, fused MultiHeadAttention, scalar timestep), under wasmtime against diffusers'
 //! pictures from the same torch modules (fixtures/tiny-*/, scripts/make_family_fixtures.py):
 //! SD 2.x v-prediction with its OpenCLIP-style text encoder and "!" padding; SD-Turbo with
-//! trailing timesteps, one step, guidance 0, and TAESD as the decoder.
+//! trailing timesteps, one step, guidance 0, and TAESD as the decoder; an LCM UNet (guidance as
+//! an embedding, `timestep_cond`) with the LCM scheduler against diffusers'
+//! LatentConsistencyModelPipeline.
 
 use crate::common::*;
 use serde_json::Value;
@@ -33,35 +35,88 @@ fn check_family(family: &str) {
         let theirs = read_png(&family_dir(family).join("expected").join(case["png"].as_str().unwrap()));
         let diff = max_pixel_diff(&read_png(&png), &theirs);
         assert!(diff <= TOLERANCE, "{family} case {name}: max pixel difference {diff}/255 > {TOLERANCE}/255");
-        if case["args"]["guidance_scale"].as_f64() == Some(0.0) {
-            // Guidance 0 (SD-Turbo) must skip the unconditional pass: one UNet call per step.
-            let sidecar: Value = serde_json::from_slice(&std::fs::read(png.with_extension("json")).unwrap()).unwrap();
-            assert_eq!(sidecar["timings_seconds"]["unet_evaluations"], case["args"]["steps"], "{name}");
-        }
+        // Guidance ≤ 1 (SD-Turbo) and an LCM UNet at any guidance skip the unconditional pass.
+        let steps = case["args"]["steps"].as_u64().unwrap();
+        let guided = case["args"]["guidance_scale"].as_f64().unwrap() > 1.0 && !is_lcm(family);
+        let sidecar: Value = serde_json::from_slice(&std::fs::read(png.with_extension("json")).unwrap()).unwrap();
+        let evaluations = sidecar["timings_seconds"]["unet_evaluations"].as_u64();
+        assert_eq!(evaluations, Some(if guided { 2 * steps } else { steps }), "{family} case {name}: UNet evaluations");
         std::fs::remove_dir_all(&out).ok();
     }
 }
 
+/// A UNet with a guidance embedding (unet/config.json's time_cond_proj_dim).
+fn is_lcm(family: &str) -> bool {
+    let config = std::fs::read_to_string(family_dir(family).join("unet/config.json")).unwrap();
+    !serde_json::from_str::<Value>(&config).unwrap()["time_cond_proj_dim"].is_null()
+}
+
 /// The fixtures are strong enough that the properties under test show: a wrong prediction
-/// type, pad token, word or guidance moves diffusers' own picture far past the tolerance.
-fn check_sensitivity(family: &str) {
+/// type, pad token, word or guidance (and for an LCM UNet, a zeroed or ignored guidance
+/// embedding, or w = guidance instead of guidance − 1) moves diffusers' own picture far past
+/// the tolerance. Every recorded change is checked; the first case records at least these.
+fn check_sensitivity(family: &str, first_case: &[&str]) {
     let recorded = expected(family, "sensitivity.json");
-    for (case, moves) in recorded.as_object().unwrap() {
-        for key in ["changed_word", "pad_token", "prediction_type", "guidance"] {
-            let moved = moves[key].as_u64().unwrap_or_else(|| panic!("{case}: {key} not recorded"));
+    let recorded = recorded.as_object().unwrap();
+    let first = expected(family, "cases.json")[0]["name"].as_str().unwrap().to_string();
+    for key in first_case {
+        assert!(recorded[&first].get(key).is_some(), "{family}/{first}: {key} not recorded");
+    }
+    for (case, moves) in recorded {
+        for (key, moved) in moves.as_object().unwrap() {
+            let moved = moved.as_u64().unwrap();
             assert!(moved >= 5 * TOLERANCE as u64, "{family}/{case}: {key} moves the picture only {moved}/255");
         }
     }
 }
 
+const ALWAYS: &[&str] = &["changed_word", "pad_token", "prediction_type", "guidance"];
+
 #[test]
 fn sd21_v_prediction_matches_diffusers() {
-    check_sensitivity("sd21");
+    check_sensitivity("sd21", ALWAYS);
     check_family("sd21");
 }
 
 #[test]
 fn sd_turbo_trailing_guidance_0_and_taesd_match_diffusers() {
-    check_sensitivity("sd-turbo");
+    check_sensitivity("sd-turbo", ALWAYS);
     check_family("sd-turbo");
+}
+
+/// An LCM UNet at 4 steps, guidance 8 and 1: the guidance embedding computed as diffusers' LCM
+/// pipeline does, no unconditional pass. Recorded power (scripts/make_family_fixtures.py,
+/// expected/sensitivity.json): at guidance 8 the picture moves 35/255 with the embedding
+/// zeroed (a pipeline that drops `timestep_cond`), 66/255 with guidance ignored (w = 0),
+/// 17/255 with w = guidance instead of guidance − 1; at guidance 1, 48/255 zeroed.
+#[test]
+fn lcm_unet_with_guidance_embedding_matches_diffusers() {
+    check_sensitivity(
+        "lcm",
+        &[ALWAYS, &["guidance_embedding_zeroed", "guidance_off_by_one", "guidance_ignored"]].concat(),
+    );
+    check_family("lcm");
+    // In a batch of two the embedding is repeated per picture: seed 42's picture is unchanged.
+    let case = &expected("lcm", "cases.json")[0];
+    let out = scratch("family-lcm-batch");
+    let mut args = case_flags(&case["args"]);
+    args.extend(["--num-images", "2", "--batch-size", "2"].map(String::from));
+    let run = run_wasm(&family_dir("lcm"), &out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(run.code, 0, "lcm batch failed:\n{}", run.stderr);
+    let name = |p: &std::path::PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+    let seed_42 = files_in(&out).into_iter().find(|p| name(p).starts_with("sd-42-") && name(p).ends_with(".png"));
+    let theirs = read_png(&family_dir("lcm").join("expected").join(case["png"].as_str().unwrap()));
+    let diff = max_pixel_diff(&read_png(&seed_42.expect("seed 42's PNG")), &theirs);
+    assert!(diff <= TOLERANCE, "lcm batch: max pixel difference {diff}/255 > {TOLERANCE}/255");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+/// SD 1.5 with an LCM-LoRA fused at conversion (`convert.py --lora --lora-scale 0.8`; a LoRA
+/// made with peft, rank 4, alpha 8) and the LCM scheduler config it writes, 4 steps at
+/// guidance 1, against diffusers running the LoRA unfused. Without the LoRA the picture moves
+/// 112/255, at scale 1 instead of 0.8 82/255 (expected/sensitivity.json).
+#[test]
+fn lcm_lora_fused_by_the_converter_matches_diffusers() {
+    check_sensitivity("lcm-lora", &["changed_word", "lora_dropped", "lora_scale_1"]);
+    check_family("lcm-lora");
 }
