@@ -88,7 +88,9 @@ fn sd_turbo_trailing_guidance_0_and_taesd_match_diffusers() {
 /// pipeline does, no unconditional pass. Recorded power (scripts/make_family_fixtures.py,
 /// expected/sensitivity.json): at guidance 8 the picture moves 35/255 with the embedding
 /// zeroed (a pipeline that drops `timestep_cond`), 66/255 with guidance ignored (w = 0),
-/// 17/255 with w = guidance instead of guidance − 1; at guidance 1, 48/255 zeroed.
+/// 17/255 with w = guidance instead of guidance − 1; at guidance 1, 48/255 zeroed. The same
+/// through this crate's own code (a native build with `guidance_embedding` patched, once, by
+/// hand): zeroed 35/255, w = 0 66/255, unpatched 0/255.
 #[test]
 fn lcm_unet_with_guidance_embedding_matches_diffusers() {
     check_sensitivity(
