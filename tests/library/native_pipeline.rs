@@ -72,6 +72,25 @@ fn library_matches_diffusers_from_files_and_from_memory() {
     }
 }
 
+/// An LCM UNet (fixtures/tiny-lcm): the guidance embedding, no unconditional pass, the
+/// model dir's LCM scheduler; diffusers' LatentConsistencyModelPipeline's picture.
+#[test]
+fn library_runs_an_lcm_unet_as_diffusers() {
+    let lcm = repo().join("fixtures/tiny-lcm");
+    let expected = read_png(&lcm.join("expected/lcm-4-steps-guidance-8.png"));
+    let req = GenerateRequest {
+        steps: 4,
+        guidance_scale: 8.0,
+        scheduler: None,
+        negative_prompt: None,
+        ..main_case_request()
+    };
+    let out = generate(&DirFiles::open(&lcm).unwrap(), &req, &mut Recorder { steps: 0, cancel_after: None }).unwrap();
+    assert_eq!((out.scheduler, out.timings.unet_evaluations), ("lcm", 4));
+    let diff = max_pixel_diff(&out.image, &expected);
+    assert!(diff <= 2, "tiny-lcm: max pixel difference {diff}");
+}
+
 #[test]
 fn cancel_stops_within_a_step() {
     let dir = DirFiles::open(tiny_model()).unwrap();
