@@ -452,6 +452,9 @@ def fuse_lora(modules, source, scale):
                                                             metadata=metadata)
     except ValueError as e:  # peft: target modules not found in the base model
         sys.exit(f"error: {source}: its keys match no layer of the UNet or the text encoder ({e}); nothing written")
+    except RuntimeError as e:  # torch: a LoRA made for other shapes (another model family)
+        first = str(e).strip().splitlines()[-1].strip()
+        sys.exit(f"error: {source} does not fit this model's layers ({first}); nothing written")
     fused = 0
     for name in ("unet", "text_encoder"):
         for layer in modules[name].modules():
