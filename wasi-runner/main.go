@@ -2,8 +2,8 @@
 // Bacalhau network: wazero v1.12.0 (the version Bacalhau pins) in compiler mode with its
 // default core features (SIMD128, no threads, no relaxed-simd, no memory64), WASI preview1
 // only, argv[0] = "", the job's memory as a page limit (default 512 MB, at most 4 GiB),
-// read-only inputs, outputs mounted at /<name> with create-and-write-once semantics (a missing
-// file is created on first open, an existing one reopens read-only, no mkdir/rename/unlink),
+// read-only inputs, outputs mounted at /<name> as Bacalhau mounts them (a missing file is
+// created on first open or stat, an existing one reopens read-only, no mkdir/rename/unlink),
 // real clocks, wazero's deterministic fake randomness, and the exit code from proc_exit
 // (-1 when the module returns without calling it).
 //
@@ -21,12 +21,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
@@ -117,7 +117,7 @@ func execute(modulePath string, params []string, pages uint32, inputs, outputs [
 		fsConfig = fsConfig.(sysfs.FSConfig).WithSysFSMount(&sysfs.ReadFS{FS: sysfs.DirFS(in.host)}, in.guest)
 	}
 	for _, out := range outputs {
-		fsConfig = fsConfig.(sysfs.FSConfig).WithSysFSMount(writeOnceFS{sysfs.DirFS(out.host)}, out.guest)
+		fsConfig = fsConfig.WithFSMount(touchFS(out.host), out.guest)
 	}
 	moduleConfig := wazero.NewModuleConfig().
 		WithArgs(append([]string{""}, params...)...).
@@ -149,21 +149,20 @@ func hasNameSection(m wazero.CompiledModule) bool {
 	return m.Name() != ""
 }
 
-// writeOnceFS is Bacalhau's output mount: files are created and written once.
-type writeOnceFS struct{ experimentalsys.FS }
+// touchFS is Bacalhau's output mount (its pkg/executor/wasm/util/touchfs, an fs.FS mounted
+// through wazero's fs.FS adapter): opening a missing name creates an empty file by that name,
+// and since the adapter stats a path by opening it, a stat of a missing name creates it too.
+// An existing file opens read-only (write-once); the adapter has no mkdir, rename, link or
+// unlink (ENOSYS).
+type touchFS string
 
-func (f writeOnceFS) OpenFile(path string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
-	if _, errno := f.FS.Stat(path); errno == 0 {
-		// An existing file reopens read-only.
-		return f.FS.OpenFile(path, experimentalsys.O_RDONLY|flag&experimentalsys.O_DIRECTORY, perm)
+func (t touchFS) Open(name string) (fs.File, error) {
+	f, err := os.DirFS(string(t)).Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return os.Create(filepath.Join(string(t), name))
 	}
-	return f.FS.OpenFile(path, flag|experimentalsys.O_CREAT|experimentalsys.O_EXCL, perm)
+	return f, err
 }
-
-func (writeOnceFS) Mkdir(string, fs.FileMode) experimentalsys.Errno { return experimentalsys.ENOSYS }
-func (writeOnceFS) Rename(string, string) experimentalsys.Errno     { return experimentalsys.ENOSYS }
-func (writeOnceFS) Rmdir(string) experimentalsys.Errno              { return experimentalsys.ENOSYS }
-func (writeOnceFS) Unlink(string) experimentalsys.Errno             { return experimentalsys.ENOSYS }
 
 // parseBytes reads Bacalhau-style sizes: 512MB (decimal), 4GiB (binary), or a byte count.
 func parseBytes(s string) (uint64, error) {

@@ -22,7 +22,7 @@ enum OutputTarget {
 
 fn output_target(args: &CliArgs) -> OutputTarget {
     match &args.output {
-        Some(p) if p.is_dir() => OutputTarget::Dir(p.clone()),
+        Some(p) if is_dir(p) => OutputTarget::Dir(p.clone()),
         Some(p) => OutputTarget::File(p.clone()),
         None if Path::new("/outputs").is_dir() => OutputTarget::Dir(PathBuf::from("/outputs")),
         None => OutputTarget::Dir(PathBuf::new()),
@@ -69,7 +69,7 @@ pub fn preview_base(args: &CliArgs, seed: u64) -> (PathBuf, String) {
 /// batch file) that exists already.
 pub fn check_output_dir(args: &CliArgs) -> Result<()> {
     let Some(out) = &args.output else { return Ok(()) };
-    if out.is_dir() {
+    if is_dir(out) {
         return Ok(());
     }
     let refuse = |why: String| Err(SdError::output(format!("--output {}: {why}", out.display())));
@@ -78,7 +78,7 @@ pub fn check_output_dir(args: &CliArgs) -> Result<()> {
         return refuse("names a directory that does not exist (create it; under wasmtime, map it with --dir)".into());
     }
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !parent.is_dir() {
+    if !is_dir(parent) {
         return refuse(format!(
             "directory {} does not exist (create it; under wasmtime, map it with --dir)",
             parent.display()
@@ -100,11 +100,35 @@ pub fn check_output_dir(args: &CliArgs) -> Result<()> {
     Ok(())
 }
 
+/// What is at `path` (not following a last symbolic link), found by listing its directory, never
+/// by asking for the path itself: Bacalhau's output mount (its `touchfs`, under wazero's fs.FS
+/// adapter) creates an empty file for any missing name that is opened *or stat-ed*, so asking
+/// would plant the very file asked about. Where the directory cannot be listed (a WASI
+/// preopen's parent, e.g. `/`), the path is asked directly.
+fn lookup(path: &Path) -> Option<std::fs::FileType> {
+    let name = path.file_name()?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.flatten().find(|e| e.file_name() == name).and_then(|e| e.file_type().ok()),
+        Err(_) => std::fs::symlink_metadata(path).ok().map(|m| m.file_type()),
+    }
+}
+
+/// Whether `path` is a directory (through a symbolic link too), without creating it (see
+/// [`lookup`]).
+fn is_dir(path: &Path) -> bool {
+    match lookup(path) {
+        Some(kind) if kind.is_symlink() => path.is_dir(),
+        Some(kind) => kind.is_dir(),
+        None => path.file_name().is_none() && path.is_dir(), // "/", ".", "..": ask directly
+    }
+}
+
 /// sd.wasm never overwrites a file and never writes through a symbolic link (Bacalhau's
 /// engine follows host links; one planted in the output directory could point anywhere).
 fn refuse_existing(path: &Path) -> Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
-    let what = if meta.file_type().is_symlink() {
+    let Some(found) = lookup(path) else { return Ok(()) };
+    let what = if found.is_symlink() {
         "it is a symbolic link (sd.wasm never writes through one)"
     } else {
         "it exists already (sd.wasm never overwrites a file: move it away or choose another --output)"
@@ -121,10 +145,10 @@ pub struct Written {
 impl Written {
     /// Writes a new file (see [`write_new`]) and remembers it.
     pub fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let existed = std::fs::symlink_metadata(path).is_ok();
+        let existed = lookup(path).is_some();
         let written = write_new(path, bytes);
         // A failed write on a write-once mount can leave the file: it is this run's too.
-        if written.is_ok() || (!existed && std::fs::symlink_metadata(path).is_ok()) {
+        if written.is_ok() || (!existed && lookup(path).is_some()) {
             self.files.push(path.to_path_buf());
         }
         written
@@ -191,7 +215,7 @@ fn publish(temp: &Path, path: &Path) -> Result<()> {
 /// "not found" where renames work, and otherwise on a write-once mount.
 fn renames_allowed(dir: &Path) -> bool {
     let probe = dir.join(".sd-wasm-rename-probe");
-    if std::fs::symlink_metadata(&probe).is_ok() {
+    if lookup(&probe).is_some() {
         return false; // cannot probe without touching a file that is there: write in place
     }
     matches!(std::fs::rename(&probe, dir.join(".sd-wasm-rename-probe-to")), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
