@@ -169,7 +169,8 @@ fn to_js_error(e: SdError) -> JsValue {
 /// The request from the page: a JSON object of request-table keys (prompt, negative_prompt,
 /// seed, steps, guidance_scale, width, height, scheduler, eta, vae, preview_every, …). The seed
 /// is required: the page chooses and shows it.
-fn parse_request(json: &str) -> Result<GenerateRequest> {
+/// Also returns the keys the request gives (a preset fills in only the others).
+fn parse_request(json: &str) -> Result<(GenerateRequest, Vec<String>)> {
     let object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(json).map_err(|e| SdError::usage(format!("the request is not a JSON object ({e})")))?;
     if !object.contains_key("seed") {
@@ -177,15 +178,17 @@ fn parse_request(json: &str) -> Result<GenerateRequest> {
     }
     let mut request = GenerateRequest::default();
     request.apply_json(&object, &NoInputs)?;
-    Ok(request)
+    Ok((request, object.keys().cloned().collect()))
 }
 
 /// Generates one picture. Resolves to `{ png: Uint8Array, parameters, fileName, metadata }`
 /// (metadata: the CLI's JSON sidecar as a string); throws `{ type: "error", kind, message }`.
 #[wasm_bindgen]
 pub fn generate(files: JsModelFiles, request_json: &str, hooks: JsHooks) -> std::result::Result<JsValue, JsValue> {
-    let request = parse_request(request_json).map_err(to_js_error)?;
+    let (mut request, given) = parse_request(request_json).map_err(to_js_error)?;
     let files = BrowserFiles(files);
+    let dir = crate::model_dir::ModelDir::open(&files).map_err(to_js_error)?;
+    crate::request::apply_preset(&mut request, &dir, &|key| given.iter().any(|g| g == key)).map_err(to_js_error)?;
     let mut hooks = BrowserHooks(hooks);
     let out = pipeline::generate(&files, &request, &mut hooks).map_err(to_js_error)?;
     let done = finish(&request, &out, None).map_err(to_js_error)?;

@@ -62,6 +62,9 @@ pub struct CliArgs {
     pub request: GenerateRequest,
     pub prompts_file: Option<PathBuf>,
     pub seed_given: bool,
+    /// The request fields the user gave (flags and --params-from's record): a preset fills in
+    /// only the others.
+    pub given: Vec<&'static str>,
     pub models: PathBuf,
     pub output: Option<PathBuf>,
     pub quiet: bool,
@@ -153,7 +156,8 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         _ => {}
     }
     crate::request::validate(&request).map_err(|e| worded_from_png(e, &recorded, &flagged))?;
-    Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, models, output, quiet, verbose })))
+    let given = recorded.iter().map(|(key, _)| *key).chain(flagged).collect();
+    Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, given, models, output, quiet, verbose })))
 }
 
 /// A library error in the command line's terms: fields named by their flags.

@@ -13,6 +13,8 @@ pub struct PromptLine {
     /// 0-based index among the file's prompt lines (blank and `#` lines are not counted).
     pub index: usize,
     pub request: GenerateRequest,
+    /// The request fields the line gives itself (its JSON keys).
+    pub keys: Vec<String>,
 }
 
 /// Parses the file. A line without its own seed gets `base_seed + index`, so lines differ and
@@ -26,9 +28,9 @@ pub fn parse_prompts(text: &str, base: &GenerateRequest, base_seed: Option<u64>)
         }
         let index = lines.len();
         let at = format!("--prompts line {}", number + 1);
-        let request = parse_line(line, base, base_seed.map(|b| b.checked_add(index as u64)))
+        let (request, keys) = parse_line(line, base, base_seed.map(|b| b.checked_add(index as u64)))
             .map_err(|e| super::args::worded(e.context(&at)))?;
-        lines.push(PromptLine { index, request });
+        lines.push(PromptLine { index, request, keys });
     }
     if lines.is_empty() {
         return Err(SdError::usage("--prompts: the file has no prompts"));
@@ -38,9 +40,10 @@ pub fn parse_prompts(text: &str, base: &GenerateRequest, base_seed: Option<u64>)
 
 /// One line: a prompt, or a JSON object of request fields (which must have a "prompt").
 /// `default_seed`: None without --seed; Some(None) when --seed + index overflows.
-fn parse_line(line: &str, base: &GenerateRequest, default_seed: Option<Option<u64>>) -> Result<GenerateRequest> {
+fn parse_line(line: &str, base: &GenerateRequest, default_seed: Option<Option<u64>>) -> Result<(GenerateRequest, Vec<String>)> {
     let mut request = base.clone();
     let mut seeded = false;
+    let mut keys = vec!["prompt".to_string()];
     if line.starts_with('{') {
         let object: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(line).map_err(|e| SdError::usage(format!("not a JSON object ({e})")))?;
@@ -49,6 +52,7 @@ fn parse_line(line: &str, base: &GenerateRequest, default_seed: Option<Option<u6
         }
         request.apply_json(&object, &super::args::CliInputs)?;
         seeded = object.contains_key("seed");
+        keys = object.keys().cloned().collect();
     } else {
         request.prompt = line.to_string();
     }
@@ -64,7 +68,7 @@ fn parse_line(line: &str, base: &GenerateRequest, default_seed: Option<Option<u6
         };
     }
     crate::request::validate(&request)?;
-    Ok(request)
+    Ok((request, keys))
 }
 
 /// The share of `lines` that execution `index` of `count` renders.

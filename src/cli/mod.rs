@@ -9,9 +9,9 @@ pub mod outputs;
 pub mod progress;
 
 use crate::error::{Result, SdError};
-use crate::model_dir::DirFiles;
+use crate::model_dir::{DirFiles, ModelDir};
 use crate::pipeline::{bench_unet, generate_job, Event, Generated, Hooks, JobHooks};
-use crate::request::GenerateRequest;
+use crate::request::{apply_preset, GenerateRequest};
 use args::{parse_args, worded, CliArgs, Command};
 use outputs::{check_output_dir, output_paths, preview_base, Written};
 use progress::StderrProgress;
@@ -63,7 +63,8 @@ fn run_inner(args: &[String]) -> Result<()> {
         }
         check_output_dir(&cli)?;
         let files = DirFiles::open(&cli.models)?;
-        let request = cli.request.clone();
+        let mut request = cli.request.clone();
+        apply_preset(&mut request, &ModelDir::open(&files)?, &|key| cli.given.contains(&key))?;
         return render(&cli, &[request], None, &files);
     };
     check_output_dir(&cli)?;
@@ -75,8 +76,15 @@ fn run_inner(args: &[String]) -> Result<()> {
     let share = jobs::partition(lines, index, count);
     eprintln!("prompts: {} of {total} lines for partition {index} of {count}", share.len());
     let files = DirFiles::open(&cli.models)?;
+    let dir = ModelDir::open(&files)?;
     let line_numbers: Vec<usize> = share.iter().map(|line| line.index + 1).collect();
-    let requests: Vec<GenerateRequest> = share.into_iter().map(|line| line.request).collect();
+    let mut requests = Vec::with_capacity(share.len());
+    for mut line in share {
+        let given = |key: &str| cli.given.contains(&key) || line.keys.iter().any(|k| k == key);
+        apply_preset(&mut line.request, &dir, &given)
+            .map_err(|e| worded(e).context(&format!("--prompts line {}", line.index + 1)))?;
+        requests.push(line.request);
+    }
     render(&cli, &requests, Some(&line_numbers), &files)
 }
 

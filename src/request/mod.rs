@@ -6,11 +6,13 @@
 //! row and where it is used, nowhere else. Errors name the field as `«key»`; each front end
 //! words that in its own terms (a flag, a form field, a WIT field) with [`SdError::worded`].
 
+pub mod preset;
 mod table;
 mod validate;
 mod value;
 
 use crate::error::{Result, SdError};
+pub use preset::{apply_preset, Preset};
 pub use validate::validate;
 pub use value::{Inputs, NoInputs, ParamValue, Raw};
 

@@ -3,6 +3,7 @@
 //! and check), so adding a field is adding a row.
 
 use super::value::{Inputs, ParamValue, Raw};
+use super::preset::Preset;
 use super::{Param, RngKind, VaeChoice, A1111, BETA_SCHEDULES, MAX_IMAGES, MAX_SIDE, MAX_STEPS};
 use crate::codecs::png::RgbImage;
 use crate::schedulers::SchedulerKind;
@@ -226,6 +227,19 @@ request_table! {
         check any;
         help "decoder: the model's VAE (default) or TAESD (vae_decoder_taesd/,\n\
               added by scripts/convert.py --taesd): much faster, slightly softer";
+    /// Steps, guidance, scheduler and decoder for a kind of model, filled in by the front end
+    /// from the model dir for the fields not given ([`super::preset::apply_preset`]). Not
+    /// recorded: the values it filled in are.
+    preset: Option<Preset> = None;
+        flags ["--preset"] "turbo|lcm|quality";
+        a1111 A1111::None;
+        record none;
+        check any;
+        help "fill in what this kind of model runs best with, for the options not\n\
+              given: turbo (one-step models: 1 step, guidance 0, TAESD if the model\n\
+              has it), lcm (LCM models and LCM-LoRAs: 4 steps, the lcm scheduler,\n\
+              TAESD), quality (25 steps of dpm++2m-karras, guidance 7.5, full VAE).\n\
+              A preset the model is not made for is refused";
     /// None: the model's own scheduler (its config's `_class_name`).
     scheduler: Option<SchedulerKind> = None;
         flags ["--scheduler"] "NAME";

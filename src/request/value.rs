@@ -1,6 +1,7 @@
 //! How a request field's value is read from a front end (command-line text, a JSON value) and
 //! shown again (Automatic1111 text, JSON). Errors are details; the table adds the field.
 
+use super::preset::Preset;
 use super::{RngKind, VaeChoice};
 use crate::codecs::png::RgbImage;
 use crate::schedulers::SchedulerKind;
@@ -130,6 +131,19 @@ impl ParamValue for VaeChoice {
     /// Recorded only when it is not the model's own decoder.
     fn to_text(&self) -> Option<String> {
         (*self != VaeChoice::Full).then(|| self.name().to_string())
+    }
+    fn to_json(&self) -> Value {
+        self.name().into()
+    }
+}
+
+impl ParamValue for Preset {
+    fn parse(raw: Raw, _: &dyn Inputs) -> Result<Self, String> {
+        let name = raw.text()?;
+        Preset::parse(name).ok_or_else(|| format!("{name:?} is not known; choose one of {}", Preset::NAMES))
+    }
+    fn to_text(&self) -> Option<String> {
+        Some(self.name().to_string())
     }
     fn to_json(&self) -> Value {
         self.name().into()

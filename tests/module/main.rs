@@ -14,5 +14,6 @@ mod hostile;
 mod img2img;
 mod model_variants;
 mod parity;
+mod presets;
 mod pipeline_config;
 mod seed_system;
