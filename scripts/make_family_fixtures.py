@@ -159,6 +159,36 @@ def write_expected(family, exp, cases, sensitivity):
         sys.exit(f"{family}: the fixture is too flat for {weak} (< {MIN_SENSITIVITY}/255): raise SCALES")
 
 
+PREVIEW_NAME = "preview-euler-a-step-1"
+
+
+def save_preview_oracle(out, torch_dir, exp):
+    """What `--preview-every 1` shows after step 1 of 4 (euler-a, guidance 0) on a model with
+    TAESD: the latents at that point, as diffusers' callback_on_step_end sees them, decoded by
+    TAESD. Returns how far that is from the next step's preview and from the finished picture
+    (TAESD-decoded), so a preview of the wrong step cannot pass."""
+    pipe = pipeline(out, torch_dir, vae="taesd")
+    pipe.scheduler = scheduler_for("euler-a", json.load(open(os.path.join(out, "scheduler", "scheduler_config.json"))))
+    seen = {}
+
+    def grab(_pipe, step, _t, tensors):
+        seen.setdefault(step, tensors["latents"].clone())
+        return tensors
+
+    def picture(latents):
+        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        return pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+
+    with torch.no_grad():
+        final = pipe(prompt=PROMPT, num_inference_steps=4, guidance_scale=0.0, output_type="latent",
+                     generator=torch.Generator("cpu").manual_seed(SEED), callback_on_step_end=grab,
+                     callback_on_step_end_tensor_inputs=["latents"]).images
+        preview = picture(seen[0])
+        moved = {"next_step": diff(preview, picture(seen[1])), "finished_picture": diff(preview, picture(final))}
+    preview.save(os.path.join(exp, PREVIEW_NAME + ".png"))
+    return moved
+
+
 def build(family):
     out = os.path.join(REPO, "fixtures", f"tiny-{family}")
     exp = os.path.join(out, "expected")
@@ -188,6 +218,8 @@ def build(family):
                 moved.update(embedding_sensitivity(pipe, out, case, image))
             if moved:
                 sensitivity[case["name"]] = moved
+        if family == "sd-turbo":
+            sensitivity[PREVIEW_NAME] = save_preview_oracle(out, torch_dir, exp)
         write_expected(family, exp, cases, sensitivity)
 
 

@@ -6,6 +6,7 @@
 use super::events::{Event, Run};
 use super::image::ImageConditioning;
 use super::plan::Plan;
+use super::preview::Previews;
 use super::slot::Slot;
 use super::text::Embeddings;
 use crate::error::{ErrorKind, Result, SdError};
@@ -36,11 +37,18 @@ pub fn unet_slot() -> UnetSlot {
 }
 
 /// Denoises every picture of the job, batch by batch; returns each picture's final latents.
-pub fn denoise(slot: &mut UnetSlot, files: &dyn ModelFiles, job: &Job, run: &mut Run) -> Result<Vec<Latents>> {
+pub fn denoise(
+    slot: &mut UnetSlot,
+    files: &dyn ModelFiles,
+    previews: &mut Previews,
+    job: &Job,
+    run: &mut Run,
+) -> Result<Vec<Latents>> {
     let plan = job.plan;
     let [tokens, dim] = job.text.text_shape()?;
     let batches: Vec<&[u64]> = plan.seeds.chunks(plan.batch_size).collect();
-    let mut progress = Progress { done: 0, total: plan.timesteps.len() * batches.len(), start: run.now() };
+    let total = plan.timesteps.len() * batches.len();
+    let mut progress = Progress { done: 0, total, start: run.now(), previews };
     let mut finals = Vec::with_capacity(plan.seeds.len());
     for batch in batches {
         let n = batch.len();
@@ -57,10 +65,11 @@ pub fn denoise(slot: &mut UnetSlot, files: &dyn ModelFiles, job: &Job, run: &mut
 }
 
 /// Steps done over all batches, for progress events and previews.
-struct Progress {
+struct Progress<'p, 'd> {
     done: usize,
     total: usize,
     start: f64,
+    previews: &'p mut Previews<'d>,
 }
 
 fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress: &mut Progress) -> Result<Latents> {
@@ -96,7 +105,7 @@ fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress:
             latents = blend.apply(scheduler.as_ref(), timesteps.get(index + 1).copied(), &latents);
         }
         run.tensor(format!("latents after step {}", index + 1), &latents)?;
-        step_done(req, progress, step_start, &latents, run);
+        step_done(job, progress, step_start, &latents, run);
     }
     Ok(latents)
 }
@@ -129,13 +138,13 @@ fn guided_prediction(
     Ok(&noise_uncond + &((&noise_pred - &noise_uncond) * guidance.scale))
 }
 
-fn step_done(req: &GenerateRequest, progress: &mut Progress, step_start: f64, latents: &Latents, run: &mut Run) {
+fn step_done(job: &Job, progress: &mut Progress, step_start: f64, latents: &Latents, run: &mut Run) {
     progress.done += 1;
     let (done, total) = (progress.done, progress.total);
     let now = run.now();
     run.event(Event::Step { index: done, total, seconds: now - step_start, elapsed: now - progress.start });
-    if req.preview_every.is_some_and(|k| done % k == 0 && done < total) {
-        if let Some(image) = super::preview::latent_preview(latents) {
+    if job.req.preview_every.is_some_and(|k| done % k == 0 && done < total) {
+        if let Some(image) = progress.previews.picture(latents, job.plan, run) {
             run.event(Event::Preview { index: done, image });
         }
     }

@@ -12,7 +12,7 @@ use super::events::{Hooks, Run, Timings};
 use super::image::{ImageConditioning, Pixels};
 use super::plan::Plan;
 use super::text::{Embeddings, Tokens};
-use super::{decode, denoise, image, plan, text, Generated};
+use super::{decode, denoise, image, plan, preview, text, Generated};
 use crate::codecs::png::RgbImage;
 use crate::error::{ErrorKind, Result, SdError};
 use crate::model_dir::{ModelDir, ModelFiles};
@@ -108,14 +108,15 @@ impl Job<'_, '_> {
         // Requests of one UNet shape in a row: the UNet loads once per shape.
         pending.sort_by_key(|p| (p.plan.unet_channels, p.plan.one_latent, p.plan.batch_size));
         let mut unet = denoise::unet_slot();
+        let mut previews = preview::Previews::new(dir);
         pending = self.stage(pending, |p, run| {
             let text = p.text.as_ref().expect("encoded above");
             let job = denoise::Job { req: p.req, plan: &p.plan, text, image: p.image.as_ref() };
-            p.latents = denoise::denoise(&mut unet, files, &job, run)?;
+            p.latents = denoise::denoise(&mut unet, files, &mut previews, &job, run)?;
             (p.text, p.image) = (None, None);
             Ok(())
         });
-        drop(unet);
+        drop((unet, previews));
 
         // Each request is finished (its files written) as soon as its pictures are decoded.
         pending.sort_by_key(|p| (p.plan.decoder, p.plan.one_latent));

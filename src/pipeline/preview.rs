@@ -1,8 +1,58 @@
-//! A cheap look at the latents while denoising runs: the linear latent → RGB map that SD
-//! front ends use for SD 1.x/2.x's 4-channel VAE latent space (one pixel per latent).
+//! A look at the latents while denoising runs: through TAESD when the model dir has it (a
+//! real picture at the output size, for ~1/16 of the full VAE's work), else the linear
+//! latent → RGB map that SD front ends use for SD 1.x/2.x's 4-channel latent space (one pixel
+//! per latent).
 
+use super::decode::{to_rgb8, DecoderSlot};
+use super::events::Run;
+use super::plan::Plan;
+use super::slot::Slot;
 use crate::codecs::png::RgbImage;
+use crate::error::Result;
+use crate::model_dir::ModelDir;
+use crate::models::VaeDecoder;
+use crate::request::VaeChoice;
 use crate::tensor::Latents;
+use ndarray::Axis;
+
+/// Draws the previews of a denoising stage. TAESD (a few MB of weights) stays loaded beside
+/// the UNet while it runs; the one-network-at-a-time rule is about the big ones.
+pub struct Previews<'d> {
+    dir: &'d ModelDir<'d>,
+    taesd: Option<DecoderSlot>,
+}
+
+impl<'d> Previews<'d> {
+    pub fn new(dir: &'d ModelDir<'d>) -> Self {
+        let taesd = dir.files.exists(&format!("{}/model.onnx", VaeChoice::Taesd.dir()));
+        Previews { dir, taesd: taesd.then(|| Slot::new("TAESD (previews)")) }
+    }
+
+    /// The first picture of the batch as it stands. A TAESD that fails to load or decode is
+    /// reported once and the linear map used instead: a preview must not end a long run.
+    pub fn picture(&mut self, latents: &Latents, plan: &Plan, run: &mut Run) -> Option<RgbImage> {
+        let first = latents.index_axis(Axis(0), 0).insert_axis(Axis(0)).to_owned();
+        if let Some(slot) = &mut self.taesd {
+            match taesd_picture(slot, self.dir, &first, plan, run) {
+                Ok(image) => return Some(image),
+                Err(e) => {
+                    run.warn(format!("previews: TAESD failed ({}); showing latents mapped to RGB instead", e.message));
+                    self.taesd = None;
+                }
+            }
+        }
+        latent_preview(&first)
+    }
+}
+
+fn taesd_picture(slot: &mut DecoderSlot, dir: &ModelDir, latents: &Latents, plan: &Plan, run: &mut Run) -> Result<RgbImage> {
+    let taesd = VaeChoice::Taesd.dir();
+    let key = (taesd, plan.one_latent, plan.scale);
+    let (decoder, seconds) = slot.get(key, run, |&(folder, latent, scale)| VaeDecoder::load(dir.files, folder, latent, scale))?;
+    run.timings.load_vae += seconds;
+    let decoded = decoder.decode(&(latents / dir.decoder_scaling_factor(taesd)?))?;
+    to_rgb8(&decoded)
+}
 
 /// Rows: latent channel; columns: R, G, B contribution.
 const LATENT_RGB: [[f32; 3]; 4] =

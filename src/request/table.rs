@@ -271,12 +271,13 @@ request_table! {
         record none;
         check at_least_one;
         help "pictures per UNet evaluation (default 1; memory grows with B)";
-    /// Every K steps, a preview event with a cheap picture of the current latents.
+    /// Every K steps, a preview event with a picture of the current latents.
     preview_every: Option<usize> = None;
         flags ["--preview-every"] "K";
         a1111 A1111::None;
         record none;
         check |v| v.as_ref().map_or(Ok(()), at_least_one);
-        help "every K steps a small preview (latents mapped to RGB); the command\n\
+        help "every K steps a preview: decoded by TAESD when the model has it,\n\
+              else the latents mapped to RGB (one pixel per latent); the command\n\
               line writes it beside the output as <output stem>-step-<N>.png";
 }

@@ -84,6 +84,23 @@ fn sd_turbo_trailing_guidance_0_and_taesd_match_diffusers() {
     check_family("sd-turbo");
 }
 
+/// `--preview-every` on a model with TAESD shows the picture as it stands, decoded by TAESD at
+/// the output size: the preview after step 1 of 4 (euler-a) against diffusers' latents at that
+/// step (callback_on_step_end) decoded by the same TAESD. It differs from the next step's
+/// preview by 13/255 and from the finished picture by 12/255 (expected/sensitivity.json).
+#[test]
+fn taesd_previews_match_diffusers_latents_at_that_step() {
+    let out = scratch("family-sd-turbo-preview");
+    let args = ["--prompt", "a lighthouse at dusk, oil painting", "--seed", "42", "--steps", "4", "--scheduler", "euler-a"];
+    let run = run_wasm(&family_dir("sd-turbo"), &out, &[&args[..], &["--guidance-scale", "0", "--preview-every", "1"]].concat());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let preview = out.join("sd-42-step-001.png");
+    let theirs = read_png(&family_dir("sd-turbo").join("expected").join("preview-euler-a-step-1.png"));
+    let diff = max_pixel_diff(&read_png(&preview), &theirs);
+    assert!(diff <= TOLERANCE, "preview after step 1: max pixel difference {diff}/255 > {TOLERANCE}/255");
+    std::fs::remove_dir_all(&out).ok();
+}
+
 /// An LCM UNet at 4 steps, guidance 8 and 1: the guidance embedding computed as diffusers' LCM
 /// pipeline does, no unconditional pass. Recorded power (scripts/make_family_fixtures.py,
 /// expected/sensitivity.json): at guidance 8 the picture moves 35/255 with the embedding
