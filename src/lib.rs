@@ -14,6 +14,7 @@ pub mod error;
 pub mod model_dir;
 pub mod models;
 pub mod pipeline;
+pub mod prompt;
 pub mod records;
 pub mod request;
 pub mod rng;

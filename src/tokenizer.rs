@@ -168,6 +168,18 @@ impl ClipTokenizer {
         &self.pad_token
     }
 
+    /// The tokens of `text` alone: no start/end tokens, no truncation or padding (what
+    /// Automatic1111 tokenizes each piece of a prompt with).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, String> {
+        let enc = self.tokenizer.encode(text, false).map_err(|e| format!("tokenizing the prompt failed: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// A vocabulary entry's id (e.g. ",</w>").
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
     /// bos + all tokens + eos, no truncation or padding.
     pub fn encode_unpadded(&self, text: &str) -> Result<Vec<u32>, String> {
         let enc = self.tokenizer.encode(text, true).map_err(|e| format!("tokenizing the prompt failed: {e}"))?;

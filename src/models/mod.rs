@@ -127,6 +127,15 @@ impl OnnxGraph {
         self.model.set_input_fact(index, fact).map_err(|e| self.err(e))
     }
 
+    /// The names of the network's outputs.
+    pub fn output_names(&self) -> Result<Vec<String>> {
+        let outputs = self.model.output_outlets().map_err(|e| self.err(e))?.to_vec();
+        Ok(outputs
+            .iter()
+            .map(|o| self.model.outlet_label(*o).map_or_else(|| self.model.node(o.node).name.clone(), str::to_string))
+            .collect())
+    }
+
     /// Keeps only the first output (or the one named `name` when present).
     pub fn keep_output(&mut self, name: &str) -> Result<()> {
         let outputs = self.model.output_outlets().map_err(|e| self.err(e))?.to_vec();

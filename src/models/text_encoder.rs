@@ -1,4 +1,6 @@
-//! CLIP text encoder: token ids → per-token hidden states (`last_hidden_state`).
+//! CLIP text encoder: token ids → per-token hidden states: `last_hidden_state`, or for
+//! Automatic1111's "Clip skip" N > 1 the output `clip_skip_N` (the final layer norm of the
+//! N-th hidden state from the end), which scripts/convert.py exports beside it.
 
 use super::{run_f32, OnnxGraph, Plan};
 use crate::error::{Result, SdError};
@@ -16,8 +18,9 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
-    /// `seq_len` is the tokenizer's padded length (77 for CLIP).
-    pub fn load(files: &dyn ModelFiles, seq_len: usize) -> Result<Self> {
+    /// `seq_len` is the tokenizer's padded length (77 for CLIP); `clip_skip` 1 is the last
+    /// layer.
+    pub fn load(files: &dyn ModelFiles, seq_len: usize, clip_skip: usize) -> Result<Self> {
         let mut graph = OnnxGraph::load(files, TEXT_ENCODER, |_| super::memory::TEXT_ENCODER_WORKING)?;
         let ids = graph.input(super::check::TEXT_ENCODER_INPUTS[0])?;
         let ids_type = match ids.datum_type {
@@ -47,7 +50,11 @@ impl TextEncoder {
                 graph.inputs()?.iter().map(|i| i.name.clone()).collect::<Vec<_>>()
             )));
         }
-        graph.keep_output("last_hidden_state")?;
+        if clip_skip > 1 {
+            keep_clip_skip_output(&mut graph, clip_skip)?;
+        } else {
+            graph.keep_output("last_hidden_state")?;
+        }
         Ok(TextEncoder { plan: graph.into_plan()?, ids_type, seq_len, mask_input, ids_input: ids.index })
     }
 
@@ -71,4 +78,25 @@ impl TextEncoder {
         inputs.sort_by_key(|(ix, _)| *ix);
         run_f32(&self.plan, inputs.into_iter().map(|(_, t)| t.into()).collect(), "text encoder")
     }
+}
+
+/// Selects `clip_skip_N`; a text encoder exported without it (older model dirs, other
+/// exporters) or with fewer layers is refused with what to do.
+fn keep_clip_skip_output(graph: &mut OnnxGraph, clip_skip: usize) -> Result<()> {
+    let name = format!("clip_skip_{clip_skip}");
+    let available = graph.output_names()?.into_iter().filter(|n| n.starts_with("clip_skip_")).count();
+    if available == 0 {
+        return Err(SdError::model(format!(
+            "{}: this text encoder has no hidden-state outputs, so «clip_skip» {clip_skip} cannot be used; \
+             export the model dir again with scripts/convert.py (it adds them), or use «clip_skip» 1",
+            graph.path
+        )));
+    }
+    if !graph.output_names()?.contains(&name) {
+        return Err(SdError::usage(format!(
+            "«clip_skip» {clip_skip} is more than this text encoder's layers allow (at most {})",
+            available + 1
+        )));
+    }
+    graph.keep_output(&name)
 }

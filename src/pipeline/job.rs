@@ -144,7 +144,7 @@ impl Job<'_, '_> {
                 outcome.clone()?;
             }
             let pixels = image::prepare(req, &plan, &mut run);
-            let tokens = text::tokenize(self.tokenizer, req, plan.guided, &mut run)?;
+            let tokens = text::tokenize(self.tokenizer, req, plan.guided)?;
             Ok((plan, pixels, tokens))
         })();
         let (warnings, timings) = (run.warnings, run.timings);

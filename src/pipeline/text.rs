@@ -1,19 +1,35 @@
-//! Stage 2: prompts → token ids (no network) → text embeddings (the text encoder).
+//! Stage 2: prompts → token chunks (no network) → text embeddings (the text encoder), as
+//! Automatic1111 makes them: its emphasis syntax, any length in 77-id chunks encoded one by
+//! one and concatenated along the sequence, each chunk's weights applied to the encoder's
+//! output with the chunk's mean restored, and its "Clip skip".
 
 use super::events::Run;
 use super::slot::Slot;
 use crate::error::{Result, SdError};
 use crate::model_dir::{ModelDir, ModelFiles};
 use crate::models::TextEncoder;
+use crate::prompt::{self, Chunk};
 use crate::request::GenerateRequest;
 use crate::tensor::Latents;
 use crate::tokenizer::ClipTokenizer;
+use ndarray::Axis;
 
-/// One request's prompts as token ids.
+/// One request's prompts as token chunks. With guidance, both prompts have the same number
+/// of chunks: the shorter is padded with empty chunks (Automatic1111's "pad prompt/negative
+/// prompt to be same length"), so one UNet shape serves both passes.
 pub struct Tokens {
-    pub cond: Vec<i64>,
-    /// The negative prompt's ids, when guidance runs an unconditional pass.
-    pub uncond: Option<Vec<i64>>,
+    pub cond: Vec<Chunk>,
+    /// The negative prompt's chunks, when guidance runs an unconditional pass.
+    pub uncond: Option<Vec<Chunk>>,
+    /// Automatic1111's "Clip skip" (1: the last layer).
+    pub clip_skip: usize,
+}
+
+impl Tokens {
+    /// The UNet's text input [tokens, …]: 77 per chunk, known before any network loads.
+    pub fn text_tokens(&self) -> usize {
+        self.cond.iter().map(|c| c.ids.len()).sum()
+    }
 }
 
 /// The text encoder's outputs: [1, tokens, dim] each.
@@ -36,29 +52,22 @@ pub fn load_tokenizer(dir: &ModelDir) -> Result<ClipTokenizer> {
     ClipTokenizer::from_files(&dir.tokenizer).map_err(|e| SdError::model(format!("{}/tokenizer: {e}", dir.files.describe())))
 }
 
-/// Tokenizes the prompt (and the negative prompt when `guided`), warning about cut text.
-pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool, run: &mut Run) -> Result<Tokens> {
-    let cond = tokenizer.encode_padded(&req.prompt).map_err(SdError::runtime)?;
-    if let Some(removed) = &cond.removed_text {
-        run.warn(format!(
-            "the prompt is longer than the text encoder's {} tokens; this part was cut off: {removed:?}",
-            cond.ids.len()
-        ));
-    }
-    let uncond = if guided {
-        let neg = tokenizer.encode_padded(req.negative_prompt.as_deref().unwrap_or("")).map_err(SdError::runtime)?;
-        if let Some(removed) = &neg.removed_text {
-            run.warn(format!("the negative prompt was cut off after {} tokens: {removed:?}", neg.ids.len()));
+/// The prompt (and the negative prompt when `guided`) as chunks.
+pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool) -> Result<Tokens> {
+    let chunks = |text: &str| prompt::chunks(tokenizer, text).map_err(SdError::usage);
+    let mut cond = chunks(&req.prompt)?;
+    let mut uncond = if guided { Some(chunks(req.negative_prompt.as_deref().unwrap_or(""))?) } else { None };
+    if let Some(uncond) = &mut uncond {
+        let n = cond.len().max(uncond.len());
+        for shorter in [&mut cond, uncond] {
+            shorter.resize(n, prompt::empty_chunk(tokenizer));
         }
-        Some(neg.ids)
-    } else {
-        None
-    };
-    Ok(Tokens { cond: cond.ids, uncond })
+    }
+    Ok(Tokens { cond, uncond, clip_skip: req.clip_skip })
 }
 
-/// The text encoder, kept for every request of a job.
-pub type EncoderSlot = Slot<usize, TextEncoder>;
+/// The text encoder, kept for every request of a job: one per (ids per chunk, clip skip).
+pub type EncoderSlot = Slot<(usize, usize), TextEncoder>;
 
 pub fn encoder_slot() -> EncoderSlot {
     Slot::new("text encoder")
@@ -66,11 +75,12 @@ pub fn encoder_slot() -> EncoderSlot {
 
 /// One request's embeddings, from the slot's text encoder (loaded on first use).
 pub fn encode(slot: &mut EncoderSlot, files: &dyn ModelFiles, tokens: &Tokens, run: &mut Run) -> Result<Embeddings> {
-    let (encoder, seconds) = slot.get(tokens.cond.len(), run, |&seq_len| TextEncoder::load(files, seq_len))?;
+    let key = (prompt::CHUNK_TOKENS + 2, tokens.clip_skip);
+    let (encoder, seconds) = slot.get(key, run, |&(seq_len, clip_skip)| TextEncoder::load(files, seq_len, clip_skip))?;
     run.timings.load_text_encoder += seconds;
     let start = run.now();
-    let cond = encoder.encode(&tokens.cond)?;
-    let uncond = tokens.uncond.as_ref().map(|ids| encoder.encode(ids)).transpose()?;
+    let cond = encode_chunks(encoder, &tokens.cond)?;
+    let uncond = tokens.uncond.as_ref().map(|chunks| encode_chunks(encoder, chunks)).transpose()?;
     run.tensor("text embeddings (text encoder output, prompt)", &cond)?;
     if let Some(uncond) = &uncond {
         run.tensor("text embeddings (text encoder output, negative prompt)", uncond)?;
@@ -79,4 +89,33 @@ pub fn encode(slot: &mut EncoderSlot, files: &dyn ModelFiles, tokens: &Tokens, r
     let embeddings = Embeddings { cond, uncond };
     embeddings.text_shape()?;
     Ok(embeddings)
+}
+
+/// Each chunk through the encoder, weighted, then all of them along the sequence axis.
+fn encode_chunks(encoder: &TextEncoder, chunks: &[Chunk]) -> Result<Latents> {
+    let encoded = chunks
+        .iter()
+        .map(|chunk| {
+            let mut z = encoder.encode(&chunk.ids)?;
+            if chunk.weighted() {
+                emphasize(&mut z, &chunk.weights);
+            }
+            Ok(z)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let views: Vec<_> = encoded.iter().map(|z| z.view()).collect();
+    ndarray::concatenate(Axis(1), &views).map_err(|e| SdError::runtime(format!("text embeddings: {e}")))
+}
+
+/// Automatic1111's "Original" emphasis on one chunk's output z [1, tokens, dim]: each token's
+/// vector times its weight, then all of z rescaled so that its mean is what it was before.
+/// (Weights all 1 leave z as it is, so that case is skipped by the caller.)
+pub fn emphasize(z: &mut Latents, weights: &[f32]) {
+    let mean = |z: &Latents| z.iter().map(|&v| v as f64).sum::<f64>() / z.len() as f64;
+    let original = mean(z);
+    for (mut token, &w) in z.axis_iter_mut(Axis(1)).zip(weights) {
+        token.mapv_inplace(|v| v * w);
+    }
+    let restore = (original / mean(z)) as f32;
+    z.mapv_inplace(|v| v * restore);
 }

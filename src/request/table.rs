@@ -118,6 +118,16 @@ request_table! {
         record none;
         check any;
         help "what to avoid (default: empty, as diffusers)";
+    /// Automatic1111's "Clip skip": the text embeddings come from the N-th layer from the end
+    /// of the text encoder (then its final layer norm); 1 is the last layer.
+    clip_skip: usize = 1;
+        flags ["--clip-skip"] "N";
+        a1111 A1111::Field("Clip skip");
+        record (|request, _| (request.clip_skip > 1).then(|| request.clip_skip.to_string()));
+        check at_least_one;
+        help "Automatic1111's Clip skip: use the text encoder's N-th layer from the\n\
+              end (default 1, the last; 2 is common for anime models). Needs a\n\
+              model dir from the current scripts/convert.py";
     steps: usize = 20;
         flags ["--steps", "--num-inference-steps"] "N";
         a1111 A1111::Head("Steps");

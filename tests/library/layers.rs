@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("models", 1),
     ("schedulers", 1),
     ("tokenizer", 1),
+    ("prompt", 1),
     ("rng", 1),
     ("model_dir", 1),
     ("request", 2),
