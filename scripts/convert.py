@@ -309,13 +309,40 @@ def round_to_fp16(module, min_elements):
                 p.copy_(p.half().float())
 
 
-def export_text_encoder(text_encoder, out, fp16_min):
+class TextEncoderWrapper(torch.nn.Module):
+    """CLIPTextModel's last_hidden_state and pooler_output, then one output per Automatic1111
+    "Clip skip" N from 2 to the number of layers: clip_skip_N, the final layer norm of
+    hidden_states[-N] (what Automatic1111 encodes with). sd.wasm keeps only the one it needs."""
+
+    def __init__(self, text_encoder):
+        super().__init__()
+        self.text_encoder = text_encoder
+        # transformers 5's CLIPTextModel has no text_model wrapper; 4.x has.
+        self.final_layer_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+
+    def forward(self, input_ids):
+        out = self.text_encoder(input_ids, output_hidden_states=True)
+        layers = len(out.hidden_states) - 1
+        skipped = [self.final_layer_norm(out.hidden_states[-n]) for n in range(2, layers + 1)]
+        return (out.last_hidden_state, out.pooler_output, *skipped)
+
+
+def text_encoder_outputs(text_encoder):
+    """The exported text encoder's output names and dynamic axes."""
+    layers = text_encoder.config.num_hidden_layers
+    names = ["last_hidden_state", "pooler_output"] + [f"clip_skip_{n}" for n in range(2, layers + 1)]
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
+    axes["pooler_output"] = {0: "batch_size"}
+    axes["input_ids"] = {0: "batch_size", 1: "sequence_length"}
+    return names, axes
+
+
+def export_text_encoder(text_encoder, out, fp16_min, external_data=True, ids=None):
     d = os.path.join(out, "text_encoder")
-    ids = torch.zeros(1, 77, dtype=torch.int32)
-    export(text_encoder, (ids,), os.path.join(d, "model.onnx"), ["input_ids"], ["last_hidden_state", "pooler_output"],
-           {"input_ids": {0: "batch_size", 1: "sequence_length"},
-            "last_hidden_state": {0: "batch_size", 1: "sequence_length"}, "pooler_output": {0: "batch_size"}},
-           external_data=True, fp16_min_elements=fp16_min)
+    ids = torch.zeros(1, 77, dtype=torch.int32) if ids is None else ids
+    names, axes = text_encoder_outputs(text_encoder)
+    export(TextEncoderWrapper(text_encoder), (ids,), os.path.join(d, "model.onnx"), ["input_ids"], names, axes,
+           external_data=external_data, fp16_min_elements=fp16_min)
     text_encoder.config.save_pretrained(d)
 
 

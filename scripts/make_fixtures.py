@@ -458,7 +458,6 @@ def cases():
         {"name": "guidance-1-pndm", "args": case_args("pndm", guidance_scale=1.0)},
         {"name": "ddim-eta-0.5", "args": case_args("ddim", eta=0.5)},
         {"name": "given-latents-euler", "args": case_args("euler", latents="given_latents_1x4x8x8.npy")},
-        {"name": "long-prompt-pndm", "args": case_args("pndm", prompt=LONG_PROMPT)},
     ]
     return out
 

@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn reads_automatic1111_parameters() {
-        let text = "a castle, at night\nwith stars\nNegative prompt: blurry, low quality\nSteps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, Model hash: abc, Model: sd15, Denoising strength: 0.6, Lora hashes: \"a: 1, b: 2\", Version: v1.9.4";
+        let text = "a castle, at night\nwith stars\nNegative prompt: blurry, low quality\nSteps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, Model hash: abc, Model: sd15, Denoising strength: 0.6, Clip skip: 2, Lora hashes: \"a: 1, b: 2\", Version: v1.9.4";
         let p = parse_parameters(text).unwrap();
         let flag = |f: &str| p.values.iter().find(|(param, ..)| param.flag() == f).map(|(_, v, _)| v.as_str());
         assert_eq!(flag("--prompt"), Some("a castle, at night\nwith stars"));
@@ -185,7 +185,21 @@ mod tests {
         assert_eq!(flag("--seed"), Some("1234"));
         assert_eq!((flag("--width"), flag("--height")), (Some("512"), Some("768")));
         assert_eq!(flag("--strength"), Some("0.6"));
+        assert_eq!(flag("--clip-skip"), Some("2"));
+        let mut request = GenerateRequest::default();
+        p.apply(&mut request).unwrap();
+        assert_eq!(request.clip_skip, 2);
         assert_eq!(p.notes, vec!["not used: Lora hashes".to_string()]);
+    }
+
+    /// "Clip skip: N" is written as Automatic1111 writes it: only when it is not 1.
+    #[test]
+    fn clip_skip_is_recorded_when_not_1() {
+        let clip_skip = crate::request::param("clip_skip").unwrap();
+        let request = |n| GenerateRequest { clip_skip: n, ..Default::default() };
+        assert_eq!(clip_skip.a1111, A1111::Field("Clip skip"));
+        assert_eq!(clip_skip.record(&request(2), "euler"), Some("2".to_string()));
+        assert_eq!(clip_skip.record(&request(1), "euler"), None);
     }
 
     #[test]

@@ -36,6 +36,23 @@ pub fn tiny_model_copy(name: &str) -> PathBuf {
     model_copy(&tiny_model(), name)
 }
 
+/// fixtures/tiny-prompts: the oracle of Automatic1111's prompt handling, with its text encoder.
+pub fn prompts_fixture() -> PathBuf {
+    repo().join("fixtures/tiny-prompts")
+}
+
+/// A copy of the tiny model with fixtures/tiny-prompts' text encoder (exported with the
+/// clip_skip_N outputs, a trained-like final layer norm) in place of its own.
+pub fn prompts_model_copy(name: &str) -> PathBuf {
+    let dir = tiny_model_copy(name);
+    let from = prompts_fixture().join("text_encoder");
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join("text_encoder").join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
 /// A copy of the model dir `model` (without `expected/`) that a test may break or rewrite.
 pub fn model_copy(model: &Path, name: &str) -> PathBuf {
     fn copy_dir(from: &Path, to: &Path) {

@@ -10,6 +10,7 @@ mod hostile;
 mod layers;
 mod native_pipeline;
 mod outputs;
+mod prompts;
 mod rng;
 mod schedulers;
 mod tokenizer;

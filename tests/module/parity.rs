@@ -18,10 +18,15 @@ fn case(name: &str) -> Value {
 
 fn check_case(name: &str) {
     let case = case(name);
+    check_picture(name, &tiny_model(), &case["args"], &expected_dir().join(case["png"].as_str().unwrap()));
+}
+
+/// sd.wasm run on `model` with a case's arguments draws `expected` and records the run.
+fn check_picture(name: &str, model: &std::path::Path, case_args: &Value, expected: &std::path::Path) {
     let out = scratch(&format!("parity-{name}"));
-    let args = case_flags(&case["args"]);
+    let args = case_flags(case_args);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = run_wasm(&tiny_model(), &out, &argv);
+    let run = run_wasm(model, &out, &argv);
     assert_eq!(run.code, 0, "case {name} failed:\n{}", run.stderr);
     let written = files_in(&out);
     assert_eq!(written.len(), 2, "expected a PNG and its JSON sidecar, got {written:?}");
@@ -30,20 +35,20 @@ fn check_case(name: &str) {
     assert!(json.exists(), "sidecar {} missing", json.display());
 
     let ours = read_png(png);
-    let theirs = read_png(&expected_dir().join(case["png"].as_str().unwrap()));
+    let theirs = read_png(expected);
     let diff = max_pixel_diff(&ours, &theirs);
     assert!(diff <= TOLERANCE, "case {name}: max pixel difference {diff}/255 > {TOLERANCE}/255");
 
     // Metadata: A1111-style parameters in the PNG, every parameter in the sidecar.
     let params = sd_wasm::codecs::png::read_parameters(&std::fs::read(png).unwrap()).unwrap().expect("parameters chunk");
-    let prompt = case["args"]["prompt"].as_str().unwrap();
+    let prompt = case_args["prompt"].as_str().unwrap();
     assert!(params.starts_with(prompt), "parameters text does not start with the prompt: {params}");
-    assert!(params.contains(&format!("Seed: {}", case["args"]["seed"])), "{params}");
-    assert!(params.contains(&format!("Steps: {}", case["args"]["steps"])), "{params}");
+    assert!(params.contains(&format!("Seed: {}", case_args["seed"])), "{params}");
+    assert!(params.contains(&format!("Steps: {}", case_args["steps"])), "{params}");
     let sidecar: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(sidecar["seed"], case["args"]["seed"]);
-    assert_eq!(sidecar["scheduler"], case["args"]["scheduler"]);
-    assert_eq!(sidecar["prompt"], case["args"]["prompt"]);
+    assert_eq!(sidecar["seed"], case_args["seed"]);
+    assert_eq!(sidecar["scheduler"], case_args["scheduler"]);
+    assert_eq!(sidecar["prompt"], case_args["prompt"]);
     assert!(sidecar["timings_seconds"]["total"].as_f64().unwrap() > 0.0);
     assert!(sidecar["model"]["identity"].as_str().unwrap().len() >= 8);
     std::fs::remove_dir_all(&out).ok();
@@ -69,9 +74,20 @@ parity_cases! {
     ddim_eta => "ddim-eta-0.5",
     given_latents => "given-latents-euler",
     guidance_1_skips_unconditional => "guidance-1-pndm",
-    long_prompt_truncated => "long-prompt-pndm",
     no_negative_prompt => "no-negative-pndm",
     non_square => "nonsquare-24x16-euler",
+}
+
+/// A prompt of two 77-token chunks with emphasis, as Automatic1111 encodes it (nothing cut):
+/// diffusers' picture given the embeddings of scripts/make_prompt_fixtures.py's oracle
+/// (fixtures/tiny with fixtures/tiny-prompts' text encoder).
+#[test]
+fn long_weighted_prompt_in_chunks() {
+    let dir = prompts_fixture().join("expected");
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let picture = &cases["picture"];
+    let model = prompts_model_copy("long-weighted");
+    check_picture("long-weighted", &model, &picture["args"], &dir.join(picture["png"].as_str().unwrap()));
 }
 
 /// The fixture must be able to see a wrong token, pad token or guidance value: run sd.wasm on

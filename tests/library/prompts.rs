@@ -1,0 +1,178 @@
+//! Automatic1111's prompt handling against an independent Python implementation of it
+//! (scripts/make_prompt_fixtures.py, run with transformers' CLIPTokenizer and CLIPTextModel:
+//! fixtures/tiny-prompts, fixtures/tiny with that text encoder): the parser's output for a table of prompts, the chunks, the weighted and
+//! mean-restored embeddings (with the negative prompt padded to the same chunks), clip skip,
+//! and the picture of a prompt longer than 77 tokens.
+
+use crate::common::*;
+use sd_wasm::codecs::npy::read_npy;
+use sd_wasm::model_dir::{DirFiles, ModelDir};
+use sd_wasm::pipeline::text::{self, Embeddings, Tokens};
+use sd_wasm::pipeline::{generate, Hooks, Run};
+use sd_wasm::prompt::{parse_attention, Fragment};
+use sd_wasm::request::GenerateRequest;
+use sd_wasm::schedulers::SchedulerKind;
+use sd_wasm::tensor::Latents;
+use serde_json::Value;
+
+/// The tests' tolerance: max |ours − oracle| / max |oracle|.
+const TOLERANCE: f32 = 1e-4;
+
+struct Quiet;
+
+impl Hooks for Quiet {
+    fn now(&self) -> f64 {
+        0.0
+    }
+}
+
+fn prompts_dir() -> std::path::PathBuf {
+    prompts_fixture().join("expected")
+}
+
+/// fixtures/tiny with the prompt fixture's text encoder, copied once for all these tests.
+fn model() -> &'static std::path::Path {
+    static MODEL: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| prompts_model_copy("prompts"))
+}
+
+fn oracle_cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(prompts_dir().join("cases.json")).unwrap();
+    let cases: Value = serde_json::from_str(&text).unwrap();
+    cases["cases"].as_array().unwrap().clone()
+}
+
+fn request(case: &Value) -> GenerateRequest {
+    GenerateRequest {
+        prompt: case["prompt"].as_str().unwrap().into(),
+        negative_prompt: Some(case["negative_prompt"].as_str().unwrap().into()),
+        clip_skip: case["clip_skip"].as_u64().unwrap() as usize,
+        ..Default::default()
+    }
+}
+
+/// Tokens and embeddings of a request as the text stage makes them (with guidance).
+fn text_stage(model: &std::path::Path, req: &GenerateRequest) -> sd_wasm::Result<(Tokens, Embeddings)> {
+    let files = DirFiles::open(model).unwrap();
+    let dir = ModelDir::open(&files).unwrap();
+    let tokenizer = text::load_tokenizer(&dir).unwrap();
+    let tokens = text::tokenize(&tokenizer, req, true)?;
+    let mut hooks = Quiet;
+    let mut run = Run::new(&mut hooks);
+    let embeddings = text::encode(&mut text::encoder_slot(), &files, &tokens, &mut run)?;
+    Ok((tokens, embeddings))
+}
+
+fn relative_diff(ours: &Latents, oracle: &Latents) -> f32 {
+    assert_eq!(ours.shape(), oracle.shape());
+    let scale = oracle.iter().fold(0f32, |m, v| m.max(v.abs()));
+    ours.iter().zip(oracle).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+}
+
+fn oracle_npy(name: &str) -> Latents {
+    read_npy(&std::fs::read(prompts_dir().join(name)).unwrap()).unwrap()
+}
+
+#[test]
+fn parser_matches_automatic1111() {
+    let text = std::fs::read_to_string(repo().join("tests/data/prompt_parse_cases.json")).unwrap();
+    let cases: Value = serde_json::from_str(&text).unwrap();
+    for case in cases["cases"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let got = parse_attention(prompt).unwrap();
+        let want = case["parsed"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{prompt:?}: {got:?}, want {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            let (text, weight) = (w[0].as_str().unwrap(), w[1].as_f64().unwrap());
+            match g {
+                Fragment::Break => assert!(text == "BREAK" && weight == -1.0, "{prompt:?}: {got:?}, want {want:?}"),
+                Fragment::Text(t, gw) => {
+                    assert!(t == text && (gw - weight).abs() < 1e-12, "{prompt:?}: {got:?}, want {want:?}")
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn chunks_and_embeddings_match_automatic1111() {
+    for case in oracle_cases() {
+        let name = case["name"].as_str().unwrap();
+        let (tokens, embeddings) = text_stage(model(), &request(&case)).unwrap();
+        for (ours, key) in [(&tokens.cond, "cond_chunks"), (tokens.uncond.as_ref().unwrap(), "uncond_chunks")] {
+            let want = case[key].as_array().unwrap();
+            assert_eq!(ours.len(), want.len(), "{name} {key}: chunk count");
+            for (i, (chunk, w)) in ours.iter().zip(want).enumerate() {
+                let ids: Vec<i64> = w["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+                assert_eq!(chunk.ids, ids, "{name} {key}[{i}]: ids");
+                for (a, b) in chunk.weights.iter().zip(w["weights"].as_array().unwrap()) {
+                    assert!((*a as f64 - b.as_f64().unwrap()).abs() < 1e-6, "{name} {key}[{i}]: weights {:?}", chunk.weights);
+                }
+            }
+        }
+        let shape: Vec<usize> = case["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        assert_eq!(embeddings.cond.shape(), &shape[..], "{name}");
+        let cond = relative_diff(&embeddings.cond, &oracle_npy(&format!("{name}_cond.npy")));
+        let uncond = relative_diff(embeddings.uncond.as_ref().unwrap(), &oracle_npy(&format!("{name}_uncond.npy")));
+        eprintln!("{name}: {} chunk(s), relative difference {cond:.1e} (prompt), {uncond:.1e} (negative)", tokens.cond.len());
+        assert!(cond <= TOLERANCE && uncond <= TOLERANCE, "{name}: {cond:e}, {uncond:e}");
+    }
+}
+
+/// The oracle has power: what the recorded variants (no mean restoration, no weights, chunks
+/// cut at 75, clip skip 1) moved is far beyond the tolerance; and here, clip skip 1 against
+/// the clip-skip-2 oracle, and the weights dropped, are too.
+#[test]
+fn the_prompt_fixtures_have_power() {
+    for case in oracle_cases() {
+        for (what, moved) in case["power"].as_object().unwrap() {
+            assert!(moved.as_f64().unwrap() > 10.0 * TOLERANCE as f64, "{}: {what} moves only {moved}", case["name"]);
+        }
+    }
+    let case = oracle_cases().into_iter().find(|c| c["name"] == "clip-skip-2").unwrap();
+    let oracle = oracle_npy("clip-skip-2_cond.npy");
+    let skip_1 = text_stage(model(), &GenerateRequest { clip_skip: 1, ..request(&case) }).unwrap().1;
+    let unweighted = GenerateRequest { prompt: "a lighthouse at dusk, oil painting".into(), ..request(&case) };
+    let unweighted = text_stage(model(), &unweighted).unwrap().1;
+    let (skip, weights) = (relative_diff(&skip_1.cond, &oracle), relative_diff(&unweighted.cond, &oracle));
+    eprintln!("against the clip-skip-2 oracle: clip skip 1 moves {skip:.3}, no emphasis {weights:.3}");
+    assert!(skip > 100.0 * TOLERANCE && weights > 100.0 * TOLERANCE, "{skip} {weights}");
+}
+
+/// A model dir whose text encoder has no clip_skip_N outputs (fixtures/tiny, exported before
+/// them) fails with what to do; one with too few layers says how many it has; clip skip 1
+/// still works on the older export.
+#[test]
+fn clip_skip_on_an_older_export_is_a_clear_error() {
+    let req = GenerateRequest { prompt: "a lighthouse".into(), clip_skip: 2, ..Default::default() };
+    let err = text_stage(&tiny_model(), &req).err().expect("an error");
+    assert_eq!(err.kind, sd_wasm::ErrorKind::Model, "{err}");
+    assert!(err.message.contains("no hidden-state outputs") && err.message.contains("convert.py"), "{err}");
+    assert!(text_stage(&tiny_model(), &GenerateRequest { clip_skip: 1, ..req.clone() }).is_ok());
+    let err = text_stage(model(), &GenerateRequest { clip_skip: 3, ..req }).err().expect("an error");
+    assert!(err.message.contains("at most 2"), "{err}");
+}
+
+/// A prompt of two chunks (154 tokens) with emphasis, the negative prompt padded to two: the
+/// UNet runs with that text shape and the picture is diffusers' given the oracle's embeddings.
+#[test]
+fn a_long_weighted_prompt_draws_the_oracles_picture() {
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(prompts_dir().join("cases.json")).unwrap()).unwrap();
+    let picture = &cases["picture"];
+    let case = oracle_cases().into_iter().find(|c| c["name"] == picture["case"]).unwrap();
+    let args = &picture["args"];
+    let req = GenerateRequest {
+        steps: args["steps"].as_u64().unwrap() as usize,
+        guidance_scale: args["guidance_scale"].as_f64().unwrap() as f32,
+        seed: args["seed"].as_u64().unwrap(),
+        width: Some(args["width"].as_u64().unwrap() as u32),
+        height: Some(args["height"].as_u64().unwrap() as u32),
+        scheduler: SchedulerKind::parse(args["scheduler"].as_str().unwrap()),
+        ..request(&case)
+    };
+    let out = generate(&DirFiles::open(model()).unwrap(), &req, &mut Quiet).unwrap();
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let diff = max_pixel_diff(&out.image, &read_png(&prompts_dir().join(picture["png"].as_str().unwrap())));
+    eprintln!("long weighted prompt: max pixel difference {diff}/255");
+    assert!(diff <= 2, "max pixel difference {diff}");
+}
