@@ -144,7 +144,8 @@ impl Job<'_, '_> {
                 outcome.clone()?;
             }
             let pixels = image::prepare(req, &plan, &mut run);
-            let tokens = text::tokenize(self.tokenizer, req, plan.guided)?;
+            let clip_skip = text::clip_skip(self.dir, req, &mut run)?;
+            let tokens = text::tokenize(self.tokenizer, req, plan.guided, clip_skip)?;
             Ok((plan, pixels, tokens))
         })();
         let (warnings, timings) = (run.warnings, run.timings);

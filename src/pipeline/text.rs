@@ -52,8 +52,28 @@ pub fn load_tokenizer(dir: &ModelDir) -> Result<ClipTokenizer> {
     ClipTokenizer::from_files(&dir.tokenizer).map_err(|e| SdError::model(format!("{}/tokenizer: {e}", dir.files.describe())))
 }
 
-/// The prompt (and the negative prompt when `guided`) as chunks.
-pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool) -> Result<Tokens> {
+/// The Clip skip that applies. Automatic1111 applies it to SD 1.x's CLIP text encoder only:
+/// SD 2.x's OpenCLIP encoder always ends at its penultimate layer (where diffusers' export of
+/// it already ends) and a Clip skip is ignored; so here, with a warning. OpenCLIP encoders
+/// are the ones with `hidden_act` "gelu" (CLIP's is "quick_gelu").
+pub fn clip_skip(dir: &ModelDir, req: &GenerateRequest, run: &mut Run) -> Result<usize> {
+    if req.clip_skip <= 1 {
+        return Ok(1);
+    }
+    let config = dir.files.read_json_optional("text_encoder/config.json")?;
+    if config.as_ref().and_then(|c| c.get("hidden_act")?.as_str()) == Some("gelu") {
+        run.warn(format!(
+            "«clip_skip» {} is ignored: this is an SD 2.x (OpenCLIP) text encoder, whose penultimate layer is used always, as Automatic1111 does",
+            req.clip_skip
+        ));
+        return Ok(1);
+    }
+    Ok(req.clip_skip)
+}
+
+/// The prompt (and the negative prompt when `guided`) as chunks, to be encoded with
+/// `clip_skip` ([`clip_skip`]).
+pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool, clip_skip: usize) -> Result<Tokens> {
     let chunks = |text: &str| prompt::chunks(tokenizer, text).map_err(SdError::usage);
     let mut cond = chunks(&req.prompt)?;
     let mut uncond = if guided { Some(chunks(req.negative_prompt.as_deref().unwrap_or(""))?) } else { None };
@@ -63,7 +83,7 @@ pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool) 
             shorter.resize(n, prompt::empty_chunk(tokenizer));
         }
     }
-    Ok(Tokens { cond, uncond, clip_skip: req.clip_skip })
+    Ok(Tokens { cond, uncond, clip_skip })
 }
 
 /// The text encoder, kept for every request of a job: one per (ids per chunk, clip skip).

@@ -126,8 +126,9 @@ request_table! {
         record (|request, _| (request.clip_skip > 1).then(|| request.clip_skip.to_string()));
         check at_least_one;
         help "Automatic1111's Clip skip: use the text encoder's N-th layer from the\n\
-              end (default 1, the last; 2 is common for anime models). Needs a\n\
-              model dir from the current scripts/convert.py";
+              end (default 1, the last; 2 is common for anime models). SD 1.x; on\n\
+              SD 2.x it is ignored, as Automatic1111 does. Needs a model dir from\n\
+              the current scripts/convert.py";
     steps: usize = 20;
         flags ["--steps", "--num-inference-steps"] "N";
         a1111 A1111::Head("Steps");

@@ -56,9 +56,10 @@ fn text_stage(model: &std::path::Path, req: &GenerateRequest) -> sd_wasm::Result
     let files = DirFiles::open(model).unwrap();
     let dir = ModelDir::open(&files).unwrap();
     let tokenizer = text::load_tokenizer(&dir).unwrap();
-    let tokens = text::tokenize(&tokenizer, req, true)?;
     let mut hooks = Quiet;
     let mut run = Run::new(&mut hooks);
+    let clip_skip = text::clip_skip(&dir, req, &mut run)?;
+    let tokens = text::tokenize(&tokenizer, req, true, clip_skip)?;
     let embeddings = text::encode(&mut text::encoder_slot(), &files, &tokens, &mut run)?;
     Ok((tokens, embeddings))
 }
@@ -151,6 +152,19 @@ fn clip_skip_on_an_older_export_is_a_clear_error() {
     assert!(text_stage(&tiny_model(), &GenerateRequest { clip_skip: 1, ..req.clone() }).is_ok());
     let err = text_stage(model(), &GenerateRequest { clip_skip: 3, ..req }).err().expect("an error");
     assert!(err.message.contains("at most 2"), "{err}");
+}
+
+/// Automatic1111 ignores Clip skip on SD 2.x (its OpenCLIP encoder is used at the
+/// penultimate layer always): the same embeddings as clip skip 1, and a warning.
+#[test]
+fn clip_skip_is_ignored_on_sd2_as_automatic1111_does() {
+    let sd21 = repo().join("fixtures/tiny-sd21");
+    let req = GenerateRequest { prompt: "a (lighthouse:1.2)".into(), clip_skip: 2, ..Default::default() };
+    let skipped = text_stage(&sd21, &req).unwrap().1;
+    let last = text_stage(&sd21, &GenerateRequest { clip_skip: 1, ..req.clone() }).unwrap().1;
+    assert_eq!(skipped.cond, last.cond);
+    let out = generate(&DirFiles::open(&sd21).unwrap(), &GenerateRequest { steps: 1, ..req }, &mut Quiet).unwrap();
+    assert!(out.warnings.iter().any(|w| w.contains("ignored") && w.contains("SD 2.x")), "{:?}", out.warnings);
 }
 
 /// A prompt of two chunks (154 tokens) with emphasis, the negative prompt padded to two: the
