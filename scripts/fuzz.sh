@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes every parser sd.wasm owns (fuzz/: npy, PNG inputs, `parameters` text, prompt files,
-# scheduler and model configs, tokenizer files) with cargo-fuzz on nightly, growing
+# scheduler and model configs, tokenizer files, prompt syntax) with cargo-fuzz on nightly, growing
 # fuzz/corpus/<target>/ (commit what it adds: CI replays it, tests/library/fuzz_corpus.rs).
 #   RUNS=10000000 scripts/fuzz.sh [TARGET...]     (MAX_SECONDS=N caps each target's time)
 # Prints each target's closing libFuzzer line (executions done) and fails on a crash; a

@@ -16,6 +16,11 @@ pub const CHUNK_TOKENS: usize = 75;
 /// the words after it move to the next chunk.
 pub const COMMA_BACKTRACK: usize = 20;
 
+/// The most chunks a prompt may take (2400 tokens): each is a text-encoder run and 77 more
+/// tokens in every cross-attention of every UNet step; Automatic1111 has no limit, but a
+/// runaway prompt should fail with a message, not exhaust memory.
+pub const MAX_CHUNKS: usize = 32;
+
 /// A piece of the prompt with its weight. `Break` is Automatic1111's `["BREAK", -1]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fragment {
@@ -57,7 +62,9 @@ pub fn parse_attention(prompt: &str) -> Result<Vec<Fragment>, String> {
             }
             ':' => match weight_at(&chars, i) {
                 Some((weight, end)) if !round.is_empty() => {
-                    let w: f64 = weight.parse().map_err(|_| {
+                    // Automatic1111 stops with a Python error on "1.2.3"; an overflow to
+                    // infinity would turn the picture into NaN.
+                    let w: f64 = weight.parse().ok().filter(|w: &f64| w.is_finite()).ok_or_else(|| {
                         format!("«prompt»: the weight in \"{}\" is not a number", chars[i..end].iter().collect::<String>())
                     })?;
                     let from = round.pop().expect("checked");
@@ -192,6 +199,7 @@ pub fn chunks(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Chunk>, Str
         let (text, weight) = match fragment {
             Fragment::Break => {
                 builder.finish_chunk();
+                builder.check_length()?;
                 continue;
             }
             Fragment::Text(text, weight) => (text, weight),
@@ -207,10 +215,12 @@ pub fn chunks(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Chunk>, Str
             }
             builder.tokens.push((token, weight));
         }
+        builder.check_length()?;
     }
     if !builder.tokens.is_empty() || builder.chunks.is_empty() {
         builder.finish_chunk();
     }
+    builder.check_length()?;
     Ok(builder.chunks)
 }
 
@@ -232,6 +242,15 @@ struct ChunkBuilder<'t> {
 }
 
 impl ChunkBuilder<'_> {
+    fn check_length(&self) -> Result<(), String> {
+        if self.chunks.len() <= MAX_CHUNKS {
+            return Ok(());
+        }
+        Err(format!(
+            "«prompt» is longer than {MAX_CHUNKS} chunks of {CHUNK_TOKENS} tokens (counting BREAKs); shorten it"
+        ))
+    }
+
     /// A full chunk with a comma among its last [`COMMA_BACKTRACK`] tokens ends after that
     /// comma; what followed it starts the next chunk.
     fn move_after_comma(&mut self) {
@@ -326,5 +345,6 @@ mod tests {
         assert_parses("[a (b] c)", &[text("a ", 1.0 / 1.1), text("b", 1.0), text(" c", 1.1)]);
         assert_parses("(a [b:1.5) c", &[text("a ", 1.5), text("b", 1.5 / 1.1), text(" c", 1.0 / 1.1)]);
         assert!(parse_attention("(a:1.2.3)").is_err());
+        assert!(parse_attention(&format!("(a:{})", "9".repeat(400))).is_err());
     }
 }

@@ -112,7 +112,7 @@ pub fn model_configs(data: &[u8]) {
 }
 
 /// A minimal CLIP-style tokenizer.json: the fixtures in model_configs need one to open a dir.
-const TINY_TOKENIZER_JSON: &[u8] = br#"{"model":{"type":"BPE","vocab":{"<|startoftext|>":0,"<|endoftext|>":1,"a":2,"b":3,"a</w>":4,"b</w>":5,"ab</w>":6},"merges":["a b</w>"]},"added_tokens":[]}"#;
+const TINY_TOKENIZER_JSON: &[u8] = br#"{"model":{"type":"BPE","vocab":{"<|startoftext|>":0,"<|endoftext|>":1,"a":2,"b":3,"a</w>":4,"b</w>":5,"ab</w>":6,",</w>":7},"merges":["a b</w>"]},"added_tokens":[]}"#;
 
 /// tokenizer/: tokenizer.json, or vocab.json + merges.txt (split at the first 0 byte), then
 /// a prompt through it.
@@ -128,5 +128,20 @@ pub fn tokenizer(data: &[u8]) {
     if let Ok(tokenizer) = ClipTokenizer::from_files(&files) {
         let _ = tokenizer.encode_padded("a photo of a cat, ab");
         let _ = tokenizer.encode_unpadded(std::str::from_utf8(data).unwrap_or("ab"));
+    }
+}
+
+/// Automatic1111's prompt syntax (`--prompt`): the emphasis parser, then the 77-id chunks
+/// through a tiny tokenizer (with a comma, for the chunk-boundary rule).
+pub fn prompt_syntax(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(fragments) = sd_wasm::prompt::parse_attention(&text) {
+        assert!(!fragments.is_empty());
+    }
+    let files = TokenizerFiles { tokenizer_json: Some(TINY_TOKENIZER_JSON.to_vec()), ..Default::default() };
+    let tokenizer = ClipTokenizer::from_files(&files).expect("the built-in tokenizer");
+    if let Ok(chunks) = sd_wasm::prompt::chunks(&tokenizer, &text) {
+        assert!((1..=sd_wasm::prompt::MAX_CHUNKS).contains(&chunks.len()));
+        assert!(chunks.iter().all(|c| c.ids.len() == 77 && c.weights.len() == 77));
     }
 }

@@ -28,4 +28,4 @@ macro_rules! replay_tests {
     )*};
 }
 
-replay_tests!(npy, png_input, parameters, prompts, scheduler_config, model_configs, tokenizer);
+replay_tests!(npy, png_input, parameters, prompts, scheduler_config, model_configs, tokenizer, prompt_syntax);

@@ -190,3 +190,19 @@ fn a_long_weighted_prompt_draws_the_oracles_picture() {
     eprintln!("long weighted prompt: max pixel difference {diff}/255");
     assert!(diff <= 2, "max pixel difference {diff}");
 }
+
+/// A runaway prompt fails with a message (Automatic1111 has no limit, but memory does); a
+/// weight that is not a number fails as Automatic1111's parser does (it raises).
+#[test]
+fn runaway_prompts_and_bad_weights_are_usage_errors() {
+    let files = DirFiles::open(model()).unwrap();
+    let dir = ModelDir::open(&files).unwrap();
+    let tokenizer = text::load_tokenizer(&dir).unwrap();
+    let fits = "a lighthouse, ".repeat(sd_wasm::prompt::MAX_CHUNKS * 75 / 3 - 5);
+    assert_eq!(sd_wasm::prompt::chunks(&tokenizer, &fits).unwrap().len(), sd_wasm::prompt::MAX_CHUNKS);
+    for prompt in [fits.repeat(2), "BREAK ".repeat(40), "(a:1.2.3)".into()] {
+        let req = GenerateRequest { prompt, ..Default::default() };
+        let err = text::tokenize(&tokenizer, &req, true, 1).err().expect("an error");
+        assert_eq!(err.kind, sd_wasm::ErrorKind::Usage, "{err}");
+    }
+}
