@@ -19,7 +19,8 @@ CLIPTextModel:
      fixtures/tiny-prompts/text_encoder/, checked against torch with onnxruntime. The tests
      run fixtures/tiny with this text encoder in place of its own (fixtures/tiny itself stays
      an export without clip_skip_N: the older model dir).
-  2. The parser's output for a table of prompts (tests/data/prompt_parse_cases.json).
+  2. The parser's output for a table of prompts (tests/data/prompt_parse_cases.json) and for
+     1000 random ones, with the chunks of 100 of them (tests/data/prompt_random_cases.jsonl).
   3. For each case of CASES: the chunks (ids, weights) and the text embeddings of the prompt and
      the negative prompt (.npy, fixtures/tiny-prompts/expected/), as Automatic1111 computes them.
   4. Power: how far the embeddings move without mean restoration, without weights, with the
@@ -33,6 +34,7 @@ CLIPTextModel:
 import json
 import math
 import os
+import random
 import re
 import shutil
 import sys
@@ -50,6 +52,7 @@ REPO = mf.REPO
 MODEL = os.path.join(REPO, "fixtures", "tiny-prompts")
 OUT = os.path.join(MODEL, "expected")
 PARSE_CASES = os.path.join(REPO, "tests", "data", "prompt_parse_cases.json")
+RANDOM_CASES = os.path.join(REPO, "tests", "data", "prompt_random_cases.jsonl")
 TOLERANCE = 1e-4  # the Rust tests' relative tolerance
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +221,19 @@ PARSE_PROMPTS = [
     "[a:b:0.5] [c|d]",
 ]
 
+# Random prompts from these pieces (brackets, weights, escapes, BREAK, commas, non-ASCII,
+# numbers that are not weights): the parser's output for each, and the chunks of some.
+RANDOM_PIECES = ["(", ")", "[", "]", ":", "\\", " ", ",", ".", "1", "0.5", ":1.3)", ":0)", ":-2)", "+", "-",
+                 "BREAK", " BREAK ", "cat", "a dog", "é", "日本", "\t", "\n", "_", "x", "|", "{", ":1.2.3)", ", ",
+                 "lighthouse at dusk", "\\(", "\\)", "\\\\"]
+
+
+def random_prompts(count, seed=7):
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield "".join(rng.choice(RANDOM_PIECES) for _ in range(rng.choice([1, 3, 8, 20, 60, 200])))
+
+
 LONG = mf.LONG_PROMPT  # about 100 tokens, commas throughout
 CASES = [
     # name, prompt, negative prompt, clip skip
@@ -255,8 +271,8 @@ def main():
         norm, g = text_encoder.final_layer_norm, torch.Generator().manual_seed(14)
         norm.weight.copy_(1 + 0.2 * torch.randn(norm.weight.shape, generator=g))
         norm.bias.copy_(0.5 + 0.5 * torch.randn(norm.bias.shape, generator=g))
-    if os.path.exists(MODEL):
-        shutil.rmtree(MODEL)
+    for generated in ("text_encoder", "expected"):
+        shutil.rmtree(os.path.join(MODEL, generated), ignore_errors=True)
     ids = torch.randint(0, 49408, (2, 77), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
     export_text_encoder(text_encoder, MODEL, None, external_data=False, ids=ids)
     session = ort.InferenceSession(os.path.join(MODEL, "text_encoder", "model.onnx"), providers=["CPUExecutionProvider"])
@@ -275,10 +291,21 @@ def main():
     print(f"text encoder exported with clip_skip_2; onnxruntime vs torch max abs diff {onnx_worst:.2e}")
 
     # 2. The parser's table.
+    def parsed_or_error(p):
+        try:
+            return {"prompt": p, "parsed": parse(p)}
+        except ValueError:  # a "(text:1.2.3)" weight: Automatic1111 raises
+            return {"prompt": p, "error": True}
+
     mf.write_json(PARSE_CASES, {
         "source": "scripts/make_prompt_fixtures.py: Automatic1111's parse_prompt_attention, re-implemented",
         "cases": [{"prompt": p, "parsed": parse(p)} for p in PARSE_PROMPTS],
     })
+    randoms = [parsed_or_error(p) for p in random_prompts(1000)]
+    for r in [r for r in randoms if "parsed" in r][:100]:
+        r["chunks"] = [{"ids": ids, "weights": ws} for ids, ws in chunks(tokenizer, r["prompt"])]
+    with open(RANDOM_CASES, "w", encoding="utf-8") as f:  # one case a line
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in randoms)
 
     # 3, 4. Embeddings and their power.
     os.makedirs(OUT, exist_ok=True)

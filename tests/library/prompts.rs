@@ -74,22 +74,63 @@ fn oracle_npy(name: &str) -> Latents {
     read_npy(&std::fs::read(prompts_dir().join(name)).unwrap()).unwrap()
 }
 
+fn parse_cases() -> Vec<Value> {
+    let table: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/data/prompt_parse_cases.json")).unwrap()).unwrap();
+    table["cases"].as_array().unwrap().clone()
+}
+
+fn random_cases() -> Vec<Value> {
+    let lines = std::fs::read_to_string(repo().join("tests/data/prompt_random_cases.jsonl")).unwrap();
+    lines.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+}
+
+/// The parser's output for a table of prompts (nesting, escapes, unbalanced brackets, BREAK,
+/// weights, empty) and for 1000 random ones; a weight that is not a number is an error where
+/// Automatic1111's parser raises.
 #[test]
 fn parser_matches_automatic1111() {
-    let text = std::fs::read_to_string(repo().join("tests/data/prompt_parse_cases.json")).unwrap();
-    let cases: Value = serde_json::from_str(&text).unwrap();
-    for case in cases["cases"].as_array().unwrap() {
+    let (table, random) = (parse_cases(), random_cases());
+    for case in table.iter().chain(&random) {
         let prompt = case["prompt"].as_str().unwrap();
+        let Some(want) = case["parsed"].as_array() else {
+            assert!(parse_attention(prompt).is_err(), "{prompt:?} parses; Automatic1111 raises");
+            continue;
+        };
         let got = parse_attention(prompt).unwrap();
-        let want = case["parsed"].as_array().unwrap();
         assert_eq!(got.len(), want.len(), "{prompt:?}: {got:?}, want {want:?}");
         for (g, w) in got.iter().zip(want) {
             let (text, weight) = (w[0].as_str().unwrap(), w[1].as_f64().unwrap());
             match g {
                 Fragment::Break => assert!(text == "BREAK" && weight == -1.0, "{prompt:?}: {got:?}, want {want:?}"),
+                // (serde_json reads floats to within an ulp, not exactly)
                 Fragment::Text(t, gw) => {
-                    assert!(t == text && (gw - weight).abs() < 1e-12, "{prompt:?}: {got:?}, want {want:?}")
+                    assert!(t == text && (gw - weight).abs() <= 1e-14 * weight.abs(), "{prompt:?}: {got:?}, want {want:?}")
                 }
+            }
+        }
+    }
+    eprintln!("parser: {} table and {} random prompts", table.len(), random.len());
+}
+
+/// The chunks of 100 random prompts (fixtures/tiny's tokenizer): ids and weights.
+#[test]
+fn chunks_of_random_prompts_match_automatic1111() {
+    let files = DirFiles::open(tiny_model()).unwrap();
+    let tokenizer = text::load_tokenizer(&ModelDir::open(&files).unwrap()).unwrap();
+    let random = random_cases();
+    let chunked: Vec<&Value> = random.iter().filter(|c| c.get("chunks").is_some()).collect();
+    assert!(chunked.len() >= 100);
+    for case in chunked {
+        let prompt = case["prompt"].as_str().unwrap();
+        let ours = sd_wasm::prompt::chunks(&tokenizer, prompt).unwrap();
+        let want = case["chunks"].as_array().unwrap();
+        assert_eq!(ours.len(), want.len(), "{prompt:?}");
+        for (chunk, w) in ours.iter().zip(want) {
+            let ids: Vec<i64> = w["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            assert_eq!(chunk.ids, ids, "{prompt:?}");
+            for (a, b) in chunk.weights.iter().zip(w["weights"].as_array().unwrap()) {
+                assert!((*a as f64 - b.as_f64().unwrap()).abs() <= 1e-6 * a.abs() as f64, "{prompt:?}: {:?}", chunk.weights);
             }
         }
     }
