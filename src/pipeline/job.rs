@@ -105,8 +105,10 @@ impl Job<'_, '_> {
         });
         drop(encoder);
 
-        // Requests of one UNet shape in a row: the UNet loads once per shape.
-        pending.sort_by_key(|p| (p.plan.unet_channels, p.plan.one_latent, p.plan.batch_size));
+        // Requests of one UNet shape (latents and text: a long prompt has more tokens) in a
+        // row: the UNet loads once per shape.
+        let text_tokens = |p: &Pending| p.text.as_ref().map_or(0, |t| t.cond.shape()[1]);
+        pending.sort_by_key(|p| (p.plan.unet_channels, p.plan.one_latent, p.plan.batch_size, text_tokens(p)));
         let mut unet = denoise::unet_slot();
         let mut previews = preview::Previews::new(dir);
         pending = self.stage(pending, |p, run| {

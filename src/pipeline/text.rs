@@ -25,13 +25,6 @@ pub struct Tokens {
     pub clip_skip: usize,
 }
 
-impl Tokens {
-    /// The UNet's text input [tokens, …]: 77 per chunk, known before any network loads.
-    pub fn text_tokens(&self) -> usize {
-        self.cond.iter().map(|c| c.ids.len()).sum()
-    }
-}
-
 /// The text encoder's outputs: [1, tokens, dim] each.
 pub struct Embeddings {
     pub cond: Latents,

@@ -189,3 +189,26 @@ fn a_job_loads_each_network_once_per_shape_and_matches_single_runs() {
         }
     }
 }
+
+/// Prompts of one and of two chunks need two UNet shapes (77 and 154 text tokens): a job
+/// loads each once, whatever the order, and each picture is its single run's.
+#[test]
+fn a_job_groups_requests_by_text_length() {
+    let long = "a very detailed painting of a lighthouse on a rocky cliff, ".repeat(8);
+    let base = GenerateRequest { steps: 2, ..main_case_request() };
+    let requests: Vec<GenerateRequest> = (0..4)
+        .map(|i| GenerateRequest {
+            prompt: if i % 2 == 0 { base.prompt.clone() } else { format!("{long}{i}") },
+            seed: i,
+            ..base.clone()
+        })
+        .collect();
+    let dir = DirFiles::open(tiny_model()).unwrap();
+    let mut job = JobRecorder::default();
+    sd_wasm::pipeline::generate_job(&dir, &requests, &mut job);
+    assert_eq!(job.loaded.iter().filter(|&&n| n == "UNet").count(), 2, "{:?}", job.loaded);
+    for (index, request) in requests.iter().enumerate() {
+        let alone = generate(&dir, request, &mut Recorder { steps: 0, cancel_after: None }).unwrap();
+        assert_eq!(job.results[&index].as_ref().unwrap()[0].image.pixels, alone.image.pixels, "request {index}");
+    }
+}
