@@ -15,8 +15,10 @@ use crate::tokenizer::ClipTokenizer;
 use ndarray::Axis;
 
 /// One request's prompts as token chunks. With guidance, both prompts have the same number
-/// of chunks: the shorter is padded with empty chunks (Automatic1111's "pad prompt/negative
-/// prompt to be same length"), so one UNet shape serves both passes.
+/// of chunks: the shorter is padded with empty chunks, as Automatic1111 does with its option
+/// "Pad prompt/negative prompt" on, so one UNet (pinned to one text shape) serves both passes.
+/// Its default runs the two at their own lengths, which would need a second UNet here: when
+/// the chunk counts differ, pictures differ from its default's.
 pub struct Tokens {
     pub cond: Vec<Chunk>,
     /// The negative prompt's chunks, when guidance runs an unconditional pass.
