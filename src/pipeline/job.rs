@@ -66,6 +66,8 @@ struct Pending<'r> {
     warnings: Vec<String>,
     timings: Timings,
     tokens: Option<Tokens>,
+    /// See [`Generated::padded_conds`].
+    padded_conds: bool,
     pixels: Option<Pixels>,
     text: Option<Embeddings>,
     image: Option<ImageConditioning>,
@@ -159,6 +161,7 @@ impl Job<'_, '_> {
                 start,
                 warnings,
                 timings,
+                padded_conds: tokens.padded,
                 tokens: Some(tokens),
                 pixels,
                 text: None,
@@ -241,6 +244,7 @@ fn finished(dir: &ModelDir, p: Pending, now: f64) -> (usize, Vec<Generated>) {
             warnings: p.warnings.clone(),
             model_name: dir.name(),
             model_identity: dir.identity.clone(),
+            padded_conds: p.padded_conds,
         })
         .collect();
     (p.index, pictures)

@@ -43,6 +43,9 @@ pub struct Generated {
     pub warnings: Vec<String>,
     pub model_name: String,
     pub model_identity: String,
+    /// The prompt and the negative prompt took different numbers of 75-token chunks and the
+    /// shorter was padded with empty ones (Automatic1111 records that as "Pad conds: True").
+    pub padded_conds: bool,
 }
 
 /// One picture: [`generate_all`] for a request of one image.

@@ -25,6 +25,8 @@ pub struct Tokens {
     pub uncond: Option<Vec<Chunk>>,
     /// Automatic1111's "Clip skip" (1: the last layer).
     pub clip_skip: usize,
+    /// The two prompts' chunk counts differed and the shorter was padded.
+    pub padded: bool,
 }
 
 /// The text encoder's outputs: [1, tokens, dim] each.
@@ -72,13 +74,15 @@ pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool, 
     let chunks = |text: &str| prompt::chunks(tokenizer, text).map_err(SdError::usage);
     let mut cond = chunks(&req.prompt)?;
     let mut uncond = if guided { Some(chunks(req.negative_prompt.as_deref().unwrap_or(""))?) } else { None };
+    let mut padded = false;
     if let Some(uncond) = &mut uncond {
         let n = cond.len().max(uncond.len());
+        padded = cond.len() != uncond.len();
         for shorter in [&mut cond, uncond] {
             shorter.resize(n, prompt::empty_chunk(tokenizer));
         }
     }
-    Ok(Tokens { cond, uncond, clip_skip })
+    Ok(Tokens { cond, uncond, clip_skip, padded })
 }
 
 /// The text encoder, kept for every request of a job: one per (ids per chunk, clip skip).

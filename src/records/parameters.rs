@@ -34,6 +34,9 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
             fields.push((key, value));
         }
     }
+    if out.padded_conds {
+        fields.push(("Pad conds", "True".to_string()));
+    }
     fields.push(("Version", format!("sd.wasm {}", crate::VERSION)));
     text.push('\n');
     text.push_str(&fields.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "));
@@ -99,8 +102,9 @@ pub fn parse_parameters(text: &str) -> Result<Patch, String> {
         patch.set("width", w.trim(), format!("Size: {size}"));
         patch.set("height", h.trim(), format!("Size: {size}"));
     }
-    // Recorded, but not settings to repeat: the model and our version.
-    let mut used = vec!["Scheduler", "Sampler", "Schedule type", "Size", "Model hash", "Model", "Version"];
+    // Recorded, but not settings to repeat: the model and our version; and "Pad conds", which
+    // is what we always do.
+    let mut used = vec!["Scheduler", "Sampler", "Schedule type", "Size", "Model hash", "Model", "Version", "Pad conds"];
     for (key, value) in &fields {
         let Some(param) = param_by_a1111(key).filter(|p| !used.contains(&key.as_str()) && p.a1111 != A1111::Head("prompt")) else {
             continue;

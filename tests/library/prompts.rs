@@ -247,3 +247,19 @@ fn runaway_prompts_and_bad_weights_are_usage_errors() {
         assert_eq!(err.kind, sd_wasm::ErrorKind::Usage, "{err}");
     }
 }
+
+/// Prompts of different chunk counts: the shorter is padded, and the record says so as
+/// Automatic1111 does ("Pad conds: True"); read back, that key is no setting to repeat.
+#[test]
+fn padding_is_recorded_as_automatic1111_records_it() {
+    let long = "a very detailed painting of a lighthouse on a rocky cliff, ".repeat(8);
+    let files = DirFiles::open(tiny_model()).unwrap();
+    for (negative, padded) in [("blurry", true), (long.as_str(), false)] {
+        let req = GenerateRequest { prompt: long.clone(), negative_prompt: Some(negative.into()), steps: 1, ..Default::default() };
+        let out = generate(&files, &req, &mut Quiet).unwrap();
+        let text = sd_wasm::records::parameters::parameters_text(&req, &out);
+        assert_eq!(text.contains(", Pad conds: True,"), padded, "{text}");
+        let patch = sd_wasm::records::parameters::parse_parameters(&text).unwrap();
+        assert!(patch.notes.is_empty(), "{:?}", patch.notes);
+    }
+}
