@@ -71,6 +71,13 @@ pub fn clip_skip(dir: &ModelDir, req: &GenerateRequest, run: &mut Run) -> Result
 /// The prompt (and the negative prompt when `guided`) as chunks, to be encoded with
 /// `clip_skip` ([`clip_skip`]).
 pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool, clip_skip: usize) -> Result<Tokens> {
+    if tokenizer.max_length() != prompt::CHUNK_TOKENS + 2 {
+        return Err(SdError::model(format!(
+            "tokenizer/tokenizer_config.json: model_max_length {}; a CLIP text encoder takes {}",
+            tokenizer.max_length(),
+            prompt::CHUNK_TOKENS + 2
+        )));
+    }
     let chunks = |text: &str| prompt::chunks(tokenizer, text).map_err(SdError::usage);
     let mut cond = chunks(&req.prompt)?;
     let mut uncond = if guided { Some(chunks(req.negative_prompt.as_deref().unwrap_or(""))?) } else { None };
