@@ -2,7 +2,7 @@
 //!
 //! Library first, layers pointing down: front ends ([`cli`], `web`, `component`) →
 //! [`records`] (what a picture records about itself) → [`pipeline`] (stages over plain data) →
-//! [`request`] (the parameter table) → [`models`], [`schedulers`], [`tokenizer`], [`rng`],
+//! [`request`] (the parameter table) → [`models`], [`schedulers`], [`tokenizer`], [`prompt`], [`rng`],
 //! [`model_dir`] (the one seam between platforms: [`model_dir::ModelFiles`]) → [`codecs`],
 //! [`tensor`], [`error`].
 

@@ -65,7 +65,10 @@ pub fn parse_attention(prompt: &str) -> Result<Vec<Fragment>, String> {
                     // Automatic1111 stops with a Python error on "1.2.3"; an overflow to
                     // infinity would turn the picture into NaN.
                     let w: f64 = weight.parse().ok().filter(|w: &f64| w.is_finite()).ok_or_else(|| {
-                        format!("«prompt»: the weight in \"{}\" is not a number", chars[i..end].iter().collect::<String>())
+                        format!(
+                            "«prompt»: the weight in \"{}\" is not a number",
+                            chars[i..end].iter().collect::<String>()
+                        )
                     })?;
                     let from = round.pop().expect("checked");
                     multiply(&mut res, from, w);
@@ -112,10 +115,11 @@ pub fn parse_attention(prompt: &str) -> Result<Vec<Fragment>, String> {
             _ => merged.push((text, weight)),
         }
     }
-    Ok(merged
-        .into_iter()
-        .map(|(text, weight)| if text == "BREAK" && weight == -1.0 { Fragment::Break } else { Fragment::Text(text, weight) })
-        .collect())
+    let fragment = |(text, weight): (String, f64)| match (text.as_str(), weight) {
+        ("BREAK", -1.0) => Fragment::Break,
+        _ => Fragment::Text(text, weight),
+    };
+    Ok(merged.into_iter().map(fragment).collect())
 }
 
 /// `:<number>)` at `i` (Automatic1111's `:([+-]?[.\d]+)\)`): the number's text and the index

@@ -1,5 +1,5 @@
 //! The crate's layers only point down: front ends → records → pipeline → request → models,
-//! schedulers, tokenizer, rng, model dir → codecs, tensors, errors. Reads every source file
+//! schedulers, tokenizer, prompt, rng, model dir → codecs, tensors, errors. Reads every source file
 //! and fails on a `crate::x` path that names a module of a higher layer.
 
 use std::path::Path;

@@ -76,7 +76,8 @@ fn oracle_npy(name: &str) -> Latents {
 
 fn parse_cases() -> Vec<Value> {
     let table: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/data/prompt_parse_cases.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/data/prompt_parse_cases.json")).unwrap())
+            .unwrap();
     table["cases"].as_array().unwrap().clone()
 }
 
@@ -105,7 +106,10 @@ fn parser_matches_automatic1111() {
                 Fragment::Break => assert!(text == "BREAK" && weight == -1.0, "{prompt:?}: {got:?}, want {want:?}"),
                 // (serde_json reads floats to within an ulp, not exactly)
                 Fragment::Text(t, gw) => {
-                    assert!(t == text && (gw - weight).abs() <= 1e-14 * weight.abs(), "{prompt:?}: {got:?}, want {want:?}")
+                    assert!(
+                        t == text && (gw - weight).abs() <= 1e-14 * weight.abs(),
+                        "{prompt:?}: {got:?}, want {want:?}"
+                    )
                 }
             }
         }
@@ -130,7 +134,11 @@ fn chunks_of_random_prompts_match_automatic1111() {
             let ids: Vec<i64> = w["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
             assert_eq!(chunk.ids, ids, "{prompt:?}");
             for (a, b) in chunk.weights.iter().zip(w["weights"].as_array().unwrap()) {
-                assert!((*a as f64 - b.as_f64().unwrap()).abs() <= 1e-6 * a.abs() as f64, "{prompt:?}: {:?}", chunk.weights);
+                assert!(
+                    (*a as f64 - b.as_f64().unwrap()).abs() <= 1e-6 * a.abs() as f64,
+                    "{prompt:?}: {:?}",
+                    chunk.weights
+                );
             }
         }
     }
@@ -148,15 +156,23 @@ fn chunks_and_embeddings_match_automatic1111() {
                 let ids: Vec<i64> = w["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
                 assert_eq!(chunk.ids, ids, "{name} {key}[{i}]: ids");
                 for (a, b) in chunk.weights.iter().zip(w["weights"].as_array().unwrap()) {
-                    assert!((*a as f64 - b.as_f64().unwrap()).abs() < 1e-6, "{name} {key}[{i}]: weights {:?}", chunk.weights);
+                    assert!(
+                        (*a as f64 - b.as_f64().unwrap()).abs() < 1e-6,
+                        "{name} {key}[{i}]: weights {:?}",
+                        chunk.weights
+                    );
                 }
             }
         }
-        let shape: Vec<usize> = case["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> =
+            case["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         assert_eq!(embeddings.cond.shape(), &shape[..], "{name}");
         let cond = relative_diff(&embeddings.cond, &oracle_npy(&format!("{name}_cond.npy")));
         let uncond = relative_diff(embeddings.uncond.as_ref().unwrap(), &oracle_npy(&format!("{name}_uncond.npy")));
-        eprintln!("{name}: {} chunk(s), relative difference {cond:.1e} (prompt), {uncond:.1e} (negative)", tokens.cond.len());
+        eprintln!(
+            "{name}: {} chunk(s), relative difference {cond:.1e} (prompt), {uncond:.1e} (negative)",
+            tokens.cond.len()
+        );
         assert!(cond <= TOLERANCE && uncond <= TOLERANCE, "{name}: {cond:e}, {uncond:e}");
     }
 }
@@ -212,7 +228,8 @@ fn clip_skip_is_ignored_on_sd2_as_automatic1111_does() {
 /// UNet runs with that text shape and the picture is diffusers' given the oracle's embeddings.
 #[test]
 fn a_long_weighted_prompt_draws_the_oracles_picture() {
-    let cases: Value = serde_json::from_str(&std::fs::read_to_string(prompts_dir().join("cases.json")).unwrap()).unwrap();
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(prompts_dir().join("cases.json")).unwrap()).unwrap();
     let picture = &cases["picture"];
     let case = oracle_cases().into_iter().find(|c| c["name"] == picture["case"]).unwrap();
     let args = &picture["args"];
@@ -255,7 +272,12 @@ fn padding_is_recorded_as_automatic1111_records_it() {
     let long = "a very detailed painting of a lighthouse on a rocky cliff, ".repeat(8);
     let files = DirFiles::open(tiny_model()).unwrap();
     for (negative, padded) in [("blurry", true), (long.as_str(), false)] {
-        let req = GenerateRequest { prompt: long.clone(), negative_prompt: Some(negative.into()), steps: 1, ..Default::default() };
+        let req = GenerateRequest {
+            prompt: long.clone(),
+            negative_prompt: Some(negative.into()),
+            steps: 1,
+            ..Default::default()
+        };
         let out = generate(&files, &req, &mut Quiet).unwrap();
         let text = sd_wasm::records::parameters::parameters_text(&req, &out);
         assert_eq!(text.contains(", Pad conds: True,"), padded, "{text}");
