@@ -129,6 +129,7 @@ function readRequest() {
     if (v !== null) request[key] = v;
   }
   if ($("scheduler").value) request.scheduler = $("scheduler").value;
+  if ($("rng").value !== "torch") request.rng = $("rng").value;
   return request;
 }
 

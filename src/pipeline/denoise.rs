@@ -15,7 +15,6 @@ use crate::models::unet::guidance_embedding;
 use crate::models::vae::Encoded;
 use crate::models::Unet;
 use crate::request::GenerateRequest;
-use crate::rng::TorchRng;
 use crate::schedulers::Scheduler;
 use crate::tensor::{Latents, NoiseSource};
 use ndarray::Axis;
@@ -76,7 +75,7 @@ fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress:
     let (req, plan) = (job.req, job.plan);
     let n = seeds.len();
     let (mut scheduler, timesteps) = plan.scheduler(req)?;
-    let mut rngs = BatchRng(seeds.iter().map(|&s| TorchRng::new(s)).collect());
+    let mut rngs = BatchRng(seeds.iter().map(|&s| req.rng.generator(s)).collect());
     let start = start_batch(job, &mut rngs, scheduler.as_mut(), &timesteps)?;
     let mut latents = start.latents;
     run.tensor("initial latents", &latents)?;
@@ -152,7 +151,7 @@ fn step_done(job: &Job, progress: &mut Progress, step_start: f64, latents: &Late
 
 /// One generator per picture of a batch: a draw of shape [n, …] takes row i from generator
 /// i, as diffusers' randn_tensor does with a list of generators.
-struct BatchRng(Vec<TorchRng>);
+struct BatchRng(Vec<Box<dyn NoiseSource + Send>>);
 
 impl NoiseSource for BatchRng {
     fn randn(&mut self, shape: &[usize]) -> Latents {
@@ -228,11 +227,11 @@ fn start_batch(job: &Job, rngs: &mut BatchRng, scheduler: &mut dyn Scheduler, ti
     let (mut image_rows, mut noise_rows, mut masked_rows) = (Vec::new(), Vec::new(), Vec::new());
     for rng in rngs.0.iter_mut() {
         if needs_image {
-            image_rows.push(latents_of(&image.image, rng, plan.vae_scaling));
+            image_rows.push(latents_of(&image.image, rng.as_mut(), plan.vae_scaling));
         }
         noise_rows.push(rng.randn(&plan.one_latent));
         if let Some(masked) = &image.masked_image {
-            masked_rows.push(latents_of(masked, rng, plan.vae_scaling));
+            masked_rows.push(latents_of(masked, rng.as_mut(), plan.vae_scaling));
         }
     }
     let noise = stack(&noise_rows);
@@ -259,7 +258,7 @@ fn start_batch(job: &Job, rngs: &mut BatchRng, scheduler: &mut dyn Scheduler, ti
 /// The latents a VAE encoder output stands for: a latent as it is, or a sample of the
 /// distribution (mean + exp(logvar / 2) · randn, logvar clamped to [-30, 20], as diffusers'
 /// DiagonalGaussianDistribution), times the VAE's scaling factor.
-fn latents_of(encoded: &Encoded, rng: &mut TorchRng, scaling: f32) -> Latents {
+fn latents_of(encoded: &Encoded, rng: &mut dyn NoiseSource, scaling: f32) -> Latents {
     match encoded {
         Encoded::Latent(l) => l * scaling,
         Encoded::Parameters(p) => {

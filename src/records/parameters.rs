@@ -120,6 +120,13 @@ pub fn parse_parameters(text: &str) -> Result<Patch, String> {
         }
         patch.values.push((param, value.clone(), format!("{key}: {value}")));
     }
+    // A key Automatic1111 omits at its default ("RNG" for its GPU noise) says that default.
+    for param in PARAMS {
+        let (A1111::Field(key), Some(value)) = (param.a1111, param.a1111_absent) else { continue };
+        if !fields.iter().any(|(k, _)| k == key || param.a1111_aliases.contains(&k.as_str())) {
+            patch.values.push((param, value.to_string(), format!("no {key} field (Automatic1111's default: {value})")));
+        }
+    }
     let unused: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).filter(|k| !used.contains(k)).collect();
     if !unused.is_empty() {
         patch.notes.push(format!("not used: {}", unused.join(", ")));
@@ -204,6 +211,35 @@ mod tests {
         assert_eq!(clip_skip.a1111, A1111::Field("Clip skip"));
         assert_eq!(clip_skip.record(&request(2), "euler"), Some("2".to_string()));
         assert_eq!(clip_skip.record(&request(1), "euler"), None);
+    }
+
+    /// Our generators are recorded in Automatic1111's words and read back as themselves; a
+    /// text without "RNG" is Automatic1111's default, its GPU noise: `cuda`.
+    #[test]
+    fn rng_is_recorded_as_automatic1111_names_it_and_read_back() {
+        use crate::request::RngKind;
+        let rng = crate::request::param("rng").unwrap();
+        let head = "a cat\nSteps: 5, Sampler: Euler a, CFG scale: 7, Seed: 3, Size: 16x16";
+        let read = |text: &str| {
+            let mut request = GenerateRequest::default();
+            parse_parameters(text).unwrap().apply(&mut request).unwrap();
+            request.rng
+        };
+        for kind in RngKind::ALL {
+            let recorded = rng.record(&GenerateRequest { rng: kind, ..Default::default() }, "euler-a").unwrap();
+            assert_eq!(recorded, kind.a1111_name());
+            assert_eq!(read(&format!("{head}, RNG: {recorded}")), kind);
+        }
+        assert_eq!(GenerateRequest::default().rng, RngKind::Torch);
+        assert_eq!(read(head), RngKind::Cuda);
+        assert_eq!(read(&format!("{head}, RNG: CPU")), RngKind::Torch);
+        assert_eq!(read(&format!("{head}, RNG: NV")), RngKind::Cuda);
+        assert_eq!(read(&format!("{head}, RNG: GPU")), RngKind::Cuda);
+        // sd.wasm's earlier pictures said "RNG: torch".
+        assert_eq!(read(&format!("{head}, RNG: torch, Version: sd.wasm 0.1.0")), RngKind::Torch);
+        let patch = parse_parameters(head).unwrap();
+        let (_, _, source) = patch.values.iter().find(|(p, ..)| p.key == "rng").unwrap();
+        assert_eq!(source, "no RNG field (Automatic1111's default: GPU)");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod validate;
 mod value;
 
 use crate::error::{Result, SdError};
+pub use crate::rng::RngKind;
 pub use preset::{apply_preset, Preset};
 pub use validate::validate;
 pub use value::{Inputs, NoInputs, ParamValue, Raw};
@@ -48,6 +49,9 @@ pub struct Param {
     pub a1111: A1111,
     /// Other Automatic1111 keys read back into this field (e.g. "Eta DDIM").
     pub a1111_aliases: &'static [&'static str],
+    /// What a `parameters` text without this key means, read back as this value: the
+    /// default of the Automatic1111 setting it records (its "RNG" is omitted for "GPU").
+    pub a1111_absent: Option<&'static str>,
     /// Whether a recorded value can be read back (a picture is recorded only as "given").
     pub from_record: bool,
     set: fn(&mut GenerateRequest, Raw, &dyn Inputs) -> std::result::Result<(), String>,
@@ -169,24 +173,6 @@ impl VaeChoice {
             VaeChoice::Full => "vae_decoder",
             VaeChoice::Taesd => "vae_decoder_taesd",
         }
-    }
-}
-
-/// The noise generator. One today: torch's CPU generator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RngKind {
-    /// `torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))`.
-    #[default]
-    Torch,
-}
-
-impl RngKind {
-    /// Automatic1111 records its CPU generator as "RNG: CPU": torch's CPU generator too.
-    pub fn parse(name: &str) -> Option<Self> {
-        (name == "torch" || name.eq_ignore_ascii_case("cpu")).then_some(RngKind::Torch)
-    }
-    pub fn name(self) -> &'static str {
-        "torch"
     }
 }
 

@@ -13,11 +13,13 @@ macro_rules! request_table {
     (@record default $field:ident) => { |request, _| ParamValue::to_text(&request.$field) };
     (@record none $field:ident) => { |_, _| None };
     (@record ($e:expr) $field:ident) => { $e };
+    (@absent) => { None };
+    (@absent $absent:literal) => { Some($absent) };
     ($(
         $(#[doc = $doc:literal])*
         $field:ident: $ty:ty = $default:expr;
             flags [$($flag:literal),+] $value:literal;
-            a1111 $a1111:expr $(, aliases [$($alias:literal),*])?;
+            a1111 $a1111:expr $(, aliases [$($alias:literal),*])? $(, absent $absent:literal)?;
             record $record:tt;
             check $check:expr;
             help $help:literal;
@@ -43,6 +45,7 @@ macro_rules! request_table {
                 help: $help,
                 a1111: $a1111,
                 a1111_aliases: &[$($($alias),*)?],
+                a1111_absent: request_table!(@absent $($absent)?),
                 from_record: <$ty as ParamValue>::FROM_RECORD,
                 set: |request: &mut GenerateRequest, raw: Raw, inputs: &dyn Inputs| {
                     request.$field = <$ty as ParamValue>::parse(raw, inputs)?;
@@ -259,14 +262,19 @@ request_table! {
         check any;
         help "pndm, ddim, euler, euler-a, dpm++2m, dpm++2m-karras, lms, lcm\n\
               (default: the model's scheduler_config.json)";
+    /// Recorded in Automatic1111's words ("RNG: CPU", "RNG: NV"), so Automatic1111 reads our
+    /// pictures with the same noise; its own pictures without the field used its GPU noise.
     rng: RngKind = RngKind::Torch;
-        flags ["--rng"] "torch";
-        a1111 A1111::Field("RNG");
+        flags ["--rng"] "torch|cuda";
+        a1111 A1111::Field("RNG"), absent "GPU";
         record default;
         check any;
-        help "noise generator; `torch` (the only one, and the default) reproduces\n\
-              torch.randn with torch.Generator(\"cpu\").manual_seed(N), so a seed\n\
-              gives the same picture as diffusers";
+        help "noise generator: torch (the default) is torch.randn with\n\
+              torch.Generator(\"cpu\").manual_seed(N), so a seed gives diffusers'\n\
+              picture; cuda is torch.randn on a CUDA device (Philox4x32-10), the\n\
+              noise of Automatic1111's default GPU source and of its NV source.\n\
+              Recorded as Automatic1111 does (RNG: CPU, RNG: NV); --params-from\n\
+              reads a PNG without an RNG field as cuda, Automatic1111's default";
     /// Pictures to make, with seeds `seed`, `seed + 1`, … (each its own generator).
     num_images: usize = 1;
         flags ["--num-images", "--num-images-per-prompt"] "N";

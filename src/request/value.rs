@@ -167,10 +167,11 @@ impl ParamValue for SchedulerKind {
 impl ParamValue for RngKind {
     fn parse(raw: Raw, _: &dyn Inputs) -> Result<Self, String> {
         let name = raw.text()?;
-        RngKind::parse(name).ok_or_else(|| format!("{name:?} is not known; the only generator is `torch`"))
+        RngKind::parse(name).ok_or_else(|| format!("{name:?} is not known; choose torch or cuda"))
     }
+    /// Automatic1111's name for the same noise ("CPU", "NV"): it reads that back as its own.
     fn to_text(&self) -> Option<String> {
-        Some(self.name().to_string())
+        Some(self.a1111_name().to_string())
     }
     fn to_json(&self) -> Value {
         self.name().into()

@@ -16,4 +16,5 @@ mod model_variants;
 mod parity;
 mod presets;
 mod pipeline_config;
+mod rng;
 mod seed_system;
