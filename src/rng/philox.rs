@@ -30,6 +30,11 @@
 //! other three values of their thread's curand_normal4, so its noise depends on the card. The
 //! mapping above (Automatic1111's NV source) is the GPU's whenever every element gets its own
 //! thread: 16,384 latents (512×512) on any card with 8 or more SMs at 2048 threads per SM.
+//!
+//! What this does not make Automatic1111's: its "ENSD" (eta noise seed delta: the per-step
+//! noise from a second generator seeded seed + delta) and variation seeds are not read (the
+//! record's notes say "not used"), and its image-to-image draws the encoder's sample from
+//! torch's global generator, not the picture's.
 
 use ndarray::{ArrayD, IxDyn};
 
