@@ -80,6 +80,8 @@ fn request(r: wit::Request) -> Result<GenerateRequest, SdError> {
         "eta": r.eta,
         "vae": vae.name(),
         "preview_every": r.preview_every,
+        "rng": r.rng,
+        "clip_skip": r.clip_skip,
     });
     let mut request = GenerateRequest::default();
     // Absent options keep the table's defaults.

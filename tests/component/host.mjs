@@ -64,6 +64,11 @@ results.first = summary(first);
 results.cancel = summary(run("/models", { steps: 1000 }, () => globalThis.sdProgress.events.filter((e) => e.tag === "step").length >= 3));
 results.missingModel = summary(run("/models/no-such-dir"));
 results.badSize = summary(run("/models", { width: 20 }));
+// Automatic1111's GPU noise: the same bytes as the CLI's --rng cuda.
+const cuda = run("/models", { rng: "cuda" });
+if (cuda.ok) writeFileSync(join(opts.out, "component-cuda.png"), cuda.value.png);
+results.cuda = summary(cuda);
+results.badRng = summary(run("/models", { rng: "gpu0" }));
 const again = run("/models");
 if (again.ok) writeFileSync(join(opts.out, "component-again.png"), again.value.png);
 results.again = { ok: again.ok };

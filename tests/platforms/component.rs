@@ -48,6 +48,15 @@ fn component_under_jco_matches_the_cli() {
     let cancel_steps = r["cancel"]["events"].as_array().unwrap().iter().filter(|e| e["tag"] == "step").count();
     assert_eq!(cancel_steps, 3);
 
+    // The request's rng field reaches the same table row as the CLI's --rng.
+    let cli_cuda = run_wasm(&tiny_model(), &out, &[&["--output", "/outputs/cli-cuda.png", "--rng", "cuda"][..], FRONT_END_PICTURE].concat());
+    assert_eq!(cli_cuda.code, 0, "{}", cli_cuda.stderr);
+    let cli_cuda_png = std::fs::read(out.join("cli-cuda.png")).unwrap();
+    assert!(cli_cuda_png != cli_png, "--rng cuda made torch's picture: the comparison below would prove nothing");
+    assert_eq!(r["cuda"]["ok"], true, "{}", r["cuda"]);
+    assert!(std::fs::read(results.join("component-cuda.png")).unwrap() == cli_cuda_png, "the component's cuda PNG differs from the CLI's");
+    assert_eq!(r["badRng"]["error"]["tag"], "usage", "{}", r["badRng"]);
+
     assert_eq!(r["missingModel"]["error"]["tag"], "model", "{}", r["missingModel"]);
     assert!(r["missingModel"]["error"]["val"].as_str().unwrap().contains("no-such-dir"));
     assert_eq!(r["badSize"]["error"]["tag"], "usage", "{}", r["badSize"]);
