@@ -33,7 +33,7 @@ fn main() {
         let mut outs = Vec::new();
         for ops in ["tract", set.as_str()] {
             std::env::set_var("SD_WASM_OPS", ops);
-            let unet = Unet::load(&files, shape, text, model.unet_guidance_embedding_dim()).unwrap();
+            let unet = Unet::load(&files, shape, text, model.unet_guidance_embedding_dim(), &Default::default()).unwrap();
             let t = Instant::now();
             outs.push(unet.predict(&sample, 500.0, &hidden, guidance.as_ref()).unwrap());
             eprintln!("compare: {ops}: {:.2} s", t.elapsed().as_secs_f64());
@@ -51,7 +51,7 @@ fn main() {
         "unet" => {
             let shape = [1, model.unet_config_usize("in_channels", 4), latent, latent];
             let text = [1, 77, model.unet_config_usize("cross_attention_dim", 768)];
-            let unet = Unet::load(&files, shape, text, model.unet_guidance_embedding_dim()).unwrap();
+            let unet = Unet::load(&files, shape, text, model.unet_guidance_embedding_dim(), &Default::default()).unwrap();
             let (sample, hidden) = (rng.randn(&shape), rng.randn(&text));
             let guidance = model.unet_guidance_embedding_dim().map(|dim| guidance_embedding(1.0, dim, 1));
             Box::new(move || {

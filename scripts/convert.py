@@ -309,6 +309,50 @@ def round_to_fp16(module, min_elements):
                 p.copy_(p.half().float())
 
 
+WEIGHT_MAP = "weights.json"
+
+
+def write_weight_map(onnx_path, module, strip_prefix=""):
+    """Writes weights.json beside the network: for every weight of `module` with two or more
+    axes (what a LoRA can change), the initializer that holds it and whether it is stored
+    transposed. The export names a Linear's weight after its MatMul (`onnx::MatMul_1234`) and
+    stores it transposed, so sd.wasm, merging a LoRA at load, finds each weight here. Found by
+    value (the stored fp32 or fp16 bytes, as is or transposed): it needs nothing from the
+    exporter's naming. Names are the module's own parameter names less `strip_prefix`."""
+    import hashlib
+
+    model = onnx.load(onnx_path)
+    stored = {}
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.ndim >= 2 and array.dtype in (np.float32, np.float16):
+            key = (array.dtype.str, array.shape, hashlib.sha1(np.ascontiguousarray(array).tobytes()).digest())
+            stored.setdefault(key, []).append(init.name)
+    weights, missing = {}, []
+    for name, param in module.named_parameters():
+        if param.ndim < 2:
+            continue
+        value = param.detach().float().numpy()
+        found = None
+        for dtype in (np.float32, np.float16):
+            for transposed, array in ((False, value), (True, value.T if value.ndim == 2 else None)):
+                if array is None:
+                    continue
+                array = np.ascontiguousarray(array.astype(dtype))
+                names = stored.get((array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).digest()))
+                if names and found is None:
+                    found = {"initializer": names[0], "transposed": transposed, "shape": list(value.shape)}
+        name = name[len(strip_prefix):] if name.startswith(strip_prefix) else name
+        if found:
+            weights[name] = found
+        else:
+            missing.append(name)
+    with open(os.path.join(os.path.dirname(onnx_path), WEIGHT_MAP), "w") as f:
+        rows = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(weights.items()))
+        f.write(f'{{"format": 1, "weights": {{\n{rows}\n}}}}\n')
+    return missing
+
+
 class TextEncoderWrapper(torch.nn.Module):
     """CLIPTextModel's last_hidden_state and pooler_output, then one output per Automatic1111
     "Clip skip" N from 2 to the number of layers: clip_skip_N, the final layer norm of
@@ -341,8 +385,9 @@ def export_text_encoder(text_encoder, out, fp16_min, external_data=True, ids=Non
     d = os.path.join(out, "text_encoder")
     ids = torch.zeros(1, 77, dtype=torch.int32) if ids is None else ids
     names, axes = text_encoder_outputs(text_encoder)
-    export(TextEncoderWrapper(text_encoder), (ids,), os.path.join(d, "model.onnx"), ["input_ids"], names, axes,
-           external_data=external_data, fp16_min_elements=fp16_min)
+    path = export(TextEncoderWrapper(text_encoder), (ids,), os.path.join(d, "model.onnx"), ["input_ids"], names,
+                  axes, external_data=external_data, fp16_min_elements=fp16_min)
+    write_weight_map(path, text_encoder, strip_prefix="text_model.")
     text_encoder.config.save_pretrained(d)
 
 
@@ -364,8 +409,9 @@ def export_unet(unet, out, fp16_min, scalar_timestep):
         inputs.append("timestep_cond")
         args += (torch.randn(1, c.time_cond_proj_dim, generator=g),)
         axes["timestep_cond"] = {0: "batch_size"}
-    export(UNetWrapper(unet), args, os.path.join(d, "model.onnx"), inputs, ["out_sample"], axes,
-           external_data=True, fp16_min_elements=fp16_min)
+    path = export(UNetWrapper(unet), args, os.path.join(d, "model.onnx"), inputs, ["out_sample"], axes,
+                  external_data=True, fp16_min_elements=fp16_min)
+    write_weight_map(path, unet)
     unet.save_config(d)
 
 

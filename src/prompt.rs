@@ -171,6 +171,67 @@ fn python_space(c: char) -> bool {
     c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
 }
 
+/// An Automatic1111 "extra network" tag, `<KIND:ARGS>` (`<lora:NAME:0.8>`, `<hypernet:…>`):
+/// tags are taken out of the prompt before it is parsed (its `extra_networks.parse_prompt`,
+/// same pattern `<(\w+):([^>]+)>`), whatever their kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkTag {
+    pub kind: String,
+    /// ARGS split at `:`.
+    pub args: Vec<String>,
+}
+
+/// The prompt without its extra-network tags, and the tags in order.
+pub fn extra_networks(prompt: &str) -> (String, Vec<NetworkTag>) {
+    let (mut text, mut tags, mut rest) = (String::with_capacity(prompt.len()), Vec::new(), prompt);
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let kind_len = after.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(after.len());
+        let args = after[kind_len..].strip_prefix(':').filter(|_| kind_len > 0);
+        match args.and_then(|a| a.find('>').filter(|&end| end > 0).map(|end| (&a[..end], &a[end + 1..]))) {
+            Some((args, after_tag)) => {
+                text.push_str(&rest[..open]);
+                tags.push(NetworkTag { kind: after[..kind_len].to_string(), args: args.split(':').map(str::to_string).collect() });
+                rest = after_tag;
+            }
+            None => {
+                text.push_str(&rest[..=open]);
+                rest = after;
+            }
+        }
+    }
+    text.push_str(rest);
+    (text, tags)
+}
+
+/// A `<lora:NAME[:WEIGHT]>` tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraTag {
+    pub name: String,
+    pub scale: f32,
+}
+
+/// The `<lora:…>` tags of a prompt. Automatic1111's third argument (a UNet weight apart from
+/// the text encoder's) and named arguments are refused unless they change nothing.
+pub fn lora_tags(prompt: &str) -> Result<Vec<LoraTag>, String> {
+    let (_, tags) = extra_networks(prompt);
+    tags.into_iter()
+        .filter(|t| t.kind == "lora")
+        .map(|t| {
+            let tag = format!("<lora:{}>", t.args.join(":"));
+            let number = |s: &String| s.trim().parse::<f32>().ok().filter(|v| v.is_finite());
+            let scale = match t.args.get(1) {
+                None => 1.0,
+                Some(s) => number(s).ok_or_else(|| format!("{tag}: the weight {s:?} is not a number"))?,
+            };
+            if t.args.len() > 3 || t.args.get(2).is_some_and(|u| number(u) != Some(scale)) {
+                return Err(format!("{tag}: only one weight is supported (text encoder and UNet alike)"));
+            }
+            Ok(LoraTag { name: t.args[0].trim().to_string(), scale })
+        })
+        .collect()
+}
+
 /// One chunk for the text encoder: 77 ids (start, 75 tokens or padding, end) and a weight
 /// per id.
 #[derive(Debug, Clone, PartialEq)]
@@ -290,6 +351,18 @@ impl ChunkBuilder<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn extra_network_tags_are_taken_out() {
+        let (text, tags) = super::extra_networks("a <lora:style:0.8> cat, <hypernet:x:1>(b) < c <:x> <d:>");
+        assert_eq!(text, "a  cat, (b) < c <:x> <d:>");
+        assert_eq!(tags.len(), 2);
+        assert_eq!((tags[0].kind.as_str(), tags[0].args.clone()), ("lora", vec!["style".to_string(), "0.8".to_string()]));
+        let loras = super::lora_tags("<lora:a> <lora:b:0.5> <lora:c:0.5:0.5>").unwrap();
+        assert_eq!(loras.iter().map(|t| (t.name.as_str(), t.scale)).collect::<Vec<_>>(), [("a", 1.0), ("b", 0.5), ("c", 0.5)]);
+        assert!(super::lora_tags("<lora:a:x>").is_err());
+        assert!(super::lora_tags("<lora:a:0.5:1>").is_err());
+    }
+
     use super::*;
 
     fn text(t: &str, w: f64) -> Fragment {

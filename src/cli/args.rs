@@ -18,6 +18,8 @@ const OWN_OPTIONS: &[(&str, &str, &str)] = &[
     ("--params-from", "PNG", "start from the parameters stored in a PNG (ours or Automatic1111's\n\
         `parameters` chunk); flags given as well override them"),
     ("--models, --model", "DIR", "diffusers ONNX model dir (default /models)"),
+    ("--lora-dir", "DIR", "where a prompt's <lora:NAME:W> tags find NAME.safetensors (default:\n\
+        loras/ beside the model dir, /loras for /models)"),
     ("--output", "PATH", "PNG file or directory (default: /outputs if it exists, else .);\n\
         a JSON sidecar with the same stem is written beside it. With\n\
         --num-images N > 1 a file name gets -<seed> before .png. Files are\n\
@@ -66,6 +68,8 @@ pub struct CliArgs {
     /// only the others.
     pub given: Vec<&'static str>,
     pub models: PathBuf,
+    /// Where `<lora:NAME>` tags are looked up (see [`super::loras::lora_dir`]).
+    pub lora_dir: Option<PathBuf>,
     pub output: Option<PathBuf>,
     pub quiet: bool,
     pub verbose: bool,
@@ -88,6 +92,15 @@ impl Inputs for CliInputs {
     fn note(&self, text: String) {
         eprintln!("note: {text}");
     }
+    fn folder(&self, path: &str) -> std::result::Result<(std::sync::Arc<dyn crate::model_dir::ModelFiles>, String), String> {
+        let path = std::path::Path::new(path);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| format!("{} names no file", path.display()))?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let folder = crate::model_dir::DirFiles::open(parent).map_err(|_| {
+            format!("{}: its folder cannot be read; under wasmtime, map it with --dir", path.display())
+        })?;
+        Ok((std::sync::Arc::new(folder), name))
+    }
 }
 
 /// Parses arguments (without argv[0], which Bacalhau sets to "").
@@ -100,7 +113,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     let mut flagged: Vec<&str> = Vec::new();
     let (mut models, mut output, mut quiet, mut verbose) = (PathBuf::from("/models"), None, false, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
-    let mut prompts_file = None;
+    let (mut prompts_file, mut lora_dir) = (None, None);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -118,6 +131,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             "--params-from" => drop(value()?), // applied first, above
             "--prompts" => prompts_file = Some(PathBuf::from(value()?)),
             "--models" | "--model" => models = PathBuf::from(value()?),
+            "--lora-dir" => lora_dir = Some(PathBuf::from(value()?)),
             "--output" | "-o" => output = Some(PathBuf::from(value()?)),
             "--quiet" | "-q" => quiet = true,
             "--verbose" | "-v" => verbose = true,
@@ -157,7 +171,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     }
     crate::request::validate(&request).map_err(|e| worded_from_png(e, &recorded, &flagged))?;
     let given = recorded.iter().map(|(key, _)| *key).chain(flagged).collect();
-    Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, given, models, output, quiet, verbose })))
+    Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, given, models, lora_dir, output, quiet, verbose })))
 }
 
 /// A library error in the command line's terms: fields named by their flags.

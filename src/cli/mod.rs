@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod jobs;
+pub mod loras;
 pub mod outputs;
 pub mod progress;
 
@@ -65,6 +66,7 @@ fn run_inner(args: &[String]) -> Result<()> {
         let files = DirFiles::open(&cli.models)?;
         let mut request = cli.request.clone();
         apply_preset(&mut request, &ModelDir::open(&files)?, &|key| cli.given.contains(&key))?;
+        loras::add_prompt_loras(&mut request, &loras::lora_dir(&cli)).map_err(worded)?;
         return render(&cli, &[request], None, &files);
     };
     check_output_dir(&cli)?;
@@ -82,6 +84,7 @@ fn run_inner(args: &[String]) -> Result<()> {
     for mut line in share {
         let given = |key: &str| cli.given.contains(&key) || line.keys.iter().any(|k| k == key);
         apply_preset(&mut line.request, &dir, &given)
+            .and_then(|()| loras::add_prompt_loras(&mut line.request, &loras::lora_dir(&cli)))
             .map_err(|e| worded(e).context(&format!("--prompts line {}", line.index + 1)))?;
         requests.push(line.request);
     }

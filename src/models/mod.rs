@@ -4,6 +4,7 @@
 //! caller drops one network before loading the next.
 
 pub mod check;
+pub mod lora;
 pub mod memory;
 pub mod ops;
 pub mod profile;
@@ -17,6 +18,7 @@ pub use vae::{VaeDecoder, VaeEncoder};
 
 use crate::error::{chain, Result, SdError};
 use crate::model_dir::ModelFiles;
+use lora::{Merge, Stored};
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
@@ -56,6 +58,16 @@ impl OnnxGraph {
     /// Reads `rel` (and its external data) from the model dir and parses it, after checking
     /// that its weights and `working(proto)` bytes of working memory can be allocated.
     pub fn load(files: &dyn ModelFiles, rel: &str, working: impl FnOnce(&pb::ModelProto) -> u64) -> Result<Self> {
+        Self::load_merged(files, rel, working, &Merge::default())
+    }
+
+    /// [`OnnxGraph::load`], with LoRAs merged into the weights as they are read.
+    pub fn load_merged(
+        files: &dyn ModelFiles,
+        rel: &str,
+        working: impl FnOnce(&pb::ModelProto) -> u64,
+        merge: &Merge,
+    ) -> Result<Self> {
         let path = format!("{}/{rel}", files.describe());
         let bytes = files.read(rel)?;
         let mut proto = pb::ModelProto::decode(&bytes[..]).map_err(|e| {
@@ -64,6 +76,19 @@ impl OnnxGraph {
         drop(bytes);
         let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let external = take_external_initializers(&mut proto, files, dir, &path)?;
+        let missing: Vec<&str> = merge
+            .initializers()
+            .filter(|name| !external.iter().any(|t| t.name == *name))
+            .filter(|name| !proto.graph.iter().flat_map(|g| &g.initializer).any(|t| t.name == *name))
+            .collect();
+        if let Some(name) = missing.first() {
+            return Err(SdError::model(format!(
+                "{path} has no initializer {name}, which its weights.json names: convert the model dir again"
+            )));
+        }
+        for tensor in proto.graph.iter_mut().flat_map(|g| g.initializer.iter_mut()).filter(|t| merge.changes(&t.name)) {
+            merge_into_proto(tensor, merge).map_err(|e| e.context(&path))?;
+        }
         // Weights, plus room for the f32 copy of the largest fp16 weight that the Cast makes per
         // run and what its consumer makes of it (measured: the text encoder's embedding table).
         let weights: u64 = external.iter().map(byte_len).sum::<u64>() + proto.encoded_len() as u64;
@@ -80,7 +105,7 @@ impl OnnxGraph {
             return Err(SdError::model(format!("{path} refers to undefined values {undefined:?}")));
         }
         let mut graph = OnnxGraph { model: parsed.model, path, weights: Vec::new() };
-        graph.bind_external_initializers(external, files)?;
+        graph.bind_external_initializers(external, files, merge)?;
         Ok(graph)
     }
 
@@ -170,7 +195,7 @@ impl OnnxGraph {
 
     /// Reads each external initializer into the tensor that keeps it. fp16 ones stay inputs
     /// (moved after the network's own inputs), everything else becomes a constant.
-    fn bind_external_initializers(&mut self, tensors: Vec<ExternalTensor>, files: &dyn ModelFiles) -> Result<()> {
+    fn bind_external_initializers(&mut self, tensors: Vec<ExternalTensor>, files: &dyn ModelFiles, merge: &Merge) -> Result<()> {
         use tract_onnx::tract_hir::ops::konst::Const;
         let path = self.path.clone();
         let fail = |e: TractError| SdError::model(format!("{path}: {}", chain(&e)));
@@ -186,6 +211,10 @@ impl OnnxGraph {
                 SdError::runtime(format!("{path}: out of memory for tensor {} ({})", ext.name, chain(&e)))
             })?;
             files.read_into(&ext.rel, ext.offset, tensor.as_bytes_mut())?;
+            if merge.changes(&ext.name) {
+                let stored = stored_type(ext.datum_type, &ext.name)?;
+                merge.apply(&ext.name, stored, &ext.shape, tensor.as_bytes_mut()).map_err(|e| e.context(&path))?;
+            }
             let tensor = tensor.into_arc_tensor();
             if ext.datum_type == DatumType::F16 {
                 let fact = InferenceFact::dt_shape(DatumType::F16, ext.shape.iter().copied().collect::<TVec<usize>>());
@@ -208,6 +237,35 @@ impl OnnxGraph {
     fn err(&self, e: impl std::fmt::Debug) -> SdError {
         SdError::model(format!("{}: {}", self.path, chain(&e)))
     }
+}
+
+/// The stored type of a weight a LoRA changes: the float types weights are stored in.
+fn stored_type(datum_type: DatumType, name: &str) -> Result<Stored> {
+    match datum_type {
+        DatumType::F32 => Ok(Stored::F32),
+        DatumType::F16 => Ok(Stored::F16),
+        other => Err(SdError::model(format!("weight {name} is stored as {other:?}; a LoRA can change f32 and f16 weights"))),
+    }
+}
+
+/// Merges into an initializer kept in the .onnx file itself (small weights; every weight of an
+/// export without external data), in the representation it has there.
+fn merge_into_proto(tensor: &mut pb::TensorProto, merge: &Merge) -> Result<()> {
+    let datum_type = onnx_datum_type(tensor.data_type)
+        .ok_or_else(|| SdError::model(format!("weight {} has an unsupported element type", tensor.name)))?;
+    let stored = stored_type(datum_type, &tensor.name)?;
+    let shape: Vec<usize> = tensor.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let name = tensor.name.clone();
+    if !tensor.raw_data.is_empty() {
+        return merge.apply(&name, stored, &shape, &mut tensor.raw_data).map(drop);
+    }
+    if stored != Stored::F32 || tensor.float_data.is_empty() {
+        return Err(SdError::model(format!("weight {name} is stored in a form a LoRA cannot be merged into; convert again")));
+    }
+    let mut bytes: Vec<u8> = tensor.float_data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    merge.apply(&name, stored, &shape, &mut bytes)?;
+    tensor.float_data = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Ok(())
 }
 
 /// An initializer whose bytes live in an external data file.

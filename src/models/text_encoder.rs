@@ -2,6 +2,7 @@
 //! Automatic1111's "Clip skip" N > 1 the output `clip_skip_N` (the final layer norm of the
 //! N-th hidden state from the end), which scripts/convert.py exports beside it.
 
+use super::lora::Merge;
 use super::{run_f32, OnnxGraph, Plan};
 use crate::error::{Result, SdError};
 use crate::model_dir::{ModelFiles, TEXT_ENCODER};
@@ -19,9 +20,9 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     /// `seq_len` is the tokenizer's padded length (77 for CLIP); `clip_skip` 1 is the last
-    /// layer.
-    pub fn load(files: &dyn ModelFiles, seq_len: usize, clip_skip: usize) -> Result<Self> {
-        let mut graph = OnnxGraph::load(files, TEXT_ENCODER, |_| super::memory::TEXT_ENCODER_WORKING)?;
+    /// layer; `loras`: the LoRAs merged into its weights ([`super::lora::plan`]).
+    pub fn load(files: &dyn ModelFiles, seq_len: usize, clip_skip: usize, loras: &Merge) -> Result<Self> {
+        let mut graph = OnnxGraph::load_merged(files, TEXT_ENCODER, |_| super::memory::TEXT_ENCODER_WORKING, loras)?;
         let ids = graph.input(super::check::TEXT_ENCODER_INPUTS[0])?;
         let ids_type = match ids.datum_type {
             Some(DatumType::I32) => DatumType::I32,

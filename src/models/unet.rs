@@ -3,6 +3,7 @@
 //! peak memory of a full-size UNet inside wasm32's address space. An LCM UNet takes guidance
 //! as an embedding (`timestep_cond`) instead.
 
+use super::lora::Merge;
 use super::{float_tensor, float_type, run_f32, OnnxGraph, Plan};
 use crate::error::{Result, SdError};
 use crate::model_dir::{ModelFiles, UNET};
@@ -21,14 +22,17 @@ pub struct Unet {
 
 impl Unet {
     /// `guidance_dim`: the width of the guidance embedding unet/config.json declares
-    /// (`time_cond_proj_dim`), which the network must then take as `timestep_cond`.
+    /// (`time_cond_proj_dim`), which the network must then take as `timestep_cond`. `loras`:
+    /// the LoRAs merged into its weights ([`super::lora::plan`]).
     pub fn load(
         files: &dyn ModelFiles,
         latent: [usize; 4],
         text_shape: [usize; 3],
         guidance_dim: Option<usize>,
+        loras: &Merge,
     ) -> Result<Self> {
-        let mut graph = OnnxGraph::load(files, UNET, |proto| super::memory::unet_working(proto, &latent))?;
+        let working = |proto: &_| super::memory::unet_working(proto, &latent);
+        let mut graph = OnnxGraph::load_merged(files, UNET, working, loras)?;
         let sample = graph.input(super::check::UNET_INPUTS[0])?;
         let timestep = graph.input(super::check::UNET_INPUTS[1])?;
         let hidden = graph.input(super::check::UNET_INPUTS[2])?;

@@ -21,7 +21,7 @@ pub fn bench_unet(files: &dyn ModelFiles, latent: usize, runs: usize, hooks: &mu
     let text_shape = [1, 77, dir.unet_config_usize("cross_attention_dim", 768)];
     let guidance_dim = dir.unet_guidance_embedding_dim();
     let (unet, load_seconds) =
-        load_network(hooks, "UNet", || Unet::load(files, latent_shape, text_shape, guidance_dim))?;
+        load_network(hooks, "UNet", || Unet::load(files, latent_shape, text_shape, guidance_dim, &Default::default()))?;
     let mut rng = TorchRng::new(0);
     let (sample, hidden) = (rng.randn(&latent_shape), rng.randn(&text_shape));
     // An LCM UNet at guidance 1, as LCM-LoRA runs.

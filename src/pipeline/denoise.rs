@@ -12,6 +12,7 @@ use super::text::Embeddings;
 use crate::error::{ErrorKind, Result, SdError};
 use crate::model_dir::ModelFiles;
 use crate::models::unet::guidance_embedding;
+use crate::models::lora::{LoraKey, Merges};
 use crate::models::vae::Encoded;
 use crate::models::Unet;
 use crate::request::GenerateRequest;
@@ -25,11 +26,13 @@ pub struct Job<'a> {
     pub plan: &'a Plan,
     pub text: &'a Embeddings,
     pub image: Option<&'a ImageConditioning>,
+    /// The LoRAs merged into the UNet.
+    pub loras: &'a Merges,
 }
 
-/// The UNet for a latent batch shape and a text shape: a last, smaller batch needs it pinned
-/// to its size.
-pub type UnetSlot = Slot<([usize; 4], [usize; 3]), Unet>;
+/// The UNet for a latent batch shape, a text shape and a set of LoRAs merged into it: a last,
+/// smaller batch needs it pinned to its size, other LoRAs need other weights.
+pub type UnetSlot = Slot<([usize; 4], [usize; 3], LoraKey), Unet>;
 
 pub fn unet_slot() -> UnetSlot {
     Slot::new("UNet")
@@ -52,9 +55,10 @@ pub fn denoise(
     for batch in batches {
         let n = batch.len();
         let [_, _, h, w] = plan.one_latent;
-        let key = ([n, plan.unet_channels, h, w], [n, tokens, dim]);
-        let (unet, seconds) =
-            slot.get(key, run, |&(latent, text)| Unet::load(files, latent, text, plan.guidance_embedding))?;
+        let key = ([n, plan.unet_channels, h, w], [n, tokens, dim], job.loras.key.clone());
+        let (unet, seconds) = slot.get(key, run, |(latent, text, _)| {
+            Unet::load(files, *latent, *text, plan.guidance_embedding, &job.loras.unet)
+        })?;
         run.timings.load_unet += seconds;
         let latents = denoise_batch(unet, job, batch, run, &mut progress)?;
         finals.extend(latents.axis_iter(Axis(0)).map(|l| l.insert_axis(Axis(0)).to_owned()));

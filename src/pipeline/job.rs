@@ -18,7 +18,9 @@ use crate::error::{ErrorKind, Result, SdError};
 use crate::model_dir::{ModelDir, ModelFiles};
 use crate::request::{validate, GenerateRequest};
 use crate::tensor::Latents;
+use crate::models::lora::Merges;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What a front end hears from a job, beyond one run's events.
 pub trait JobHooks: Hooks {
@@ -51,7 +53,7 @@ pub fn generate_job(files: &dyn ModelFiles, requests: &[GenerateRequest], hooks:
         Ok(opened) => opened,
         Err(e) => return valid.into_iter().for_each(|(index, _)| hooks.finished(index, Err(e.clone()))),
     };
-    let mut job = Job { files, dir: &dir, tokenizer: &tokenizer, checked: HashMap::new(), hooks };
+    let mut job = Job { files, dir: &dir, tokenizer: &tokenizer, checked: HashMap::new(), loras: Vec::new(), hooks };
     for group in valid.chunks(GROUP) {
         job.run_group(group);
     }
@@ -68,6 +70,11 @@ struct Pending<'r> {
     tokens: Option<Tokens>,
     /// See [`Generated::padded_conds`].
     padded_conds: bool,
+    /// The request's LoRAs, matched against the model: merged as its networks load.
+    loras: Arc<Merges>,
+    /// Which of the job's sets of LoRAs that is (first seen, first): requests of one set run
+    /// in a row.
+    lora_set: usize,
     pixels: Option<Pixels>,
     text: Option<Embeddings>,
     image: Option<ImageConditioning>,
@@ -82,6 +89,8 @@ struct Job<'a, 'h> {
     tokenizer: &'a crate::tokenizer::ClipTokenizer,
     /// Networks already checked (models::check), with the outcome: each is read once per job.
     checked: HashMap<String, Result<()>>,
+    /// Sets of LoRAs already matched against the model.
+    loras: Vec<Arc<Merges>>,
     hooks: &'h mut dyn JobHooks,
 }
 
@@ -93,7 +102,7 @@ impl Job<'_, '_> {
         let mut encoder = text::encoder_slot();
         pending = self.stage(pending, |p, run| {
             let tokens = p.tokens.take().expect("tokenized when planned");
-            p.text = Some(text::encode(&mut encoder, files, &tokens, run)?);
+            p.text = Some(text::encode(&mut encoder, files, &tokens, &p.loras, run)?);
             Ok(())
         });
         drop(encoder);
@@ -110,12 +119,12 @@ impl Job<'_, '_> {
         // Requests of one UNet shape (latents and text: a long prompt has more tokens) in a
         // row: the UNet loads once per shape.
         let text_tokens = |p: &Pending| p.text.as_ref().map_or(0, |t| t.cond.shape()[1]);
-        pending.sort_by_key(|p| (p.plan.unet_channels, p.plan.one_latent, p.plan.batch_size, text_tokens(p)));
+        pending.sort_by_key(|p| (p.plan.unet_channels, p.plan.one_latent, p.plan.batch_size, text_tokens(p), p.lora_set));
         let mut unet = denoise::unet_slot();
         let mut previews = preview::Previews::new(dir);
         pending = self.stage(pending, |p, run| {
             let text = p.text.as_ref().expect("encoded above");
-            let job = denoise::Job { req: p.req, plan: &p.plan, text, image: p.image.as_ref() };
+            let job = denoise::Job { req: p.req, plan: &p.plan, text, image: p.image.as_ref(), loras: &p.loras };
             p.latents = denoise::denoise(&mut unet, files, &mut previews, &job, run)?;
             (p.text, p.image) = (None, None);
             Ok(())
@@ -147,14 +156,16 @@ impl Job<'_, '_> {
                     .or_insert_with(|| crate::models::check::check_network(self.files, &network, inputs));
                 outcome.clone()?;
             }
+            let (lora_set, loras) = lora_merges(&mut self.loras, self.files, req)?;
+            loras.warnings.iter().for_each(|w| run.warn(w.clone()));
             let pixels = image::prepare(req, &plan, &mut run);
             let clip_skip = text::clip_skip(self.dir, req, &mut run)?;
-            let tokens = text::tokenize(self.tokenizer, req, plan.guided, clip_skip)?;
-            Ok((plan, pixels, tokens))
+            let tokens = text::tokenize(self.tokenizer, req, plan.guided, clip_skip, &mut run)?;
+            Ok((plan, pixels, tokens, (lora_set, loras)))
         })();
         let (warnings, timings) = (run.warnings, run.timings);
         match prepared {
-            Ok((plan, pixels, tokens)) => Some(Pending {
+            Ok((plan, pixels, tokens, (lora_set, loras))) => Some(Pending {
                 index,
                 req,
                 plan,
@@ -162,6 +173,8 @@ impl Job<'_, '_> {
                 warnings,
                 timings,
                 padded_conds: tokens.padded,
+                loras,
+                lora_set,
                 tokens: Some(tokens),
                 pixels,
                 text: None,
@@ -207,6 +220,17 @@ impl Job<'_, '_> {
         }
         kept
     }
+}
+
+/// The request's LoRAs matched against the model, once per set of LoRAs in a job: the set's
+/// index among the job's, and its merges.
+fn lora_merges(known: &mut Vec<Arc<Merges>>, files: &dyn ModelFiles, req: &GenerateRequest) -> Result<(usize, Arc<Merges>)> {
+    let key = crate::models::lora::key(&req.loras);
+    if let Some(index) = known.iter().position(|m| m.key == key) {
+        return Ok((index, known[index].clone()));
+    }
+    known.push(Arc::new(crate::models::lora::plan(files, &req.loras)?));
+    Ok((known.len() - 1, known[known.len() - 1].clone()))
 }
 
 /// Every network a request will load, with the inputs its loader looks for: checked before

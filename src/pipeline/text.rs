@@ -7,6 +7,7 @@ use super::events::Run;
 use super::slot::Slot;
 use crate::error::{Result, SdError};
 use crate::model_dir::{ModelDir, ModelFiles};
+use crate::models::lora::{LoraKey, Merges};
 use crate::models::TextEncoder;
 use crate::prompt::{self, Chunk};
 use crate::request::GenerateRequest;
@@ -70,7 +71,16 @@ pub fn clip_skip(dir: &ModelDir, req: &GenerateRequest, run: &mut Run) -> Result
 
 /// The prompt (and the negative prompt when `guided`) as chunks, to be encoded with
 /// `clip_skip` ([`clip_skip`]).
-pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool, clip_skip: usize) -> Result<Tokens> {
+/// Automatic1111's extra-network tags (`<lora:NAME:W>`) are taken out of both prompts first:
+/// the front end resolved the LoRAs they name into «loras»; a tag naming none of those is
+/// warned about.
+pub fn tokenize(
+    tokenizer: &ClipTokenizer,
+    req: &GenerateRequest,
+    guided: bool,
+    clip_skip: usize,
+    run: &mut Run,
+) -> Result<Tokens> {
     if tokenizer.max_length() != prompt::CHUNK_TOKENS + 2 {
         return Err(SdError::model(format!(
             "tokenizer/tokenizer_config.json: model_max_length {}; a CLIP text encoder takes {}",
@@ -78,7 +88,16 @@ pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool, 
             prompt::CHUNK_TOKENS + 2
         )));
     }
-    let chunks = |text: &str| prompt::chunks(tokenizer, text).map_err(SdError::usage);
+    let mut chunks = |text: &str| {
+        let (text, tags) = prompt::extra_networks(text);
+        for tag in tags {
+            let name = tag.args.first().map_or("", |n| n.trim());
+            if tag.kind != "lora" || !req.loras.iter().any(|l| l.name == name) {
+                run.warn(format!("<{}:{}> is ignored: no such LoRA was loaded", tag.kind, tag.args.join(":")));
+            }
+        }
+        prompt::chunks(tokenizer, &text).map_err(SdError::usage)
+    };
     let mut cond = chunks(&req.prompt)?;
     let mut uncond = if guided { Some(chunks(req.negative_prompt.as_deref().unwrap_or(""))?) } else { None };
     let mut padded = false;
@@ -92,17 +111,26 @@ pub fn tokenize(tokenizer: &ClipTokenizer, req: &GenerateRequest, guided: bool, 
     Ok(Tokens { cond, uncond, clip_skip, padded })
 }
 
-/// The text encoder, kept for every request of a job: one per (ids per chunk, clip skip).
-pub type EncoderSlot = Slot<(usize, usize), TextEncoder>;
+/// The text encoder, kept for every request of a job: one per (ids per chunk, clip skip, LoRAs
+/// merged into it).
+pub type EncoderSlot = Slot<(usize, usize, LoraKey), TextEncoder>;
 
 pub fn encoder_slot() -> EncoderSlot {
     Slot::new("text encoder")
 }
 
 /// One request's embeddings, from the slot's text encoder (loaded on first use).
-pub fn encode(slot: &mut EncoderSlot, files: &dyn ModelFiles, tokens: &Tokens, run: &mut Run) -> Result<Embeddings> {
-    let key = (prompt::CHUNK_TOKENS + 2, tokens.clip_skip);
-    let (encoder, seconds) = slot.get(key, run, |&(seq_len, clip_skip)| TextEncoder::load(files, seq_len, clip_skip))?;
+pub fn encode(
+    slot: &mut EncoderSlot,
+    files: &dyn ModelFiles,
+    tokens: &Tokens,
+    loras: &Merges,
+    run: &mut Run,
+) -> Result<Embeddings> {
+    let key = (prompt::CHUNK_TOKENS + 2, tokens.clip_skip, loras.key.clone());
+    let (encoder, seconds) = slot.get(key, run, |&(seq_len, clip_skip, _)| {
+        TextEncoder::load(files, seq_len, clip_skip, &loras.text_encoder)
+    })?;
     run.timings.load_text_encoder += seconds;
     let start = run.now();
     let cond = encode_chunks(encoder, &tokens.cond)?;

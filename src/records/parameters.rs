@@ -16,6 +16,20 @@ fn a1111_sampler_name(scheduler: &str) -> String {
 /// request row that records itself, in table order.
 pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
     let mut text = req.prompt.clone();
+    // LoRAs given apart from the prompt (`--lora`) as Automatic1111 records every LoRA: a
+    // `<lora:NAME:WEIGHT>` tag in the prompt, read back by `--params-from`.
+    let tagged: Vec<String> = [Some(req.prompt.as_str()), req.negative_prompt.as_deref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|p| crate::prompt::lora_tags(p).unwrap_or_default())
+        .map(|t| t.name)
+        .collect();
+    for lora in req.loras.iter().filter(|l| !tagged.contains(&l.name)) {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&format!("<lora:{}:{}>", lora.name, lora.scale));
+    }
     if let Some(neg) = req.negative_prompt.as_deref().filter(|n| !n.is_empty()) {
         text.push_str("\nNegative prompt: ");
         text.push_str(neg);
@@ -36,6 +50,10 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
     }
     if out.padded_conds {
         fields.push(("Pad conds", "True".to_string()));
+    }
+    if !req.loras.is_empty() {
+        let hashes: Vec<String> = req.loras.iter().map(|l| format!("{}: {}", l.name, l.file.short_hash())).collect();
+        fields.push(("Lora hashes", format!("\"{}\"", hashes.join(", "))));
     }
     fields.push(("Version", format!("sd.wasm {}", crate::VERSION)));
     text.push('\n');
@@ -105,6 +123,10 @@ pub fn parse_parameters(text: &str) -> Result<Patch, String> {
     // Recorded, but not settings to repeat: the model and our version; and "Pad conds", which
     // is what we always do.
     let mut used = vec!["Scheduler", "Sampler", "Schedule type", "Size", "Model hash", "Model", "Version", "Pad conds"];
+    // "Lora hashes" names the files the prompts' <lora:…> tags load (those are found by name).
+    if [Some(prompt), negative].into_iter().flatten().any(|p| !crate::prompt::lora_tags(p).unwrap_or_default().is_empty()) {
+        used.push("Lora hashes");
+    }
     for (key, value) in &fields {
         let Some(param) = param_by_a1111(key).filter(|p| !used.contains(&key.as_str()) && p.a1111 != A1111::Head("prompt")) else {
             continue;
@@ -200,7 +222,9 @@ mod tests {
         let mut request = GenerateRequest::default();
         p.apply(&mut request).unwrap();
         assert_eq!(request.clip_skip, 2);
-        assert_eq!(p.notes, vec!["not used: Lora hashes".to_string()]);
+        assert_eq!(p.notes, vec!["not used: Lora hashes".to_string()], "no <lora:…> tag in the prompt");
+        let tagged = text.replace("with stars\n", "with stars <lora:a:1> <lora:b:0.5>\n");
+        assert!(parse_parameters(&tagged).unwrap().notes.is_empty());
     }
 
     /// "Clip skip: N" is written as Automatic1111 writes it: only when it is not 1.

@@ -6,6 +6,7 @@ use super::value::{Inputs, ParamValue, Raw};
 use super::preset::Preset;
 use super::{Param, RngKind, VaeChoice, A1111, BETA_SCHEDULES, MAX_IMAGES, MAX_SIDE, MAX_STEPS};
 use crate::codecs::png::RgbImage;
+use crate::models::lora::Lora;
 use crate::schedulers::SchedulerKind;
 use crate::tensor::Latents;
 
@@ -48,8 +49,7 @@ macro_rules! request_table {
                 a1111_absent: request_table!(@absent $($absent)?),
                 from_record: <$ty as ParamValue>::FROM_RECORD,
                 set: |request: &mut GenerateRequest, raw: Raw, inputs: &dyn Inputs| {
-                    request.$field = <$ty as ParamValue>::parse(raw, inputs)?;
-                    Ok(())
+                    <$ty as ParamValue>::assign(&mut request.$field, raw, inputs)
                 },
                 check: |request: &GenerateRequest| {
                     let check: fn(&$ty) -> Result<(), String> = $check;
@@ -290,6 +290,21 @@ request_table! {
         record none;
         check at_least_one;
         help "pictures per UNet evaluation (default 1; memory grows with B)";
+    /// LoRAs merged into the UNet and the text encoder as they load, each with its weight.
+    /// Recorded as Automatic1111 does: `<lora:NAME:WEIGHT>` in the prompt and "Lora hashes".
+    loras: Vec<Lora> = Vec::new();
+        flags ["--lora"] "FILE[:W]";
+        a1111 A1111::None;
+        record none;
+        check |loras: &Vec<Lora>| match loras.iter().find(|l| !l.scale.is_finite()) {
+            Some(l) => Err(format!("{}: the weight must be a number, got {}", l.name, l.scale)),
+            None => Ok(()),
+        };
+        help "merge a LoRA (kohya/Automatic1111 .safetensors) into the UNet and\n\
+              text encoder with weight W (default 1); repeatable. Recorded as\n\
+              <lora:NAME:W> in the prompt; such a tag in a prompt loads\n\
+              NAME.safetensors from --lora-dir. Needs a model dir from the\n\
+              current scripts/convert.py (its weights.json)";
     /// Every K steps, a preview event with a picture of the current latents.
     preview_every: Option<usize> = None;
         flags ["--preview-every"] "K";

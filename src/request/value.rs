@@ -4,9 +4,12 @@
 use super::preset::Preset;
 use super::{RngKind, VaeChoice};
 use crate::codecs::png::RgbImage;
+use crate::model_dir::ModelFiles;
+use crate::models::lora::{Lora, LoraFile};
 use crate::schedulers::SchedulerKind;
 use crate::tensor::Latents;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// A value as a front end has it.
 #[derive(Debug, Clone, Copy)]
@@ -27,10 +30,15 @@ impl<'a> Raw<'a> {
     }
 }
 
-/// Where file-valued fields (pictures, latents) come from: the front end's files.
+/// Where file-valued fields (pictures, latents, LoRAs) come from: the front end's files.
 pub trait Inputs {
     /// The bytes of `path`; the error says why not, in the front end's terms.
     fn read(&self, path: &str) -> Result<Vec<u8>, String>;
+    /// `path` to be read piecewise (a LoRA file, too large to hold): its folder and its name
+    /// there.
+    fn folder(&self, path: &str) -> Result<(Arc<dyn ModelFiles>, String), String> {
+        Err(format!("{path}: files cannot be named here"))
+    }
     /// Something was converted on the way in (e.g. a 16-bit PNG reduced to 8 bits).
     fn note(&self, _text: String) {}
 }
@@ -50,6 +58,11 @@ pub trait ParamValue: Sized {
     /// only as "given".
     const FROM_RECORD: bool = true;
     fn parse(raw: Raw, inputs: &dyn Inputs) -> Result<Self, String>;
+    /// Stores a parsed value in the field: replaces it (a list adds to it).
+    fn assign(field: &mut Self, raw: Raw, inputs: &dyn Inputs) -> Result<(), String> {
+        *field = Self::parse(raw, inputs)?;
+        Ok(())
+    }
     /// Automatic1111 text; None: nothing to record.
     fn to_text(&self) -> Option<String>;
     fn to_json(&self) -> Value;
@@ -217,5 +230,55 @@ impl ParamValue for Latents {
     }
     fn to_json(&self) -> Value {
         true.into()
+    }
+}
+
+/// A LoRA named `FILE[:WEIGHT]`: its header read and checked, its content hashed. Its name is
+/// the file's stem, as Automatic1111 names LoRAs.
+impl ParamValue for Lora {
+    const FROM_RECORD: bool = false;
+    fn parse(raw: Raw, inputs: &dyn Inputs) -> Result<Self, String> {
+        let text = raw.text()?;
+        let (path, scale) = match text.rsplit_once(':') {
+            Some((path, w)) if !path.is_empty() && w.trim().parse::<f32>().is_ok() => (path, w.trim().parse().unwrap_or(1.0)),
+            _ => (text, 1.0),
+        };
+        let (folder, rel) = inputs.folder(path)?;
+        let file = LoraFile::open(folder, &rel).map_err(|e| e.message)?;
+        let stem = rel.rsplit('/').next().unwrap_or(&rel);
+        let name = stem.strip_suffix(".safetensors").unwrap_or(stem).to_string();
+        Ok(Lora { name, scale, file: Arc::new(file) })
+    }
+    fn to_text(&self) -> Option<String> {
+        Some(format!("<lora:{}:{}>", self.name, self.scale))
+    }
+    fn to_json(&self) -> Value {
+        serde_json::json!({ "name": self.name, "weight": self.scale, "hash": self.file.short_hash() })
+    }
+}
+
+/// A repeatable field: each value given adds one (a JSON array gives them all).
+impl<T: ParamValue> ParamValue for Vec<T> {
+    const FROM_RECORD: bool = T::FROM_RECORD;
+    fn parse(raw: Raw, inputs: &dyn Inputs) -> Result<Self, String> {
+        match raw {
+            Raw::Json(Value::Array(items)) => items.iter().map(|v| T::parse(Raw::Json(v), inputs)).collect(),
+            _ => T::parse(raw, inputs).map(|one| vec![one]),
+        }
+    }
+    fn assign(field: &mut Self, raw: Raw, inputs: &dyn Inputs) -> Result<(), String> {
+        let values = Self::parse(raw, inputs)?;
+        match raw {
+            Raw::Json(Value::Array(_)) => *field = values,
+            _ => field.extend(values),
+        }
+        Ok(())
+    }
+    fn to_text(&self) -> Option<String> {
+        let texts: Vec<String> = self.iter().filter_map(T::to_text).collect();
+        (!texts.is_empty()).then(|| texts.join(" "))
+    }
+    fn to_json(&self) -> Value {
+        Value::Array(self.iter().map(T::to_json).collect())
     }
 }

@@ -8,6 +8,7 @@ mod common;
 mod fuzz_corpus;
 mod hostile;
 mod layers;
+mod lora;
 mod native_pipeline;
 mod outputs;
 mod prompts;

@@ -59,8 +59,8 @@ fn text_stage(model: &std::path::Path, req: &GenerateRequest) -> sd_wasm::Result
     let mut hooks = Quiet;
     let mut run = Run::new(&mut hooks);
     let clip_skip = text::clip_skip(&dir, req, &mut run)?;
-    let tokens = text::tokenize(&tokenizer, req, true, clip_skip)?;
-    let embeddings = text::encode(&mut text::encoder_slot(), &files, &tokens, &mut run)?;
+    let tokens = text::tokenize(&tokenizer, req, true, clip_skip, &mut run)?;
+    let embeddings = text::encode(&mut text::encoder_slot(), &files, &tokens, &Default::default(), &mut run)?;
     Ok((tokens, embeddings))
 }
 
@@ -259,8 +259,8 @@ fn runaway_prompts_and_bad_weights_are_usage_errors() {
     let fits = "a lighthouse, ".repeat(sd_wasm::prompt::MAX_CHUNKS * 75 / 3 - 5);
     assert_eq!(sd_wasm::prompt::chunks(&tokenizer, &fits).unwrap().len(), sd_wasm::prompt::MAX_CHUNKS);
     for prompt in [fits.repeat(2), "BREAK ".repeat(40), "(a:1.2.3)".into()] {
-        let req = GenerateRequest { prompt, ..Default::default() };
-        let err = text::tokenize(&tokenizer, &req, true, 1).err().expect("an error");
+        let (mut hooks, req) = (Quiet, GenerateRequest { prompt, ..Default::default() });
+        let err = text::tokenize(&tokenizer, &req, true, 1, &mut Run::new(&mut hooks)).err().expect("an error");
         assert_eq!(err.kind, sd_wasm::ErrorKind::Usage, "{err}");
     }
 }

@@ -12,6 +12,7 @@ mod families;
 mod fan_out;
 mod hostile;
 mod img2img;
+mod lora;
 mod model_variants;
 mod parity;
 mod presets;

@@ -4,5 +4,6 @@
 //! `simd128`, an explicit SIMD128 one; tests compare both against the reference.
 
 pub mod cast;
+pub mod low_rank;
 pub mod pack;
 pub mod softmax;
