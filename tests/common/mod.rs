@@ -14,6 +14,21 @@ pub fn tiny_model() -> PathBuf {
 }
 
 /// diffusers' Img2Img/Inpaint oracles and their inputs (scripts/make_img2img_fixtures.py).
+/// The tiny fixture's main case (fixtures/tiny/expected): 12 steps of the model's own
+/// scheduler, guidance 7.5, seed 42, 16×16.
+pub fn main_case_request() -> sd_wasm::request::GenerateRequest {
+    sd_wasm::request::GenerateRequest {
+        prompt: "a lighthouse at dusk, oil painting".into(),
+        negative_prompt: Some("blurry".into()),
+        width: Some(16),
+        height: Some(16),
+        steps: 12,
+        guidance_scale: 7.5,
+        seed: 42,
+        ..Default::default()
+    }
+}
+
 pub fn img2img_dir() -> PathBuf {
     repo().join("fixtures/tiny-img2img")
 }

@@ -36,17 +36,7 @@ fn lora(dir: &Path, file: &str, scale: f32) -> sd_wasm::Result<Lora> {
 
 /// fixtures/tiny-lora/cases.json's run: the model's own PNDM, 12 steps, seed 42, 16×16.
 fn request(loras: Vec<Lora>) -> GenerateRequest {
-    GenerateRequest {
-        prompt: "a lighthouse at dusk, oil painting".into(),
-        negative_prompt: Some("blurry".into()),
-        width: Some(16),
-        height: Some(16),
-        steps: 12,
-        guidance_scale: 7.5,
-        seed: 42,
-        loras,
-        ..Default::default()
-    }
+    GenerateRequest { loras, ..main_case_request() }
 }
 
 fn picture(req: &GenerateRequest) -> sd_wasm::Result<Generated> {

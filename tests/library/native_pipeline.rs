@@ -26,18 +26,9 @@ impl Hooks for Recorder {
     }
 }
 
-fn main_case_request() -> GenerateRequest {
-    GenerateRequest {
-        prompt: "a lighthouse at dusk, oil painting".into(),
-        negative_prompt: Some("blurry".into()),
-        width: Some(16),
-        height: Some(16),
-        steps: 12,
-        guidance_scale: 7.5,
-        seed: 42,
-        scheduler: SchedulerKind::parse("euler-a"),
-        ..Default::default()
-    }
+/// The main case with euler-a (fixtures/tiny/expected/euler-a.png).
+fn euler_a_request() -> GenerateRequest {
+    GenerateRequest { scheduler: SchedulerKind::parse("euler-a"), ..main_case_request() }
 }
 
 /// All files of a directory, read into memory under their relative paths.
@@ -65,7 +56,7 @@ fn library_matches_diffusers_from_files_and_from_memory() {
     let mem = memory_files(&tiny_model());
     for files in [&dir as &dyn ModelFiles, &mem] {
         let mut hooks = Recorder { steps: 0, cancel_after: None };
-        let out = generate(files, &main_case_request(), &mut hooks).unwrap();
+        let out = generate(files, &euler_a_request(), &mut hooks).unwrap();
         assert_eq!(hooks.steps, 12);
         let diff = max_pixel_diff(&out.image, &expected);
         assert!(diff <= 2, "{}: max pixel difference {diff}", files.describe());
@@ -83,7 +74,7 @@ fn library_runs_an_lcm_unet_as_diffusers() {
         guidance_scale: 8.0,
         scheduler: None,
         negative_prompt: None,
-        ..main_case_request()
+        ..euler_a_request()
     };
     let out = generate(&DirFiles::open(&lcm).unwrap(), &req, &mut Recorder { steps: 0, cancel_after: None }).unwrap();
     assert_eq!((out.scheduler, out.timings.unet_evaluations), ("lcm", 4));
@@ -95,7 +86,7 @@ fn library_runs_an_lcm_unet_as_diffusers() {
 fn cancel_stops_within_a_step() {
     let dir = DirFiles::open(tiny_model()).unwrap();
     let mut hooks = Recorder { steps: 0, cancel_after: Some(3) };
-    let err = generate(&dir, &main_case_request(), &mut hooks).unwrap_err();
+    let err = generate(&dir, &euler_a_request(), &mut hooks).unwrap_err();
     assert_eq!(err.kind, sd_wasm::ErrorKind::Cancelled);
     assert_eq!(hooks.steps, 3);
 }
@@ -112,7 +103,7 @@ fn library_inpaints_with_progress_and_cancel() {
         init_image: Some(picture("init.png")),
         strength: Some(0.75),
         mask: Some(picture("mask.png")),
-        ..main_case_request()
+        ..euler_a_request()
     };
     let dir = DirFiles::open(tiny_model()).unwrap();
     let mut hooks = Recorder { steps: 0, cancel_after: None };
@@ -156,7 +147,7 @@ impl sd_wasm::pipeline::JobHooks for JobRecorder {
 #[test]
 fn a_job_loads_each_network_once_per_shape_and_matches_single_runs() {
     let picture = sd_wasm::codecs::png::decode_rgb(&std::fs::read(img2img_dir().join("init.png")).unwrap()).unwrap();
-    let base = GenerateRequest { steps: 3, ..main_case_request() };
+    let base = GenerateRequest { steps: 3, ..euler_a_request() };
     let requests = vec![
         GenerateRequest { prompt: "a red cube".into(), seed: 1, ..base.clone() },
         GenerateRequest { width: Some(24), seed: 2, ..base.clone() },
@@ -195,7 +186,7 @@ fn a_job_loads_each_network_once_per_shape_and_matches_single_runs() {
 #[test]
 fn a_job_groups_requests_by_text_length() {
     let long = "a very detailed painting of a lighthouse on a rocky cliff, ".repeat(8);
-    let base = GenerateRequest { steps: 2, ..main_case_request() };
+    let base = GenerateRequest { steps: 2, ..euler_a_request() };
     let requests: Vec<GenerateRequest> = (0..4)
         .map(|i| GenerateRequest {
             prompt: if i % 2 == 0 { base.prompt.clone() } else { format!("{long}{i}") },
