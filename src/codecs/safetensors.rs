@@ -96,7 +96,9 @@ pub fn parse_header(json: &[u8], file_size: u64) -> Result<Header, String> {
 pub fn to_f32(dtype: &str, bytes: &[u8]) -> Result<Vec<f32>, String> {
     Ok(match dtype {
         "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        "F16" => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        "F16" => {
+            bytes.chunks_exact(2).map(|b| sd_kernels::cast::f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()
+        }
         "BF16" => {
             bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect()
         }
@@ -105,72 +107,9 @@ pub fn to_f32(dtype: &str, bytes: &[u8]) -> Result<Vec<f32>, String> {
     })
 }
 
-/// IEEE half → single (exact; subnormals, infinities and NaN included).
-pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h & 0x8000) as u32) << 16;
-    let exponent = ((h >> 10) & 0x1f) as u32;
-    let mantissa = (h & 0x3ff) as u32;
-    let bits = match (exponent, mantissa) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: normalize.
-            let shift = m.leading_zeros() - 21;
-            sign | ((113 - shift) << 23) | ((m << shift) & 0x3ff) << 13
-        }
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 112) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
-}
-
-/// Single → half, rounding to nearest even (as numpy's and torch's casts).
-pub fn f32_to_f16(f: f32) -> u16 {
-    let bits = f.to_bits();
-    let sign = ((bits >> 16) & 0x8000) as u16;
-    let exponent = ((bits >> 23) & 0xff) as i32;
-    let mantissa = bits & 0x7f_ffff;
-    if exponent == 0xff {
-        return sign | 0x7c00 | if mantissa != 0 { 0x200 } else { 0 };
-    }
-    let e = exponent - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = mantissa | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = m >> shift;
-        let rest = m & ((1 << shift) - 1);
-        let halfway = 1 << (shift - 1);
-        let round = rest > halfway || (rest == halfway && half & 1 == 1);
-        return sign | (half + round as u32) as u16;
-    }
-    let half = ((e as u32) << 10) | (mantissa >> 13);
-    let rest = mantissa & 0x1fff;
-    let round = rest > 0x1000 || (rest == 0x1000 && half & 1 == 1);
-    sign | (half + round as u32) as u16
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn half_round_trips_and_rounds_to_nearest_even() {
-        for h in 0..=u16::MAX {
-            let f = f16_to_f32(h);
-            if !f.is_nan() {
-                assert_eq!(f32_to_f16(f), h, "{h:#06x} -> {f}");
-            }
-        }
-        assert_eq!(f32_to_f16(1.0 + 1.0 / 2048.0), 0x3c00); // halfway: to even
-        assert_eq!(f32_to_f16(1.0 + 3.0 / 2048.0), 0x3c02);
-        assert_eq!(f32_to_f16(65520.0), 0x7c00);
-        assert_eq!(f32_to_f16(1e-8), 0);
-    }
 
     #[test]
     fn bad_headers_are_errors() {

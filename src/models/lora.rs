@@ -14,11 +14,12 @@
 //! load, each weight is updated in place in f32, 64 rows at a time, and stored back in the
 //! graph's type (fp16 at rest stays fp16): no second copy of a network's weights.
 
-use crate::codecs::safetensors::{self, f16_to_f32, f32_to_f16, TensorEntry};
+use crate::codecs::safetensors::{self, TensorEntry};
 use crate::codecs::sha256::{hex, Sha256};
 use crate::error::{Result, SdError};
 use crate::model_dir::ModelFiles;
 use std::sync::Arc;
+use tract_onnx::prelude::f16;
 
 /// A LoRA file with its header read and checked and its content hashed; its tensors are read
 /// when merged.
@@ -406,17 +407,44 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 fn read_values(bytes: &[u8], stored: Stored) -> Vec<f32> {
-    match stored {
-        Stored::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Stored::F16 => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
-    }
+    let dtype = match stored {
+        Stored::F32 => "F32",
+        Stored::F16 => "F16",
+    };
+    safetensors::to_f32(dtype, bytes).expect("a float type")
 }
 
 fn write_values(values: &[f32], stored: Stored, bytes: &mut [u8]) {
     match stored {
         Stored::F32 => bytes.chunks_exact_mut(4).zip(values).for_each(|(b, v)| b.copy_from_slice(&v.to_le_bytes())),
-        Stored::F16 => {
-            bytes.chunks_exact_mut(2).zip(values).for_each(|(b, v)| b.copy_from_slice(&f32_to_f16(*v).to_le_bytes()))
-        }
+        // half's rounding: to nearest even, as numpy's and torch's casts.
+        Stored::F16 => bytes
+            .chunks_exact_mut(2)
+            .zip(values)
+            .for_each(|(b, v)| b.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// fp16 weights round-trip exactly through a merge's f32 block, and a merged value is
+    /// rounded to nearest even.
+    #[test]
+    fn fp16_values_round_trip_and_round_to_nearest_even() {
+        let all: Vec<u8> = (0..=u16::MAX).filter(|&h| !f16::from_bits(h).is_nan()).flat_map(u16::to_le_bytes).collect();
+        let mut written = vec![0u8; all.len()];
+        write_values(&read_values(&all, Stored::F16), Stored::F16, &mut written);
+        assert!(written == all, "an fp16 value changed through f32");
+        let narrow = |v: f32| {
+            let mut b = [0u8; 2];
+            write_values(&[v], Stored::F16, &mut b);
+            u16::from_le_bytes(b)
+        };
+        assert_eq!(narrow(1.0 + 1.0 / 2048.0), 0x3c00); // halfway: to even
+        assert_eq!(narrow(1.0 + 3.0 / 2048.0), 0x3c02);
+        assert_eq!(narrow(65520.0), 0x7c00);
+        assert_eq!(narrow(1e-8), 0);
     }
 }
