@@ -97,6 +97,13 @@ pub struct Lora {
     pub file: Arc<LoraFile>,
 }
 
+impl Lora {
+    /// The prompt tag Automatic1111 records it as: `<lora:NAME:WEIGHT>`.
+    pub fn tag(&self) -> String {
+        format!("<lora:{}:{}>", self.name, self.scale)
+    }
+}
+
 /// What identifies a set of LoRAs for a loaded network: each file's hash and weight.
 pub type LoraKey = Vec<(String, u32)>;
 

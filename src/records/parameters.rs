@@ -28,7 +28,7 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
         if !text.is_empty() {
             text.push(' ');
         }
-        text.push_str(&format!("<lora:{}:{}>", lora.name, lora.scale));
+        text.push_str(&lora.tag());
     }
     if let Some(neg) = req.negative_prompt.as_deref().filter(|n| !n.is_empty()) {
         text.push_str("\nNegative prompt: ");

@@ -239,9 +239,10 @@ impl ParamValue for Lora {
     const FROM_RECORD: bool = false;
     fn parse(raw: Raw, inputs: &dyn Inputs) -> Result<Self, String> {
         let text = raw.text()?;
-        let (path, scale) = match text.rsplit_once(':') {
-            Some((path, w)) if !path.is_empty() && w.trim().parse::<f32>().is_ok() => (path, w.trim().parse().unwrap_or(1.0)),
-            _ => (text, 1.0),
+        let weighted = text.rsplit_once(':').filter(|(path, _)| !path.is_empty());
+        let (path, scale) = match weighted.and_then(|(path, w)| Some((path, w.trim().parse::<f32>().ok()?))) {
+            Some(weighted) => weighted,
+            None => (text, 1.0),
         };
         let (folder, rel) = inputs.folder(path)?;
         let file = LoraFile::open(folder, &rel).map_err(|e| e.message)?;
@@ -250,7 +251,7 @@ impl ParamValue for Lora {
         Ok(Lora { name, scale, file: Arc::new(file) })
     }
     fn to_text(&self) -> Option<String> {
-        Some(format!("<lora:{}:{}>", self.name, self.scale))
+        Some(self.tag())
     }
     fn to_json(&self) -> Value {
         serde_json::json!({ "name": self.name, "weight": self.scale, "hash": self.file.short_hash() })
