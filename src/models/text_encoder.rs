@@ -85,7 +85,8 @@ impl TextEncoder {
 /// exporters) or with fewer layers is refused with what to do.
 fn keep_clip_skip_output(graph: &mut OnnxGraph, clip_skip: usize) -> Result<()> {
     let name = format!("clip_skip_{clip_skip}");
-    let available = graph.output_names()?.into_iter().filter(|n| n.starts_with("clip_skip_")).count();
+    let outputs = graph.output_names()?;
+    let available = outputs.iter().filter(|n| n.starts_with("clip_skip_")).count();
     if available == 0 {
         return Err(SdError::model(format!(
             "{}: this text encoder has no hidden-state outputs, so «clip_skip» {clip_skip} cannot be used; \
@@ -93,7 +94,7 @@ fn keep_clip_skip_output(graph: &mut OnnxGraph, clip_skip: usize) -> Result<()> 
             graph.path
         )));
     }
-    if !graph.output_names()?.contains(&name) {
+    if !outputs.contains(&name) {
         return Err(SdError::usage(format!(
             "«clip_skip» {clip_skip} is more than this text encoder's layers allow (at most {})",
             available + 1

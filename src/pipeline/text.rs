@@ -111,9 +111,9 @@ pub fn tokenize(
     Ok(Tokens { cond, uncond, clip_skip, padded })
 }
 
-/// The text encoder, kept for every request of a job: one per (ids per chunk, clip skip, LoRAs
-/// merged into it).
-pub type EncoderSlot = Slot<(usize, usize, LoraKey), TextEncoder>;
+/// The text encoder, kept for every request of a job: one per (clip skip, LoRAs merged into
+/// it). Every chunk has the same 77 ids.
+pub type EncoderSlot = Slot<(usize, LoraKey), TextEncoder>;
 
 pub fn encoder_slot() -> EncoderSlot {
     Slot::new("text encoder")
@@ -127,9 +127,9 @@ pub fn encode(
     loras: &Merges,
     run: &mut Run,
 ) -> Result<Embeddings> {
-    let key = (prompt::CHUNK_TOKENS + 2, tokens.clip_skip, loras.key.clone());
-    let (encoder, seconds) = slot.get(key, run, |&(seq_len, clip_skip, _)| {
-        TextEncoder::load(files, seq_len, clip_skip, &loras.text_encoder)
+    let key = (tokens.clip_skip, loras.key.clone());
+    let (encoder, seconds) = slot.get(key, run, |&(clip_skip, _)| {
+        TextEncoder::load(files, prompt::CHUNK_TOKENS + 2, clip_skip, &loras.text_encoder)
     })?;
     run.timings.load_text_encoder += seconds;
     let start = run.now();
