@@ -29,6 +29,13 @@ pub fn main_case_request() -> sd_wasm::request::GenerateRequest {
     }
 }
 
+/// A PNG whose only content that matters is its `parameters` text (a small black picture
+/// carrying it), for --params-from.
+pub fn write_parameters_png(path: &Path, text: &str) {
+    let picture = sd_wasm::codecs::png::RgbImage { width: 2, height: 2, pixels: vec![0; 12] };
+    std::fs::write(path, sd_wasm::codecs::png::encode_png(&picture, text).unwrap()).unwrap();
+}
+
 pub fn img2img_dir() -> PathBuf {
     repo().join("fixtures/tiny-img2img")
 }

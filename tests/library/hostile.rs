@@ -91,8 +91,7 @@ fn invalid_utf8_arguments_are_a_usage_error() {
 fn params_from_errors_name_the_pictures_text() {
     let m = tiny_model_copy("lib-params-from");
     let text = "a cat\nSteps: 5000, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 16x16";
-    let picture = sd_wasm::codecs::png::RgbImage { width: 1, height: 1, pixels: vec![0, 0, 0] };
-    std::fs::write(m.join("from.png"), sd_wasm::codecs::png::encode_png(&picture, text).unwrap()).unwrap();
+    write_parameters_png(&m.join("from.png"), text);
     let args = ["--params-from".to_string(), m.join("from.png").display().to_string()];
     let e = sd_wasm::cli::args::parse_args(&args).err().expect("5000 steps is refused");
     assert!(e.message.contains("Steps: 5000") && !e.message.contains("--steps"), "{}", e.message);

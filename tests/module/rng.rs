@@ -85,11 +85,10 @@ fn cuda_noise_is_the_reference_noise_end_to_end() {
 fn params_from_picks_automatic1111s_generator() {
     let out = scratch("rng-params-from");
     let head = "a lighthouse at dusk\nNegative prompt: blurry\nSteps: 5, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 16x16, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly";
-    let picture = sd_wasm::codecs::png::RgbImage { width: 2, height: 2, pixels: vec![0; 12] };
     for (file, text) in
         [("gpu.png", format!("{head}, Version: v1.9.4")), ("cpu.png", format!("{head}, RNG: CPU, Version: v1.9.4"))]
     {
-        std::fs::write(out.join(file), sd_wasm::codecs::png::encode_png(&picture, &text).unwrap()).unwrap();
+        write_parameters_png(&out.join(file), &text);
     }
     let from = |file: &str, name: &str| {
         let output = format!("/outputs/{name}.png");

@@ -101,8 +101,7 @@ fn every_flag_of_the_seed_system_is_accepted() {
 fn params_from_reads_automatic1111_pngs() {
     let work = scratch("seed-a1111");
     let text = "a lighthouse at dusk, oil painting\nNegative prompt: blurry\nSteps: 6, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 16x16, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Lora hashes: \"x: 1, y: 2\", Version: v1.9.4";
-    let picture = sd_wasm::codecs::png::RgbImage { width: 2, height: 2, pixels: vec![0; 12] };
-    std::fs::write(work.join("a1111.png"), sd_wasm::codecs::png::encode_png(&picture, text).unwrap()).unwrap();
+    write_parameters_png(&work.join("a1111.png"), text);
     let r = run_in(&work, &["--params-from", "a1111.png", "--output", "from-a1111.png"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("not used: Model hash") || r.stderr.contains("not used: Lora hashes"), "{}", r.stderr);
@@ -114,7 +113,7 @@ fn params_from_reads_automatic1111_pngs() {
     assert_eq!(std::fs::read(work.join("from-a1111.png")).unwrap(), std::fs::read(work.join("explicit.png")).unwrap());
 
     // Not a PNG, or a PNG without parameters: one clear line, exit 2.
-    std::fs::write(work.join("plain.png"), sd_wasm::codecs::png::encode_png(&picture, "").unwrap()).unwrap();
+    write_parameters_png(&work.join("plain.png"), "");
     std::fs::write(work.join("photo.jpg"), [0xff, 0xd8, 0xff, 0xe0]).unwrap();
     for (file, message) in [("plain.png", "no `Steps: …` line"), ("photo.jpg", "is a JPEG"), ("missing.png", "cannot read it")] {
         let r = run_in(&work, &["--params-from", file]);
