@@ -12,54 +12,77 @@ use crate::request::GenerateRequest;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The folder `<lora:NAME>` tags are looked up in.
-pub fn lora_dir(cli: &CliArgs) -> PathBuf {
-    cli.lora_dir.clone().unwrap_or_else(|| match cli.models.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.join("loras"),
-        _ => PathBuf::from("loras"),
-    })
+/// The LoRAs that prompts' `<lora:NAME>` tags load, from one folder. Each file is opened (its
+/// header read, its content hashed: seconds for a large one) once for all the lines of a
+/// `--prompts` job, not once per line that names it.
+pub struct TaggedLoras {
+    dir: PathBuf,
+    folder: Option<Arc<dyn ModelFiles>>,
+    opened: Vec<(String, Arc<LoraFile>)>,
 }
 
-/// Adds the LoRAs the request's prompts name by tag. A tag naming a LoRA given by `--lora` as
-/// well is that LoRA (a record read back with `--params-from` plus the same `--lora` does not
-/// merge it twice); with another weight it is an error, since the record could not say which.
-pub fn add_prompt_loras(request: &mut GenerateRequest, dir: &std::path::Path) -> Result<()> {
-    let mut folder: Option<Arc<dyn ModelFiles>> = None;
-    let prompts = [Some(request.prompt.as_str()), request.negative_prompt.as_deref()];
-    let tags = prompts
-        .into_iter()
-        .flatten()
-        .map(crate::prompt::lora_tags)
-        .collect::<std::result::Result<Vec<_>, String>>()
-        .map_err(|e| SdError::usage(format!("«prompt»: {e}")))?;
-    for tag in tags.into_iter().flatten() {
-        if let Some(given) = request.loras.iter().find(|l| l.name == tag.name) {
-            if given.scale != tag.scale {
-                return Err(SdError::usage(format!(
-                    "«loras» gives {} weight {}, but the prompt's <lora:{}:{}> weight {}: give one",
-                    tag.name, given.scale, tag.name, tag.scale, tag.scale
-                )));
+impl TaggedLoras {
+    /// Tags are looked up in `--lora-dir`, else `loras/` beside the model dir.
+    pub fn new(cli: &CliArgs) -> Self {
+        let dir = cli.lora_dir.clone().unwrap_or_else(|| match cli.models.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.join("loras"),
+            _ => PathBuf::from("loras"),
+        });
+        TaggedLoras { dir, folder: None, opened: Vec::new() }
+    }
+
+    /// Adds the LoRAs the request's prompts name by tag. A tag naming a LoRA given by `--lora`
+    /// as well is that LoRA (a record read back with `--params-from` plus the same `--lora`
+    /// does not merge it twice); with another weight it is an error, since the record could not
+    /// say which.
+    pub fn add_to(&mut self, request: &mut GenerateRequest) -> Result<()> {
+        let prompts = [Some(request.prompt.as_str()), request.negative_prompt.as_deref()];
+        let tags = prompts
+            .into_iter()
+            .flatten()
+            .map(crate::prompt::lora_tags)
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| SdError::usage(format!("«prompt»: {e}")))?;
+        for tag in tags.into_iter().flatten() {
+            if let Some(given) = request.loras.iter().find(|l| l.name == tag.name) {
+                if given.scale != tag.scale {
+                    return Err(SdError::usage(format!(
+                        "«loras» gives {} weight {}, but the prompt's <lora:{}:{}> weight {}: give one",
+                        tag.name, given.scale, tag.name, tag.scale, tag.scale
+                    )));
+                }
+                continue;
             }
-            continue;
+            let file = self.open(&tag.name)?;
+            request.loras.push(Lora { name: tag.name, scale: tag.scale, file });
         }
-        let rel = format!("{}.safetensors", tag.name);
-        if tag.name.contains(['/', '\\']) || tag.name.starts_with('.') {
-            return Err(SdError::usage(format!("<lora:{}>: a LoRA name is a file name in the LoRA folder", tag.name)));
+        Ok(())
+    }
+
+    /// NAME.safetensors from the folder, opened on its first use.
+    fn open(&mut self, name: &str) -> Result<Arc<LoraFile>> {
+        if let Some((_, file)) = self.opened.iter().find(|(n, _)| n == name) {
+            return Ok(file.clone());
         }
-        let files = match &folder {
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(SdError::usage(format!("<lora:{name}>: a LoRA name is a file name in the LoRA folder")));
+        }
+        let files = match &self.folder {
             Some(files) => files.clone(),
             None => {
-                let opened: Arc<dyn ModelFiles> = Arc::new(DirFiles::open(dir).map_err(|_| not_found(&tag.name, dir))?);
-                folder.insert(opened).clone()
+                let opened: Arc<dyn ModelFiles> =
+                    Arc::new(DirFiles::open(&self.dir).map_err(|_| not_found(name, &self.dir))?);
+                self.folder.insert(opened).clone()
             }
         };
+        let rel = format!("{name}.safetensors");
         if !files.exists(&rel) {
-            return Err(not_found(&tag.name, dir));
+            return Err(not_found(name, &self.dir));
         }
-        let file = LoraFile::open(files, &rel)?;
-        request.loras.push(Lora { name: tag.name, scale: tag.scale, file: Arc::new(file) });
+        let file = Arc::new(LoraFile::open(files, &rel)?);
+        self.opened.push((name.to_string(), file.clone()));
+        Ok(file)
     }
-    Ok(())
 }
 
 fn not_found(name: &str, dir: &std::path::Path) -> SdError {

@@ -66,7 +66,7 @@ fn run_inner(args: &[String]) -> Result<()> {
         let files = DirFiles::open(&cli.models)?;
         let mut request = cli.request.clone();
         apply_preset(&mut request, &ModelDir::open(&files)?, &|key| cli.given.contains(&key))?;
-        loras::add_prompt_loras(&mut request, &loras::lora_dir(&cli)).map_err(worded)?;
+        loras::TaggedLoras::new(&cli).add_to(&mut request).map_err(worded)?;
         return render(&cli, &[request], None, &files);
     };
     check_output_dir(&cli)?;
@@ -81,10 +81,11 @@ fn run_inner(args: &[String]) -> Result<()> {
     let dir = ModelDir::open(&files)?;
     let line_numbers: Vec<usize> = share.iter().map(|line| line.index + 1).collect();
     let mut requests = Vec::with_capacity(share.len());
+    let mut tagged = loras::TaggedLoras::new(&cli);
     for mut line in share {
         let given = |key: &str| cli.given.contains(&key) || line.keys.iter().any(|k| k == key);
         apply_preset(&mut line.request, &dir, &given)
-            .and_then(|()| loras::add_prompt_loras(&mut line.request, &loras::lora_dir(&cli)))
+            .and_then(|()| tagged.add_to(&mut line.request))
             .map_err(|e| worded(e).context(&format!("--prompts line {}", line.index + 1)))?;
         requests.push(line.request);
     }

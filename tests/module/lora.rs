@@ -65,6 +65,41 @@ fn lora_flag_and_prompt_tag_match_diffusers_fuse_lora() {
     );
 }
 
+/// A `--prompts` job whose lines tag a LoRA: each tagged line is the tagged single run's
+/// picture (the file opened once for the job), the untagged line is not.
+#[test]
+fn prompt_file_lines_load_their_tagged_loras() {
+    let single = scratch("wasm-lora-single");
+    let r = run(&lora_dir(), &single, &["--prompt", "a lighthouse at dusk, oil painting <lora:style:0.8>"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let tagged = read_png(&only_png(&single)).pixels;
+
+    let inputs = scratch("wasm-lora-prompts-in");
+    let lines = [
+        r#"{"prompt": "a lighthouse at dusk, oil painting <lora:style:0.8>", "seed": 42}"#,
+        r#"{"prompt": "a lighthouse at dusk, oil painting", "seed": 42}"#,
+        r#"{"prompt": "a lighthouse at dusk, oil painting <lora:style:0.80>", "seed": 42}"#,
+    ];
+    std::fs::write(inputs.join("prompts.jsonl"), lines.join("\n")).unwrap();
+    let out = scratch("wasm-lora-prompts-out");
+    let base = ["--steps", "12", "--negative-prompt", "blurry", "--quiet", "--prompts", "/inputs/prompts.jsonl"];
+    let dirs = [(&tiny_model(), "/models"), (&lora_dir(), "/loras"), (&inputs, "/inputs"), (&out, "/outputs")];
+    let r = run_wasm_dirs(&dirs.map(|(p, m)| (p.as_path(), m)), &base, 4 << 30, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let pictures: Vec<(String, Vec<u8>)> = files_in(&out)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .map(|p| {
+            let text = sd_wasm::codecs::png::read_parameters(&std::fs::read(&p).unwrap()).unwrap().unwrap();
+            (text.lines().next().unwrap().to_string(), read_png(&p).pixels)
+        })
+        .collect();
+    assert_eq!(pictures.len(), 3, "{:?}", pictures.iter().map(|(prompt, _)| prompt).collect::<Vec<_>>());
+    for (prompt, pixels) in &pictures {
+        assert_eq!(pixels == &tagged, prompt.contains("<lora:style:"), "{prompt}");
+    }
+}
+
 #[test]
 fn lora_errors_exit_by_class_and_write_nothing() {
     let out = scratch("wasm-lora-errors");
