@@ -99,6 +99,9 @@ impl Job<'_, '_> {
         let (files, dir) = (self.files, self.dir);
         let mut pending: Vec<Pending<'r>> = group.iter().filter_map(|&(index, req)| self.prepare(index, req)).collect();
 
+        // Requests of one text encoder (clip skip, LoRAs merged into it) in a row: it loads once
+        // per kind.
+        pending.sort_by_key(|p| (p.tokens.as_ref().map_or(1, |t| t.clip_skip), p.lora_set));
         let mut encoder = text::encoder_slot();
         pending = self.stage(pending, |p, run| {
             let tokens = p.tokens.take().expect("tokenized when planned");

@@ -262,3 +262,45 @@ fn a_lora_merges_into_fp16_weights_at_rest() {
     let without = max_pixel_diff(&plain.image, &theirs);
     assert!(without > POWER, "without the LoRA the picture moves only {without}/255");
 }
+
+/// Loads in a job, per network name.
+#[derive(Default)]
+struct LoadCounter {
+    loaded: Vec<&'static str>,
+    results: std::collections::BTreeMap<usize, sd_wasm::Result<Vec<Generated>>>,
+}
+
+impl Hooks for LoadCounter {
+    fn event(&mut self, event: &sd_wasm::pipeline::Event) {
+        if let sd_wasm::pipeline::Event::Loaded { network, .. } = event {
+            self.loaded.push(network);
+        }
+    }
+    fn now(&self) -> f64 {
+        0.0
+    }
+}
+
+impl sd_wasm::pipeline::JobHooks for LoadCounter {
+    fn finished(&mut self, index: usize, result: sd_wasm::Result<Vec<Generated>>) {
+        self.results.insert(index, result);
+    }
+}
+
+/// Requests alternating between a LoRA and none: a job merges each set once per network (the
+/// text encoder and the UNet load twice, not four times), and each picture is its single run's.
+#[test]
+fn a_job_loads_each_network_once_per_set_of_loras() {
+    let style = lora(&lora_dir(), "style.safetensors", 0.8).unwrap();
+    let requests: Vec<GenerateRequest> = (0..4)
+        .map(|i| GenerateRequest { seed: 42 + i, steps: 3, ..request(if i % 2 == 0 { vec![style.clone()] } else { vec![] }) })
+        .collect();
+    let mut job = LoadCounter::default();
+    sd_wasm::pipeline::generate_job(&DirFiles::open(tiny_model()).unwrap(), &requests, &mut job);
+    let count = |network| job.loaded.iter().filter(|&&n| n == network).count();
+    assert_eq!((count("text encoder"), count("UNet")), (2, 2), "{:?}", job.loaded);
+    for (index, req) in requests.iter().enumerate() {
+        let alone = picture(req).unwrap();
+        assert_eq!(job.results[&index].as_ref().unwrap()[0].image.pixels, alone.image.pixels, "request {index}");
+    }
+}
