@@ -27,6 +27,10 @@ const OWN_OPTIONS: &[(&str, &str, &str)] = &[
         error (exit 5), checked before any work where the name is known"),
     ("--tokenizer", "NAME", "accepted for the seed system's command lines; the model dir's own\n\
         tokenizer/ is always used"),
+    ("--threads", "N", "threads the networks run on (default: all cores). The native build\n\
+        only: the wasm module is single-threaded (wasmtime 47+ has no\n\
+        wasi-threads, Bacalhau's wazero no threads) and accepts only 1.\n\
+        The picture's bytes do not depend on it"),
     ("--quiet", "", "no per-step progress lines"),
     ("--verbose", "", "also summarize each intermediate tensor (mean, std, range, NaNs)"),
     ("--help, --version", "", ""),
@@ -73,11 +77,13 @@ pub struct CliArgs {
     pub output: Option<PathBuf>,
     pub quiet: bool,
     pub verbose: bool,
+    /// `--threads`: a process setting (models::threads), not a request field.
+    pub threads: usize,
 }
 
 pub enum Command {
     Generate(Box<CliArgs>),
-    BenchUnet { models: PathBuf, latent: usize, runs: usize },
+    BenchUnet { models: PathBuf, latent: usize, runs: usize, threads: usize },
     Help,
     Version,
 }
@@ -114,6 +120,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     let (mut models, mut output, mut quiet, mut verbose) = (PathBuf::from("/models"), None, false, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
     let (mut prompts_file, mut lora_dir) = (None, None);
+    let mut threads = crate::models::threads::default_threads();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -136,6 +143,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             "--quiet" | "-q" => quiet = true,
             "--verbose" | "-v" => verbose = true,
             "--tokenizer" => drop(value()?),
+            "--threads" => threads = number(flag, &value()?)?,
             "--bench-unet" => bench = true,
             "--latent" => bench_latent = number(flag, &value()?)?,
             "--runs" => bench_runs = number(flag, &value()?)?,
@@ -155,11 +163,12 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             },
         }
     }
+    crate::models::threads::check_threads(threads)?;
     if bench {
         if bench_latent == 0 || bench_latent > (MAX_SIDE / 8) as usize || bench_runs == 0 {
             return Err(SdError::usage("--bench-unet needs --latent between 1 and 256 and --runs of at least 1"));
         }
-        return Ok(Command::BenchUnet { models, latent: bench_latent, runs: bench_runs });
+        return Ok(Command::BenchUnet { models, latent: bench_latent, runs: bench_runs, threads });
     }
     match (prompt_given, &prompts_file) {
         (true, Some(_)) => return Err(SdError::usage("give --prompt or --prompts, not both")),
@@ -171,7 +180,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     }
     crate::request::validate(&request).map_err(|e| worded_from_png(e, &recorded, &flagged))?;
     let given = recorded.iter().map(|(key, _)| *key).chain(flagged).collect();
-    Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, given, models, lora_dir, output, quiet, verbose })))
+    Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, given, models, lora_dir, output, quiet, verbose, threads })))
 }
 
 /// A library error in the command line's terms: fields named by their flags.

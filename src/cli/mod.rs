@@ -54,9 +54,10 @@ fn run_inner(args: &[String]) -> Result<()> {
             println!("sd.wasm {}", crate::VERSION);
             return Ok(());
         }
-        Command::BenchUnet { models, latent, runs } => return bench(&models, latent, runs),
+        Command::BenchUnet { models, latent, runs, threads } => return bench(&models, latent, runs, threads),
         Command::Generate(cli) => *cli,
     };
+    crate::models::threads::use_threads(cli.threads)?;
     let Some(prompts_path) = cli.prompts_file.clone() else {
         if !cli.seed_given {
             cli.request.seed = clock_seed();
@@ -93,12 +94,13 @@ fn run_inner(args: &[String]) -> Result<()> {
 }
 
 /// `--bench-unet`: one JSON line with the UNet's load and evaluation times.
-fn bench(models: &std::path::Path, latent: usize, runs: usize) -> Result<()> {
+fn bench(models: &std::path::Path, latent: usize, runs: usize, threads: usize) -> Result<()> {
+    crate::models::threads::use_threads(threads)?;
     let files = DirFiles::open(models)?;
     let mut hooks = StderrProgress::new(false, false, None);
     let b = bench_unet(&files, latent, runs, &mut hooks)?;
     let line = serde_json::json!({
-        "network": "unet", "latent": b.latent, "load_s": b.load_seconds, "runs_s": b.run_seconds, "threads": 1,
+        "network": "unet", "latent": b.latent, "load_s": b.load_seconds, "runs_s": b.run_seconds, "threads": threads,
         "peak_memory_bytes": crate::models::memory::peak_bytes(),
     });
     println!("{line}");

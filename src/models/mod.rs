@@ -9,6 +9,7 @@ pub mod memory;
 pub mod ops;
 pub mod profile;
 pub mod text_encoder;
+pub mod threads;
 pub mod unet;
 pub mod vae;
 

@@ -14,4 +14,5 @@ mod outputs;
 mod prompts;
 mod rng;
 mod schedulers;
+mod threads;
 mod tokenizer;

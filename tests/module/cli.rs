@@ -122,3 +122,21 @@ fn verbose_summarizes_intermediate_tensors() {
     let latents = run.stderr.lines().find(|l| l.starts_with("initial latents")).unwrap();
     assert!(latents.contains("std 1.0387"), "{latents}");
 }
+
+/// `--threads`: the module is single-threaded (wasmtime 47+ has no wasi-threads, wazero no
+/// threads), so it takes 1 and refuses more as a usage error that says why, before any work.
+#[test]
+fn the_module_runs_one_thread_and_says_why_not_more() {
+    let out = scratch("threads-wasm");
+    let run = run_wasm(&tiny_model(), &out, &[ARGS, &["--seed", "1", "--threads", "1", "--output", "/outputs/one.png"]].concat());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(out.join("one.png").exists());
+    let run = run_wasm(&tiny_model(), &out, &[ARGS, &["--seed", "1", "--threads", "2", "--output", "/outputs/two.png"]].concat());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("single-threaded") && run.stderr.contains("wasi-threads"), "{}", run.stderr);
+    assert!(!out.join("two.png").exists());
+    let run = run_wasm(&tiny_model(), &out, &["--bench-unet", "--models", "/models", "--latent", "8", "--runs", "1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
+    assert_eq!(line["threads"], 1);
+}

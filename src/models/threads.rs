@@ -1,0 +1,59 @@
+//! How many threads the networks run on: a process setting (`--threads`), not a request field.
+//! The one place the builds differ here. Natively tract-linalg's `multithread-mm` feature is
+//! on (Cargo.toml, native targets only) and [`use_threads`] installs a rayon pool as tract's
+//! default executor: its matrix products split their *output tiles* over the pool (every tile
+//! still runs its whole reduction on one thread, in the same order), and its row-wise ops
+//! (element-wise, reductions, softmax, norms, pooling) split on row boundaries, so the bytes
+//! do not depend on the thread count. The wasm modules are single-threaded: wasmtime 47+
+//! removed wasi-threads and Bacalhau's wazero has no threads, so only 1 is accepted there.
+
+use crate::error::{Result, SdError};
+
+/// What to say when a build cannot run more than one thread.
+#[cfg(target_family = "wasm")]
+const SINGLE: &str = "this build is single-threaded: WebAssembly threads need wasi-threads, which \
+     wasmtime removed in version 47, and Bacalhau's wazero has no threads at all; use the native \
+     build (`sd`) for more";
+
+/// The default: every core the OS gives the process natively, 1 in the wasm modules.
+pub fn default_threads() -> usize {
+    #[cfg(target_family = "wasm")]
+    return 1;
+    #[cfg(not(target_family = "wasm"))]
+    return std::thread::available_parallelism().map_or(1, |n| n.get());
+}
+
+/// Checks a thread count before any work: at least 1, and 1 in a wasm module (usage errors).
+pub fn check_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(SdError::usage("--threads must be at least 1"));
+    }
+    #[cfg(target_family = "wasm")]
+    if n > 1 {
+        return Err(SdError::usage(format!("--threads {n}: {SINGLE}")));
+    }
+    Ok(())
+}
+
+/// Makes every network run from now on use `n` threads (process-wide: tract's default executor).
+pub fn use_threads(n: usize) -> Result<()> {
+    check_threads(n)?;
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use tract_linalg::multithread::{set_default_executor, Executor};
+        let executor = if n == 1 { Executor::SingleThread } else { pool(n)? };
+        set_default_executor(executor);
+    }
+    Ok(())
+}
+
+/// A rayon pool of `n` threads as a tract executor (its threads are named `sd-0`, `sd-1`, …).
+#[cfg(not(target_family = "wasm"))]
+pub fn pool(n: usize) -> Result<tract_linalg::multithread::Executor> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("sd-{i}"))
+        .build()
+        .map_err(|e| SdError::runtime(format!("cannot start {n} threads: {e}")))?;
+    Ok(tract_linalg::multithread::Executor::MultiThread(std::sync::Arc::new(pool)))
+}
