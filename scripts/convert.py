@@ -309,48 +309,110 @@ def round_to_fp16(module, min_elements):
                 p.copy_(p.half().float())
 
 
+def locate_weights(model, module, min_ndim):
+    """{parameter name: [(initializer, transposed), …]} for every parameter of `module` with at
+    least `min_ndim` axes that the ONNX model (a path or a loaded model) stores: found by value
+    (the stored fp32 or fp16 bytes, as is or transposed, any shape of the same size), so it needs
+    nothing from the exporter's naming. The export names a Linear's weight after its MatMul
+    (`onnx::MatMul_1234`) and stores it transposed; a GroupNorm's weight becomes [C, 1, 1]."""
+    import hashlib
+
+    model = onnx.load(model) if isinstance(model, str) else model
+    stored = {}
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype in (np.float32, np.float16):
+            key = (array.dtype.str, array.size, hashlib.sha1(np.ascontiguousarray(array).tobytes()).digest())
+            stored.setdefault(key, []).append(init.name)
+    found = {}
+    for name, param in module.named_parameters():
+        if param.ndim < min_ndim:
+            continue
+        value = param.detach().float().numpy()
+        for dtype in (np.float32, np.float16):
+            for transposed, array in ((False, value), (True, value.T if value.ndim == 2 else None)):
+                if array is None or name in found:
+                    continue
+                array = np.ascontiguousarray(array.astype(dtype))
+                names = stored.get((array.dtype.str, array.size, hashlib.sha1(array.tobytes()).digest()))
+                if names:
+                    found[name] = [(n, transposed) for n in names]
+    return found
+
+
 WEIGHT_MAP = "weights.json"
 
 
 def write_weight_map(onnx_path, module, strip_prefix=""):
     """Writes weights.json beside the network: for every weight of `module` with two or more
     axes (what a LoRA can change), the initializer that holds it and whether it is stored
-    transposed. The export names a Linear's weight after its MatMul (`onnx::MatMul_1234`) and
-    stores it transposed, so sd.wasm, merging a LoRA at load, finds each weight here. Found by
-    value (the stored fp32 or fp16 bytes, as is or transposed): it needs nothing from the
-    exporter's naming. Names are the module's own parameter names less `strip_prefix`."""
-    import hashlib
-
-    model = onnx.load(onnx_path)
-    stored = {}
-    for init in model.graph.initializer:
-        array = numpy_helper.to_array(init)
-        if array.ndim >= 2 and array.dtype in (np.float32, np.float16):
-            key = (array.dtype.str, array.shape, hashlib.sha1(np.ascontiguousarray(array).tobytes()).digest())
-            stored.setdefault(key, []).append(init.name)
+    transposed. Names are the module's own parameter names less `strip_prefix`. Returns the
+    names of those not found."""
+    found = locate_weights(onnx_path, module, min_ndim=2)
+    params = dict(module.named_parameters())
     weights, missing = {}, []
-    for name, param in module.named_parameters():
+    for name, param in params.items():
         if param.ndim < 2:
             continue
-        value = param.detach().float().numpy()
-        found = None
-        for dtype in (np.float32, np.float16):
-            for transposed, array in ((False, value), (True, value.T if value.ndim == 2 else None)):
-                if array is None:
-                    continue
-                array = np.ascontiguousarray(array.astype(dtype))
-                names = stored.get((array.dtype.str, array.shape, hashlib.sha1(array.tobytes()).digest()))
-                if names and found is None:
-                    found = {"initializer": names[0], "transposed": transposed, "shape": list(value.shape)}
-        name = name[len(strip_prefix):] if name.startswith(strip_prefix) else name
-        if found:
-            weights[name] = found
+        short = name[len(strip_prefix):] if name.startswith(strip_prefix) else name
+        if name in found:
+            initializer, transposed = found[name][0]
+            weights[short] = {"initializer": initializer, "transposed": transposed, "shape": list(param.shape)}
         else:
-            missing.append(name)
-    with open(os.path.join(os.path.dirname(onnx_path), WEIGHT_MAP), "w") as f:
+            missing.append(short)
+    write_json_map(os.path.join(os.path.dirname(onnx_path), WEIGHT_MAP), weights)
+    return missing
+
+
+def write_json_map(path, weights):
+    """{"format": 1, "weights": {…}}, one weight per line (diffable, greppable)."""
+    with open(path, "w") as f:
         rows = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(weights.items()))
         f.write(f'{{"format": 1, "weights": {{\n{rows}\n}}}}\n')
-    return missing
+
+
+CHECKPOINT_MAP = "checkpoint.json"
+TEMPLATE_DATA = "model.onnx_data"
+
+
+def write_template_network(onnx_path, module, network):
+    """Turns an exported network into a template's: every initializer that holds a weight of
+    `module` becomes external data in `model.onnx_data`, a file that does not exist: sd.wasm
+    fills each such range from the single-file checkpoint as it loads, tensor by tensor. All
+    other initializers (shapes, constants) stay inside model.onnx. checkpoint.json beside it
+    says, per range: the checkpoint key (scripts/checkpoint_keys.py), the rows of that tensor
+    when the original fuses several weights (OpenCLIP's q/k/v), whether it is stored transposed,
+    and the stored type and shape. Returns the parameter names it placed."""
+    import checkpoint_keys
+
+    model = onnx.load(onnx_path)
+    found = locate_weights(model, module, min_ndim=0)
+    keys = checkpoint_keys.keys(network, module)
+    sources = {}
+    for name, places in found.items():
+        key, rows = keys[name]
+        for initializer, transposed in places:
+            sources[initializer] = {"key": key, "transposed": transposed, **({"rows": rows} if rows else {})}
+    entries, offset = {}, 0
+    for init in model.graph.initializer:
+        if init.name not in sources:
+            continue
+        array = numpy_helper.to_array(init)
+        length = array.nbytes
+        entries[init.name] = dict(sources[init.name], offset=offset, dtype={"float16": "F16", "float32": "F32"}[
+            array.dtype.name], shape=list(array.shape))
+        init.ClearField("raw_data")
+        init.ClearField("float_data")
+        init.data_location = TensorProto.EXTERNAL
+        del init.external_data[:]
+        for k, v in (("location", TEMPLATE_DATA), ("offset", str(offset)), ("length", str(length))):
+            init.external_data.add(key=k, value=v)
+        offset += length
+    for stale in (onnx_path, os.path.join(os.path.dirname(onnx_path), TEMPLATE_DATA)):
+        os.remove(stale)
+    onnx.save(model, onnx_path)
+    write_json_map(os.path.join(os.path.dirname(onnx_path), CHECKPOINT_MAP), entries)
+    return set(found)
 
 
 class TextEncoderWrapper(torch.nn.Module):
@@ -591,6 +653,8 @@ def convert(args, tweak=None):
         modules["taesd"] = AutoencoderTiny.from_pretrained(taesd_source, torch_dtype=torch.float32).eval()
     if tweak:
         tweak(modules)
+    if args.template:
+        unique_values(modules)
     if args.lora:
         fuse_lora(modules, args.lora, args.lora_scale)
         scheduler_config = lcm_scheduler_config(scheduler_config)
@@ -615,6 +679,8 @@ def convert(args, tweak=None):
             write_model_index(out)
         if "taesd" in modules:
             export_taesd(modules["taesd"], out, fp16_min)
+    if args.template:
+        strip_to_template(out, modules)
     if args.save_torch:
         # The same modules in diffusers' layout: the oracle for tests of this converter.
         for name, module in modules.items():
@@ -627,6 +693,34 @@ def convert(args, tweak=None):
         for f in sorted(files):
             p = os.path.join(root, f)
             print(f"{os.path.getsize(p):>14,}  {os.path.relpath(p, out)}")
+
+
+TEMPLATE_NETWORKS = {"text_encoder": "text_encoder", "unet": "unet", "vae_decoder": "vae", "vae_encoder": "vae"}
+
+
+def unique_values(modules):
+    """Random, distinct values in every weight (norms and biases start as ones and zeros), so
+    that each initializer of the export is found by value as exactly one weight."""
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for name in ("text_encoder", "unet", "vae"):
+            for p in modules[name].parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def strip_to_template(out, modules):
+    """A template: each network's checkpoint.json, then its weights dropped. Every weight of each
+    module must be placed in one of its graphs, or a checkpoint's value for it would be lost."""
+    placed = {}
+    for network, module_name in TEMPLATE_NETWORKS.items():
+        path = os.path.join(out, network, "model.onnx")
+        if os.path.exists(path):
+            placed.setdefault(module_name, set()).update(
+                write_template_network(path, modules[module_name], module_name))
+    for module_name, names in placed.items():
+        lost = [n for n, _ in modules[module_name].named_parameters() if n not in names]
+        if lost:
+            raise SystemExit(f"{module_name}: weights in no initializer of the export: {lost[:8]}")
 
 
 def parse_args(argv=None):
@@ -644,6 +738,9 @@ def parse_args(argv=None):
                    help="fused: one MultiHeadAttention node (tract's flash SDPA); per-head: "
                         "MatMul/Softmax/MatMul one head at a time")
     p.add_argument("--no-encoder", action="store_true", help="skip vae_encoder (txt2img only)")
+    p.add_argument("--template", action="store_true",
+                   help="write a template for single-file checkpoints: the graphs and each network's "
+                        "checkpoint.json (which checkpoint tensor fills which initializer), no weights")
     p.add_argument("--save-torch", help="also save the torch modules here (diffusers layout)")
     p.add_argument("--lora", metavar="SOURCE",
                    help="fuse this LoRA (a diffusers-format file, folder or hub id, e.g. LCM-LoRA) into the UNet "

@@ -20,6 +20,12 @@ pub trait ModelFiles: Send + Sync {
     /// A human-readable name for messages ("/models").
     fn describe(&self) -> String;
 
+    /// Where the weights come from when not from the model dir's own files (a single-file
+    /// checkpoint): what the records name as the model.
+    fn weights_identity(&self) -> Option<WeightsIdentity> {
+        None
+    }
+
     fn exists(&self, rel: &str) -> bool {
         self.size(rel).is_some()
     }
@@ -50,6 +56,13 @@ pub trait ModelFiles: Send + Sync {
             Ok(None)
         }
     }
+}
+
+/// A checkpoint's name (its file stem) and Automatic1111's short "Model hash" of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightsIdentity {
+    pub name: String,
+    pub hash: String,
 }
 
 /// Python's json module writes `Infinity`, `-Infinity` and `NaN` (diffusers saves DPM
@@ -251,7 +264,7 @@ impl<'a> ModelDir<'a> {
             None => files.read_json_optional("vae/config.json")?,
         };
         let tokenizer = tokenizer_files(files)?;
-        let identity = identity(files, &tokenizer);
+        let identity = files.weights_identity().map_or_else(|| identity(files, &tokenizer), |w| w.hash);
         Ok(ModelDir { files, scheduler_config, unet_config, vae_config, tokenizer, identity })
     }
 
@@ -307,8 +320,11 @@ impl<'a> ModelDir<'a> {
         v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()).map(|s| s as u32)
     }
 
-    /// Short name for the model: the last component of the dir path.
+    /// Short name for the model: the checkpoint's, else the last component of the dir path.
     pub fn name(&self) -> String {
+        if let Some(weights) = self.files.weights_identity() {
+            return weights.name;
+        }
         let d = self.files.describe();
         d.trim_end_matches('/').rsplit('/').next().unwrap_or(&d).to_string()
     }

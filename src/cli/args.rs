@@ -18,6 +18,13 @@ const OWN_OPTIONS: &[(&str, &str, &str)] = &[
     ("--params-from", "PNG", "start from the parameters stored in a PNG (ours or Automatic1111's\n\
         `parameters` chunk); flags given as well override them"),
     ("--models, --model", "DIR", "diffusers ONNX model dir (default /models)"),
+    ("--checkpoint", "FILE", "a single-file SD 1.x/2.x checkpoint (.safetensors, as Automatic1111 and\n\
+        Civitai have them; fp16 or fp32, with or without EMA weights): its\n\
+        weights run in the graphs of the model dir, which must then be a\n\
+        template of its family (scripts/convert.py --template). Recorded as\n\
+        Model and Model hash"),
+    ("--vae-file", "FILE", "the VAE for --checkpoint from its own .safetensors file (one without a\n\
+        VAE needs it; one with a VAE has it replaced)"),
     ("--lora-dir", "DIR", "where a prompt's <lora:NAME:W> tags find NAME.safetensors (default:\n\
         loras/ beside the model dir, /loras for /models)"),
     ("--output", "PATH", "PNG file or directory (default: /outputs if it exists, else .);\n\
@@ -72,6 +79,9 @@ pub struct CliArgs {
     /// only the others.
     pub given: Vec<&'static str>,
     pub models: PathBuf,
+    /// `--checkpoint` and `--vae-file`: the weights the model dir (a template) runs with.
+    pub checkpoint: Option<PathBuf>,
+    pub vae_file: Option<PathBuf>,
     /// Where `<lora:NAME>` tags are looked up (see [`super::loras::lora_dir`]).
     pub lora_dir: Option<PathBuf>,
     pub output: Option<PathBuf>,
@@ -119,7 +129,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     let mut flagged: Vec<&str> = Vec::new();
     let (mut models, mut output, mut quiet, mut verbose) = (PathBuf::from("/models"), None, false, false);
     let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
-    let (mut prompts_file, mut lora_dir) = (None, None);
+    let (mut prompts_file, mut lora_dir, mut checkpoint, mut vae_file) = (None, None, None, None);
     let mut threads = crate::models::threads::default_threads();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -139,6 +149,8 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             "--prompts" => prompts_file = Some(PathBuf::from(value()?)),
             "--models" | "--model" => models = PathBuf::from(value()?),
             "--lora-dir" => lora_dir = Some(PathBuf::from(value()?)),
+            "--checkpoint" => checkpoint = Some(PathBuf::from(value()?)),
+            "--vae-file" => vae_file = Some(PathBuf::from(value()?)),
             "--output" | "-o" => output = Some(PathBuf::from(value()?)),
             "--quiet" | "-q" => quiet = true,
             "--verbose" | "-v" => verbose = true,
@@ -170,6 +182,9 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         }
         return Ok(Command::BenchUnet { models, latent: bench_latent, runs: bench_runs, threads });
     }
+    if vae_file.is_some() && checkpoint.is_none() {
+        return Err(SdError::usage("--vae-file replaces a --checkpoint's VAE; give --checkpoint too"));
+    }
     match (prompt_given, &prompts_file) {
         (true, Some(_)) => return Err(SdError::usage("give --prompt or --prompts, not both")),
         (false, None) => return Err(SdError::usage("--prompt is required (see --help)")),
@@ -180,7 +195,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     }
     crate::request::validate(&request).map_err(|e| worded_from_png(e, &recorded, &flagged))?;
     let given = recorded.iter().map(|(key, _)| *key).chain(flagged).collect();
-    Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, given, models, lora_dir, output, quiet, verbose, threads })))
+    Ok(Command::Generate(Box::new(CliArgs { request, prompts_file, seed_given, given, models, checkpoint, vae_file, lora_dir, output, quiet, verbose, threads })))
 }
 
 /// A library error in the command line's terms: fields named by their flags.

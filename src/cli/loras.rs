@@ -7,7 +7,7 @@
 use super::args::CliArgs;
 use crate::error::{Result, SdError};
 use crate::model_dir::{DirFiles, ModelFiles};
-use crate::models::lora::{Lora, LoraFile};
+use crate::models::lora::{open_lora, Lora, LoraFile};
 use crate::request::GenerateRequest;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,7 +79,7 @@ impl TaggedLoras {
         if !files.exists(&rel) {
             return Err(not_found(name, &self.dir));
         }
-        let file = Arc::new(LoraFile::open(files, &rel)?);
+        let file = Arc::new(open_lora(files, &rel)?);
         self.opened.push((name.to_string(), file.clone()));
         Ok(file)
     }

@@ -10,12 +10,15 @@ pub mod outputs;
 pub mod progress;
 
 use crate::error::{Result, SdError};
-use crate::model_dir::{DirFiles, ModelDir};
+use crate::model_dir::{DirFiles, ModelDir, ModelFiles};
+use crate::models::checkpoint::{self, CheckpointFiles};
+use crate::models::tensor_file::TensorFile;
 use crate::pipeline::{bench_unet, generate_job, Event, Generated, Hooks, JobHooks};
-use crate::request::{apply_preset, GenerateRequest};
+use crate::request::{apply_preset, GenerateRequest, Inputs};
 use args::{parse_args, worded, CliArgs, Command};
 use outputs::{check_output_dir, output_paths, preview_base, Written};
 use progress::StderrProgress;
+use std::sync::Arc;
 
 /// Runs the command line from the process's arguments (as the OS gives them: a non-UTF-8
 /// argument is a usage error, not a panic); returns the process exit code.
@@ -64,11 +67,11 @@ fn run_inner(args: &[String]) -> Result<()> {
             eprintln!("seed: {} (pass --seed {} to reproduce)", cli.request.seed, cli.request.seed);
         }
         check_output_dir(&cli)?;
-        let files = DirFiles::open(&cli.models)?;
+        let files = model_files(&cli)?;
         let mut request = cli.request.clone();
-        apply_preset(&mut request, &ModelDir::open(&files)?, &|key| cli.given.contains(&key))?;
+        apply_preset(&mut request, &ModelDir::open(&*files)?, &|key| cli.given.contains(&key))?;
         loras::TaggedLoras::new(&cli).add_to(&mut request).map_err(worded)?;
-        return render(&cli, &[request], None, &files);
+        return render(&cli, &[request], None, &*files);
     };
     check_output_dir(&cli)?;
     let text = std::fs::read_to_string(&prompts_path)
@@ -78,8 +81,8 @@ fn run_inner(args: &[String]) -> Result<()> {
     let (index, count) = jobs::partition_from_env(|k| std::env::var(k).ok())?;
     let share = jobs::partition(lines, index, count);
     eprintln!("prompts: {} of {total} lines for partition {index} of {count}", share.len());
-    let files = DirFiles::open(&cli.models)?;
-    let dir = ModelDir::open(&files)?;
+    let files = model_files(&cli)?;
+    let dir = ModelDir::open(&*files)?;
     let line_numbers: Vec<usize> = share.iter().map(|line| line.index + 1).collect();
     let mut requests = Vec::with_capacity(share.len());
     let mut tagged = loras::TaggedLoras::new(&cli);
@@ -90,7 +93,7 @@ fn run_inner(args: &[String]) -> Result<()> {
             .map_err(|e| worded(e).context(&format!("--prompts line {}", line.index + 1)))?;
         requests.push(line.request);
     }
-    render(&cli, &requests, Some(&line_numbers), &files)
+    render(&cli, &requests, Some(&line_numbers), &*files)
 }
 
 /// `--bench-unet`: one JSON line with the UNet's load and evaluation times.
@@ -123,7 +126,19 @@ pub fn clock_seed() -> u64 {
 /// fails (a network, a step, a write) takes back every file it wrote where the host allows,
 /// names those it could not, and does not stop the others; the run then fails with the first
 /// error. `lines`: the prompt file's line numbers, for messages.
-fn render(cli: &CliArgs, requests: &[GenerateRequest], lines: Option<&[usize]>, files: &DirFiles) -> Result<()> {
+/// The model dir's files; with --checkpoint, the template's with the checkpoint's weights.
+fn model_files(cli: &CliArgs) -> Result<Arc<dyn ModelFiles>> {
+    let dir: Arc<dyn ModelFiles> = Arc::new(DirFiles::open(&cli.models)?);
+    let Some(path) = &cli.checkpoint else { return Ok(dir) };
+    let open = |path: &std::path::Path, kind| -> Result<Arc<TensorFile>> {
+        let (folder, rel) = args::CliInputs.folder(&path.to_string_lossy()).map_err(SdError::usage)?;
+        checkpoint::open(folder, &rel, kind)
+    };
+    let vae = cli.vae_file.as_deref().map(|p| open(p, "VAE")).transpose()?;
+    Ok(Arc::new(CheckpointFiles::new(dir, open(path, "checkpoint")?, vae)?))
+}
+
+fn render(cli: &CliArgs, requests: &[GenerateRequest], lines: Option<&[usize]>, files: &dyn ModelFiles) -> Result<()> {
     let mut job = CliJob {
         cli,
         requests,

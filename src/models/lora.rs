@@ -14,78 +14,18 @@
 //! load, each weight is updated in place in f32, 64 rows at a time, and stored back in the
 //! graph's type (fp16 at rest stays fp16): no second copy of a network's weights.
 
-use crate::codecs::safetensors::{self, TensorEntry};
-use crate::codecs::sha256::{hex, Sha256};
+use super::tensor_file::{Hashed, TensorFile};
+use crate::codecs::safetensors;
 use crate::error::{Result, SdError};
 use crate::model_dir::ModelFiles;
 use std::sync::Arc;
 use tract_onnx::prelude::f16;
 
-/// A LoRA file with its header read and checked and its content hashed; its tensors are read
-/// when merged.
-pub struct LoraFile {
-    files: Arc<dyn ModelFiles>,
-    rel: String,
-    /// In the header's order: sorted by name (serde_json's map), else searched one by one.
-    tensors: Vec<(String, TensorEntry)>,
-    /// Automatic1111's hash of a safetensors LoRA: SHA-256 of the data after the header (hex).
-    pub hash: String,
-}
+/// A LoRA file ([`TensorFile::open`] with [`Hashed::Data`], Automatic1111's LoRA hash).
+pub type LoraFile = TensorFile;
 
-impl std::fmt::Debug for LoraFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LoraFile({}, {} tensors, {})", self.describe(), self.tensors.len(), self.short_hash())
-    }
-}
-
-/// Bytes hashed per read: the file is never in memory whole.
-const HASH_CHUNK: u64 = 16 << 20;
-
-impl LoraFile {
-    /// Reads and checks the header of `rel` in `files` and hashes the data; a file that is not
-    /// safetensors, truncated or inconsistent is a usage error naming it.
-    pub fn open(files: Arc<dyn ModelFiles>, rel: &str) -> Result<Self> {
-        let path = format!("{}/{rel}", files.describe().trim_end_matches('/'));
-        let bad = |why: String| SdError::usage(format!("LoRA {path}: {why}"));
-        let size = files.size(rel).ok_or_else(|| bad(files.why_absent(rel)))?;
-        let first = files.read_range(rel, 0, Some(8.min(size)))?;
-        let len = safetensors::header_len(&first, size).map_err(bad)?;
-        let header = safetensors::parse_header(&files.read_range(rel, 8, Some(len))?, size).map_err(bad)?;
-        let mut sha = Sha256::new();
-        let mut offset = header.data_start;
-        while offset < size {
-            let n = HASH_CHUNK.min(size - offset);
-            sha.update(&files.read_range(rel, offset, Some(n))?);
-            offset += n;
-        }
-        Ok(LoraFile { files, rel: rel.to_string(), tensors: header.tensors, hash: hex(&sha.finish()) })
-    }
-
-    pub fn describe(&self) -> String {
-        format!("{}/{}", self.files.describe().trim_end_matches('/'), self.rel)
-    }
-
-    /// The first 12 hex digits, as Automatic1111 records it ("Lora hashes").
-    pub fn short_hash(&self) -> &str {
-        &self.hash[..12]
-    }
-
-    fn entry(&self, key: &str) -> Option<&TensorEntry> {
-        // Vectors and scans rather than hash maps and sorts: each of those is code in a module
-        // that must stay under 10 MB, and a LoRA has at most a few thousand tensors.
-        match self.tensors.binary_search_by(|(name, _)| name.as_str().cmp(key)) {
-            Ok(i) => Some(&self.tensors[i].1),
-            Err(_) => self.tensors.iter().find(|(name, _)| name == key).map(|(_, e)| e),
-        }
-    }
-
-    fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
-        let entry =
-            self.entry(key).ok_or_else(|| SdError::usage(format!("LoRA {}: no tensor {key}", self.describe())))?;
-        let bytes = self.files.read_range(&self.rel, entry.start, Some(entry.end - entry.start))?;
-        safetensors::to_f32(&entry.dtype, &bytes)
-            .map_err(|e| SdError::usage(format!("LoRA {}: {key}: {e}", self.describe())))
-    }
+pub fn open_lora(files: Arc<dyn ModelFiles>, rel: &str) -> Result<LoraFile> {
+    TensorFile::open(files, rel, "LoRA", Hashed::Data)
 }
 
 /// One LoRA of a request: its name (the file's stem, as Automatic1111's `<lora:NAME:SCALE>`),
@@ -409,7 +349,7 @@ impl Merge {
 }
 
 /// A rows × cols row-major matrix transposed.
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     (0..cols).flat_map(|j| (0..rows).map(move |i| m[i * cols + j])).collect()
 }
 
@@ -421,7 +361,7 @@ fn read_values(bytes: &[u8], stored: Stored) -> Vec<f32> {
     safetensors::to_f32(dtype, bytes).expect("a float type")
 }
 
-fn write_values(values: &[f32], stored: Stored, bytes: &mut [u8]) {
+pub(crate) fn write_values(values: &[f32], stored: Stored, bytes: &mut [u8]) {
     match stored {
         Stored::F32 => bytes.chunks_exact_mut(4).zip(values).for_each(|(b, v)| b.copy_from_slice(&v.to_le_bytes())),
         // half's rounding: to nearest even, as numpy's and torch's casts.

@@ -4,10 +4,12 @@
 //! caller drops one network before loading the next.
 
 pub mod check;
+pub mod checkpoint;
 pub mod lora;
 pub mod memory;
 pub mod ops;
 pub mod profile;
+pub mod tensor_file;
 pub mod text_encoder;
 pub mod threads;
 pub mod unet;

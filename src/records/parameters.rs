@@ -52,7 +52,7 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
         fields.push(("Pad conds", "True".to_string()));
     }
     if !req.loras.is_empty() {
-        let hashes: Vec<String> = req.loras.iter().map(|l| format!("{}: {}", l.name, l.file.short_hash())).collect();
+        let hashes: Vec<String> = req.loras.iter().map(|l| format!("{}: {}", l.name, l.file.short_hash(12))).collect();
         fields.push(("Lora hashes", format!("\"{}\"", hashes.join(", "))));
     }
     fields.push(("Version", format!("sd.wasm {}", crate::VERSION)));

@@ -5,7 +5,7 @@ use super::preset::Preset;
 use super::{RngKind, VaeChoice};
 use crate::codecs::png::RgbImage;
 use crate::model_dir::ModelFiles;
-use crate::models::lora::{Lora, LoraFile};
+use crate::models::lora::{open_lora, Lora};
 use crate::schedulers::SchedulerKind;
 use crate::tensor::Latents;
 use serde_json::Value;
@@ -245,16 +245,14 @@ impl ParamValue for Lora {
             None => (text, 1.0),
         };
         let (folder, rel) = inputs.folder(path)?;
-        let file = LoraFile::open(folder, &rel).map_err(|e| e.message)?;
-        let stem = rel.rsplit('/').next().unwrap_or(&rel);
-        let name = stem.strip_suffix(".safetensors").unwrap_or(stem).to_string();
-        Ok(Lora { name, scale, file: Arc::new(file) })
+        let file = open_lora(folder, &rel).map_err(|e| e.message)?;
+        Ok(Lora { name: file.stem().to_string(), scale, file: Arc::new(file) })
     }
     fn to_text(&self) -> Option<String> {
         Some(self.tag())
     }
     fn to_json(&self) -> Value {
-        serde_json::json!({ "name": self.name, "weight": self.scale, "hash": self.file.short_hash() })
+        serde_json::json!({ "name": self.name, "weight": self.scale, "hash": self.file.short_hash(12) })
     }
 }
 

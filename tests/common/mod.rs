@@ -301,3 +301,38 @@ macro_rules! parity_cases {
 }
 #[allow(unused_imports)]
 pub(crate) use parity_cases;
+
+/// One tensor of a safetensors file: name, dtype, shape, little-endian bytes.
+pub type NamedTensor = (String, String, Vec<usize>, Vec<u8>);
+
+/// A safetensors file of `tensors`.
+pub fn write_safetensors(path: &Path, tensors: &[NamedTensor]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let entry =
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]});
+        header.insert(name.clone(), entry);
+        data.extend_from_slice(bytes);
+    }
+    let json = serde_json::to_vec(&header).unwrap();
+    let mut file = (json.len() as u64).to_le_bytes().to_vec();
+    file.extend(json);
+    file.extend(data);
+    std::fs::write(path, file).unwrap();
+}
+
+/// A safetensors file's tensors, sorted by name.
+pub fn read_safetensors(path: &Path) -> Vec<NamedTensor> {
+    use sd_wasm::codecs::safetensors;
+    let bytes = std::fs::read(path).unwrap();
+    let len = safetensors::header_len(&bytes, bytes.len() as u64).unwrap() as usize;
+    let header = safetensors::parse_header(&bytes[8..8 + len], bytes.len() as u64).unwrap();
+    let mut tensors: Vec<_> = header
+        .tensors
+        .into_iter()
+        .map(|(name, e)| (name, e.dtype, e.shape, bytes[e.start as usize..e.end as usize].to_vec()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}

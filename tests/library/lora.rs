@@ -3,9 +3,8 @@
 //! `<lora:NAME:W>` round trip, and what a LoRA that does not fit, or a bad file, gives.
 
 use crate::common::*;
-use sd_wasm::codecs::safetensors;
 use sd_wasm::model_dir::{DirFiles, ModelFiles};
-use sd_wasm::models::lora::{Lora, LoraFile};
+use sd_wasm::models::lora::{open_lora, Lora};
 use sd_wasm::pipeline::{generate, Generated, Hooks};
 use sd_wasm::request::GenerateRequest;
 use sd_wasm::ErrorKind;
@@ -30,7 +29,7 @@ fn lora_dir() -> PathBuf {
 
 fn lora(dir: &Path, file: &str, scale: f32) -> sd_wasm::Result<Lora> {
     let files: Arc<dyn ModelFiles> = Arc::new(DirFiles::open(dir)?);
-    let file = LoraFile::open(files, file)?;
+    let file = open_lora(files, file)?;
     Ok(Lora { name: "test".into(), scale, file: Arc::new(file) })
 }
 
@@ -72,35 +71,9 @@ fn two_loras_stack_with_their_own_weights() {
     assert!(style_only > POWER, "the second LoRA moves the picture only {style_only}/255");
 }
 
-/// A safetensors file of `tensors` (name, dtype, shape, little-endian bytes).
-fn write_safetensors(path: &Path, tensors: &[(String, String, Vec<usize>, Vec<u8>)]) {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let entry =
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]});
-        header.insert(name.clone(), entry);
-        data.extend_from_slice(bytes);
-    }
-    let json = serde_json::to_vec(&header).unwrap();
-    let mut file = (json.len() as u64).to_le_bytes().to_vec();
-    file.extend(json);
-    file.extend(data);
-    std::fs::write(path, file).unwrap();
-}
-
-/// style.safetensors' tensors, as (name, dtype, shape, bytes).
-fn style_tensors() -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(lora_dir().join("style.safetensors")).unwrap();
-    let len = safetensors::header_len(&bytes, bytes.len() as u64).unwrap() as usize;
-    let header = safetensors::parse_header(&bytes[8..8 + len], bytes.len() as u64).unwrap();
-    let mut tensors: Vec<_> = header
-        .tensors
-        .into_iter()
-        .map(|(name, e)| (name, e.dtype, e.shape, bytes[e.start as usize..e.end as usize].to_vec()))
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    tensors
+/// style.safetensors' tensors.
+fn style_tensors() -> Vec<NamedTensor> {
+    read_safetensors(&lora_dir().join("style.safetensors"))
 }
 
 #[test]
@@ -215,7 +188,7 @@ fn lora_tags_round_trip_through_the_record() {
         [&common[..], &["--prompt", "a lighthouse at dusk, oil painting", "--negative-prompt", "blurry"]].concat();
     assert_eq!(cli(&[&args[..], &["--lora", &flag, "--output", first.to_str().unwrap()]].concat()), 0);
     let text = parameters(&first);
-    let hash = &LoraFile::open(Arc::new(DirFiles::open(lora_dir()).unwrap()), "style.safetensors").unwrap().hash;
+    let hash = &open_lora(Arc::new(DirFiles::open(lora_dir()).unwrap()), "style.safetensors").unwrap().hash;
     assert!(text.starts_with("a lighthouse at dusk, oil painting <lora:style:0.8>\n"), "{text}");
     assert!(text.contains(&format!("Lora hashes: \"style: {}\"", &hash[..12])), "{text}");
     let theirs = read_png(&lora_dir().join("style-0.8.png"));

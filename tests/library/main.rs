@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod checkpoint;
 mod fuzz_corpus;
 mod hostile;
 mod layers;

@@ -7,6 +7,7 @@ mod common;
 
 mod artifact;
 mod bad_input;
+mod checkpoint;
 mod cli;
 mod families;
 mod fan_out;

@@ -127,3 +127,21 @@ fn image_to_image_and_inpainting_same_picture_as_wasmtime() {
         assert!(a == b, "{name}: the picture under wazero differs from wasmtime's");
     }
 }
+
+/// A single-file checkpoint given as an input (`-i ckpt:/ckpt`), the template as the model:
+/// same bytes under Bacalhau's engine as under wasmtime.
+#[test]
+fn a_checkpoint_input_same_picture_as_wasmtime() {
+    let fixture = repo().join("fixtures/tiny-checkpoint");
+    let args = [ARGS, &["--checkpoint", "/ckpt/tiny-fp32-ema.safetensors"]].concat();
+    let (ours, theirs) = (scratch("runner-checkpoint"), scratch("runner-checkpoint-wasmtime"));
+    let inputs = [(fixture.join("template"), "/models"), (fixture.clone(), "/ckpt")];
+    let inputs: Vec<(&Path, &str)> = inputs.iter().map(|(p, g)| (p.as_path(), *g)).collect();
+    let run = wasi_runner_with_inputs(&inputs, &ours, None, &args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let reference = run_wasm_dirs(&[&inputs[..], &[(&theirs, "/outputs")]].concat(), &args, 4 << 30, &[]);
+    assert_eq!(reference.code, 0, "{}", reference.stderr);
+    let (a, b) = (pngs(&ours), pngs(&theirs));
+    assert_eq!(a.len(), 1);
+    assert!(a == b, "the picture under wazero differs from wasmtime's");
+}

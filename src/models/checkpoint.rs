@@ -1,0 +1,318 @@
+//! Single-file checkpoints (Automatic1111/Civitai `.safetensors`, SD 1.x and 2.x) run through a
+//! template: a model dir whose graphs keep their weights as external data in a
+//! `model.onnx_data` that does not exist, with a `checkpoint.json` beside each network
+//! (`scripts/convert.py --template`) saying which checkpoint tensor fills each byte range there.
+//!
+//! [`CheckpointFiles`] is the template's [`ModelFiles`] with those ranges served from the
+//! checkpoint, so every loader, the LoRA merge and the memory checks read it as they read a
+//! converted model dir. Each tensor is converted as it is read, one at a time (fp32, bf16 or fp16
+//! in the file → the graph's stored fp16 or fp32, transposed where the export stores a Linear's
+//! weight transposed, OpenCLIP's fused q/k/v split by rows): the checkpoint is never in memory
+//! whole, and an fp32 checkpoint costs no more memory than an fp16 one.
+
+use super::lora::{transpose, write_values, Stored};
+use super::tensor_file::{Hashed, TensorFile};
+use crate::error::{Result, SdError};
+use crate::model_dir::{ModelFiles, WeightsIdentity};
+use std::sync::Arc;
+
+/// The template's networks: each may have a checkpoint.json (a template without a VAE encoder
+/// does text-to-image only).
+const NETWORKS: [&str; 4] = ["text_encoder", "unet", "vae_decoder", "vae_encoder"];
+const VAE_PREFIX: &str = "first_stage_model.";
+/// SD 1.x checkpoints name the text encoder with or without transformers' `text_model`.
+const CLIP_PREFIX: &str = "cond_stage_model.transformer.text_model.";
+const CLIP_PREFIX_OLD: &str = "cond_stage_model.transformer.";
+
+/// One range of a network's (absent) external data file and the checkpoint tensor behind it.
+#[derive(Debug)]
+struct Range {
+    offset: u64,
+    stored: Stored,
+    /// As stored in the graph.
+    shape: Vec<usize>,
+    key: String,
+    /// Rows of the checkpoint tensor (its first axis) that hold this weight.
+    rows: Option<(usize, usize)>,
+    transposed: bool,
+}
+
+impl Range {
+    fn len(&self) -> u64 {
+        let size = match self.stored {
+            Stored::F32 => 4,
+            Stored::F16 => 2,
+        };
+        self.shape.iter().product::<usize>() as u64 * size
+    }
+}
+
+struct Network {
+    /// `unet/model.onnx_data`: the file the graph's external data names.
+    data: String,
+    /// Sorted by offset.
+    ranges: Vec<Range>,
+}
+
+pub struct CheckpointFiles {
+    template: Arc<dyn ModelFiles>,
+    checkpoint: Arc<TensorFile>,
+    /// A separate VAE file (`encoder.*`, `decoder.*` keys, as Automatic1111's VAE folder holds).
+    vae: Option<Arc<TensorFile>>,
+    networks: Vec<Network>,
+}
+
+/// Opens a checkpoint (or VAE) file in `files` at `rel` and hashes it whole, as Automatic1111 does
+/// for its "Model hash".
+pub fn open(files: Arc<dyn ModelFiles>, rel: &str, kind: &'static str) -> Result<Arc<TensorFile>> {
+    TensorFile::open(files, rel, kind, Hashed::Whole).map(Arc::new)
+}
+
+impl CheckpointFiles {
+    /// The template's maps read, and every tensor they name found in the checkpoint (or the
+    /// VAE file) with the size the graph needs, before anything loads.
+    pub fn new(
+        template: Arc<dyn ModelFiles>,
+        checkpoint: Arc<TensorFile>,
+        vae: Option<Arc<TensorFile>>,
+    ) -> Result<Self> {
+        let mut networks = Vec::new();
+        for dir in NETWORKS {
+            let rel = format!("{dir}/checkpoint.json");
+            match template.read_json_optional(&rel)? {
+                Some(json) => networks.push(read_map(&json, dir).map_err(|why| {
+                    SdError::model(format!(
+                        "{}/{rel}: {why}; write the template again with scripts/convert.py --template",
+                        template.describe()
+                    ))
+                })?),
+                None if dir == "vae_encoder" => {}
+                None => {
+                    return Err(SdError::usage(format!(
+                        "--checkpoint needs a template as the model dir: {} has no {rel}. The project's templates \
+                         (templates/, or scripts/convert.py --template) give the graphs of each family",
+                        template.describe()
+                    )))
+                }
+            }
+        }
+        let files = CheckpointFiles { template, checkpoint, vae, networks };
+        files.check()?;
+        Ok(files)
+    }
+
+    /// Every range's tensor present, a float, and of the size the graph stores.
+    fn check(&self) -> Result<()> {
+        for range in self.networks.iter().flat_map(|n| &n.ranges) {
+            let Some((file, key)) = self.source(&range.key) else {
+                return Err(self.missing(&range.key));
+            };
+            let entry = file.entry(&key).expect("source() found it");
+            let elements: usize = entry.shape.iter().product();
+            let wanted: usize = range.shape.iter().product();
+            let available = match range.rows {
+                Some((start, end)) if entry.shape.first().is_some_and(|&rows| rows >= end) => {
+                    (end - start) * (elements / entry.shape[0].max(1))
+                }
+                Some(_) => 0,
+                None => elements,
+            };
+            if available != wanted || !matches!(entry.dtype.as_str(), "F32" | "F16" | "BF16" | "F64") {
+                return Err(file.error(format!(
+                    "{key} is {} {:?}, but this template's graph needs {wanted} values from it: the checkpoint is of \
+                     another model family or size than the template {} (it looks like {})",
+                    entry.dtype,
+                    entry.shape,
+                    self.template.describe(),
+                    family(&self.checkpoint)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file and key a checkpoint key is read from.
+    fn source(&self, key: &str) -> Option<(&TensorFile, String)> {
+        if let (Some(vae), Some(short)) = (&self.vae, key.strip_prefix(VAE_PREFIX)) {
+            return [short, key].iter().find(|k| vae.entry(k).is_some()).map(|k| (&**vae, k.to_string()));
+        }
+        let file = &*self.checkpoint;
+        if file.entry(key).is_some() {
+            return Some((file, key.to_string()));
+        }
+        let old = key.strip_prefix(CLIP_PREFIX).map(|rest| format!("{CLIP_PREFIX_OLD}{rest}"))?;
+        file.entry(&old).is_some().then_some((file, old))
+    }
+
+    fn missing(&self, key: &str) -> SdError {
+        let has = |prefix: &str| self.checkpoint.tensors.iter().any(|(k, _)| k.starts_with(prefix));
+        let template = self.template.describe();
+        if key.starts_with(VAE_PREFIX) && !has(VAE_PREFIX) && self.vae.is_none() {
+            return self
+                .checkpoint
+                .error(format!("it has no VAE (no {VAE_PREFIX}… tensors): give one with --vae-file FILE.safetensors"));
+        }
+        let theirs = family(&self.checkpoint);
+        let ours = self
+            .networks
+            .iter()
+            .flat_map(|n| &n.ranges)
+            .map(|r| r.key.as_str())
+            .find(|k| k.starts_with("cond_stage_model."));
+        let ours =
+            ours.map_or("unknown", |k| if k.starts_with("cond_stage_model.model.") { "SD 2.x" } else { "SD 1.x" });
+        if theirs != ours {
+            return self.checkpoint.error(format!(
+                "it looks like {theirs}, and the template {template} is for {ours}: use the template of its family"
+            ));
+        }
+        let file = match (&self.vae, key.starts_with(VAE_PREFIX)) {
+            (Some(vae), true) => vae,
+            _ => &self.checkpoint,
+        };
+        file.error(format!("it has no tensor {key}, which the template {template} needs"))
+    }
+
+    fn range_at(&self, rel: &str, offset: u64) -> Option<Result<&Range>> {
+        let network = self.networks.iter().find(|n| n.data == rel)?;
+        Some(match network.ranges.binary_search_by_key(&offset, |r| r.offset) {
+            Ok(i) => Ok(&network.ranges[i]),
+            Err(_) => Err(SdError::model(format!(
+                "{}/{rel}: a read at byte {offset}, which starts no weight of checkpoint.json",
+                self.template.describe()
+            ))),
+        })
+    }
+
+    /// Writes `range`'s weight, converted to its stored form, into `buf`.
+    fn fill(&self, range: &Range, buf: &mut [u8]) -> Result<()> {
+        if buf.len() as u64 != range.len() {
+            return Err(SdError::model(format!(
+                "{}: {} bytes read for {}, which is {} bytes",
+                self.template.describe(),
+                buf.len(),
+                range.key,
+                range.len()
+            )));
+        }
+        let (file, key) = self.source(&range.key).ok_or_else(|| self.missing(&range.key))?;
+        let count: usize = range.shape.iter().product();
+        let start = match range.rows {
+            Some((first, _)) => {
+                let entry = file.entry(&key).expect("source() found it");
+                first * entry.shape[1..].iter().product::<usize>()
+            }
+            None => 0,
+        };
+        let mut values = file.read_f32_range(&key, start, count)?;
+        if range.transposed {
+            // Stored [in, out]: the checkpoint's [out, in] transposed.
+            values = transpose(&values, range.shape[1], range.shape[0]);
+        }
+        write_values(&values, range.stored, buf);
+        Ok(())
+    }
+}
+
+impl ModelFiles for CheckpointFiles {
+    fn read_range(&self, rel: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>> {
+        match self.range_at(rel, offset) {
+            None => self.template.read_range(rel, offset, len),
+            Some(range) => {
+                let range = range?;
+                let mut buf = vec![0; len.unwrap_or(range.len()) as usize];
+                self.fill(range, &mut buf)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    fn read_into(&self, rel: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match self.range_at(rel, offset) {
+            None => self.template.read_into(rel, offset, buf),
+            Some(range) => self.fill(range?, buf),
+        }
+    }
+
+    fn size(&self, rel: &str) -> Option<u64> {
+        match self.networks.iter().find(|n| n.data == rel) {
+            Some(n) => Some(n.ranges.last().map_or(0, |r| r.offset + r.len())),
+            None => self.template.size(rel),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.template.describe()
+    }
+
+    fn why_absent(&self, rel: &str) -> String {
+        self.template.why_absent(rel)
+    }
+
+    fn weights_identity(&self) -> Option<WeightsIdentity> {
+        Some(WeightsIdentity {
+            name: self.checkpoint.stem().to_string(),
+            hash: self.checkpoint.short_hash(10).to_string(),
+        })
+    }
+}
+
+/// The model family a checkpoint's tensor names say, in words.
+fn family(file: &TensorFile) -> &'static str {
+    let has = |prefix: &str| file.tensors.iter().any(|(k, _)| k.starts_with(prefix));
+    if has("conditioner.embedders.") {
+        "SDXL, which sd.wasm does not run"
+    } else if has("cond_stage_model.model.") {
+        "SD 2.x"
+    } else if has(CLIP_PREFIX_OLD) {
+        "SD 1.x"
+    } else if has("model.diffusion_model.") {
+        "a UNet without a text encoder"
+    } else {
+        "no Stable Diffusion checkpoint"
+    }
+}
+
+fn read_map(json: &serde_json::Value, dir: &str) -> std::result::Result<Network, String> {
+    let weights = json.get("weights").and_then(|w| w.as_object()).ok_or("no \"weights\" object")?;
+    let mut ranges = Vec::with_capacity(weights.len());
+    for (initializer, entry) in weights {
+        let bad = |what: &str| format!("{initializer}: {what}");
+        let number = |v: &serde_json::Value| v.as_u64().and_then(|n| usize::try_from(n).ok());
+        let stored = match entry.get("dtype").and_then(|v| v.as_str()) {
+            Some("F32") => Stored::F32,
+            Some("F16") => Stored::F16,
+            _ => return Err(bad("dtype is not F32 or F16")),
+        };
+        let shape: Vec<usize> = entry
+            .get("shape")
+            .and_then(|v| v.as_array())
+            .and_then(|dims| dims.iter().map(number).collect())
+            .ok_or_else(|| bad("no shape"))?;
+        let rows = match entry.get("rows").and_then(|v| v.as_array()).map(|r| r.iter().map(number).collect::<Vec<_>>())
+        {
+            None => None,
+            Some(r) => match r[..] {
+                [Some(a), Some(b)] if a < b => Some((a, b)),
+                _ => return Err(bad("rows is not [first, end]")),
+            },
+        };
+        let transposed = entry.get("transposed").and_then(|v| v.as_bool()).ok_or_else(|| bad("no transposed"))?;
+        if transposed && shape.len() != 2 {
+            return Err(bad("only a matrix is stored transposed"));
+        }
+        ranges.push(Range {
+            offset: entry.get("offset").and_then(|v| v.as_u64()).ok_or_else(|| bad("no offset"))?,
+            stored,
+            shape,
+            key: entry.get("key").and_then(|v| v.as_str()).ok_or_else(|| bad("no key"))?.to_string(),
+            rows,
+            transposed,
+        });
+    }
+    ranges.sort_by_key(|r| r.offset);
+    if ranges.windows(2).any(|w| w[0].offset + w[0].len() > w[1].offset) {
+        return Err("its weights overlap".into());
+    }
+    Ok(Network { data: format!("{dir}/model.onnx_data"), ranges })
+}

@@ -1,0 +1,107 @@
+//! A safetensors file reached through [`ModelFiles`] (a LoRA, a single-file checkpoint, a VAE
+//! file): its header read and checked once, its content hashed as Automatic1111 hashes it, each
+//! tensor read when it is used, so a file is never in memory whole.
+
+use crate::codecs::safetensors::{self, TensorEntry};
+use crate::codecs::sha256::{hex, Sha256};
+use crate::error::{Result, SdError};
+use crate::model_dir::ModelFiles;
+use std::sync::Arc;
+
+pub struct TensorFile {
+    files: Arc<dyn ModelFiles>,
+    rel: String,
+    /// What the file is to the user, for messages ("LoRA", "checkpoint").
+    kind: &'static str,
+    /// In the header's order: sorted by name (serde_json's map), else searched one by one.
+    pub tensors: Vec<(String, TensorEntry)>,
+    /// SHA-256 (hex) of what Automatic1111 hashes: a LoRA's data after the header, a
+    /// checkpoint's whole file.
+    pub hash: String,
+}
+
+impl std::fmt::Debug for TensorFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TensorFile({}, {} tensors, {})", self.describe(), self.tensors.len(), &self.hash[..12])
+    }
+}
+
+/// Bytes hashed per read: the file is never in memory whole.
+const HASH_CHUNK: u64 = 16 << 20;
+
+/// Which bytes of the file its hash covers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hashed {
+    /// After the header: Automatic1111's hash of a LoRA (its "Lora hashes").
+    Data,
+    /// All of it: Automatic1111's "Model hash" of a checkpoint.
+    Whole,
+}
+
+impl TensorFile {
+    /// Reads and checks the header of `rel` in `files` and hashes it; a file that is not
+    /// safetensors, truncated or inconsistent is a usage error naming it as a `kind`.
+    pub fn open(files: Arc<dyn ModelFiles>, rel: &str, kind: &'static str, hashed: Hashed) -> Result<Self> {
+        let path = format!("{}/{rel}", files.describe().trim_end_matches('/'));
+        let bad = |why: String| SdError::usage(format!("{kind} {path}: {why}"));
+        let size = files.size(rel).ok_or_else(|| bad(files.why_absent(rel)))?;
+        let first = files.read_range(rel, 0, Some(8.min(size)))?;
+        let len = safetensors::header_len(&first, size).map_err(bad)?;
+        let header = safetensors::parse_header(&files.read_range(rel, 8, Some(len))?, size).map_err(bad)?;
+        let mut sha = Sha256::new();
+        let mut offset = if hashed == Hashed::Data { header.data_start } else { 0 };
+        while offset < size {
+            let n = HASH_CHUNK.min(size - offset);
+            sha.update(&files.read_range(rel, offset, Some(n))?);
+            offset += n;
+        }
+        Ok(TensorFile { files, rel: rel.to_string(), kind, tensors: header.tensors, hash: hex(&sha.finish()) })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.files.describe().trim_end_matches('/'), self.rel)
+    }
+
+    /// The file's name without its folder and extension (Automatic1111's names for LoRAs and models).
+    pub fn stem(&self) -> &str {
+        let name = self.rel.rsplit('/').next().unwrap_or(&self.rel);
+        name.rsplit_once('.').map_or(name, |(stem, _)| stem)
+    }
+
+    /// The first `digits` hex digits of the hash: Automatic1111 records 12 of a LoRA's ("Lora
+    /// hashes"), 10 of a checkpoint's ("Model hash").
+    pub fn short_hash(&self, digits: usize) -> &str {
+        &self.hash[..digits]
+    }
+
+    pub fn entry(&self, key: &str) -> Option<&TensorEntry> {
+        // Vectors and scans rather than hash maps and sorts: each of those is code in a module
+        // that must stay under 10 MB.
+        match self.tensors.binary_search_by(|(name, _)| name.as_str().cmp(key)) {
+            Ok(i) => Some(&self.tensors[i].1),
+            Err(_) => self.tensors.iter().find(|(name, _)| name == key).map(|(_, e)| e),
+        }
+    }
+
+    /// Elements `start..start + count` of tensor `key` (row-major), as f32.
+    pub fn read_f32_range(&self, key: &str, start: usize, count: usize) -> Result<Vec<f32>> {
+        let entry = self.entry(key).ok_or_else(|| self.error(format!("no tensor {key}")))?;
+        let size = (entry.end - entry.start) / entry.shape.iter().product::<usize>().max(1) as u64;
+        let (first, bytes) = (entry.start + start as u64 * size, count as u64 * size);
+        if first + bytes > entry.end {
+            return Err(self.error(format!("{key} has fewer than {} elements", start + count)));
+        }
+        let data = self.files.read_range(&self.rel, first, Some(bytes))?;
+        safetensors::to_f32(&entry.dtype, &data).map_err(|e| self.error(format!("{key}: {e}")))
+    }
+
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
+        let count = self.entry(key).map_or(0, |e| e.shape.iter().product());
+        self.read_f32_range(key, 0, count)
+    }
+
+    /// A usage error about this file.
+    pub fn error(&self, why: String) -> SdError {
+        SdError::usage(format!("{} {}: {why}", self.kind, self.describe()))
+    }
+}
