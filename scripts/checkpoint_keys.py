@@ -187,3 +187,37 @@ def check_against_diffusers(state, text_encoder, unet, vae):
             assert value is not None, f"{network}: diffusers finds no {name} in the checkpoint"
             assert torch.equal(value.reshape(param.shape).float(), param.detach().float()), f"{network}: {name} differs"
     return True
+
+
+def main():
+    """Writes a random-init family (scripts/convert.py's, same seed: the same weights as
+    `convert.py --random-init FAMILY`) as a single-file checkpoint, for benchmarks and checks at
+    real shapes; fp16 unless --fp32."""
+    import argparse
+    import os
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import convert
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("family", choices=["sd15", "sd21"])
+    p.add_argument("out", help=".safetensors file to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fp32", action="store_true")
+    args = p.parse_args()
+    text_encoder, _, unet, vae, _, _ = convert.random_family(args.family, False, args.seed)
+    for module in (text_encoder, unet, vae):
+        convert.round_to_fp16(module, 1 << 16)  # as convert.py stores them
+    state = ldm_state_dict(text_encoder, unet, vae)
+    check_against_diffusers(state, text_encoder, unet, vae)
+    dtype = torch.float32 if args.fp32 else torch.float16
+    save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, args.out)
+    print(f"{args.out}: {len(state)} tensors, {os.path.getsize(args.out):,} bytes")
+
+
+if __name__ == "__main__":
+    main()

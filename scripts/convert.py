@@ -5,6 +5,13 @@
     python3 scripts/convert.py --random-init sd15 models/sd15-random          # same shapes, random
     python3 scripts/convert.py --random-init taesd models/sd15-random         # add a TAESD decoder
     python3 scripts/convert.py --plain --random-init sd15 models/sd15-plain   # optimum-style fp32
+    python3 scripts/convert.py model.safetensors models/mine [--config DIFFUSERS_DIR]  # single file
+    python3 scripts/convert.py --random-init sd15 --template templates/sd15   # for --checkpoint
+
+A template (--template) is the model dir of a family without its weights: the graphs, configs,
+tokenizer, and per network a checkpoint.json saying which tensor of an original-layout
+single-file checkpoint (scripts/checkpoint_keys.py) fills each weight. sd.wasm --checkpoint
+FILE runs a checkpoint through it with no Python step.
 
 Families for --random-init: sd15, sd21 (v-prediction, OpenCLIP text encoder, 768²), sd-turbo
 (SD 2.1 shapes at 512², trailing Euler, guidance 0, with TAESD), lcm (SD 1.5 shapes distilled
@@ -617,12 +624,18 @@ def lcm_scheduler_config(config):
     return {k: v for k, v in config.items() if k.startswith("_") or k in accepted}
 
 
-def load_checkpoint(source):
-    """A diffusers pipeline folder or hub id (the hub needs network, which CI does not have)."""
+def load_checkpoint(source, config=None):
+    """A diffusers pipeline folder or hub id, or a single-file checkpoint (.safetensors or .ckpt,
+    as Automatic1111 and Civitai have them) read by diffusers' from_single_file, its configs from
+    `config` (a diffusers folder or hub id; without it diffusers recognises the family and
+    fetches that family's configs from the hub). The hub needs network, which CI does not have."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=torch.float32, safety_checker=None)
-    return pipe
+    if os.path.isfile(source):
+        return StableDiffusionPipeline.from_single_file(source, torch_dtype=torch.float32, safety_checker=None,
+                                                        requires_safety_checker=False,
+                                                        **({"config": config} if config else {}))
+    return StableDiffusionPipeline.from_pretrained(source, torch_dtype=torch.float32, safety_checker=None)
 
 
 def convert(args, tweak=None):
@@ -641,7 +654,7 @@ def convert(args, tweak=None):
         tokenizer = lambda: write_random_tokenizer(out, pad)  # noqa: E731
         taesd_source = taesd_source or ("random" if with_taesd else None)
     elif args.source:
-        pipe = load_checkpoint(args.source)
+        pipe = load_checkpoint(args.source, args.config)
         modules.update(text_encoder=pipe.text_encoder.eval(), unet=pipe.unet.eval(), vae=pipe.vae.eval())
         tokenizer = lambda: pipe.tokenizer.save_pretrained(os.path.join(out, "tokenizer"))  # noqa: E731
         scheduler_config = json.loads(pipe.scheduler.to_json_string())
@@ -725,7 +738,10 @@ def strip_to_template(out, modules):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", nargs="?", help="diffusers folder or hub id (omit with --random-init)")
+    p.add_argument("source", nargs="?", help="diffusers folder or hub id, or a single-file checkpoint "
+                                             "(.safetensors/.ckpt; omit with --random-init)")
+    p.add_argument("--config", help="with a single-file checkpoint: a diffusers folder or hub id whose configs "
+                                    "describe it (default: diffusers recognises the family, from the hub)")
     p.add_argument("out", help="model dir to write")
     p.add_argument("--random-init", choices=sorted(FAMILIES) + ["taesd"])
     p.add_argument("--tiny", action="store_true", help="test-sized shapes of the family")
