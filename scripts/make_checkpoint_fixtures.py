@@ -14,6 +14,9 @@ pictures from those files, the oracle for sd.wasm's `--checkpoint`.
   Automatic1111's VAE folder holds them).
 - `template/`: `scripts/convert.py --template` of these shapes (weights at rest in fp16 from 256
   elements, as SD 1.5's are from 65536): graphs, checkpoint.json maps, no weights.
+- `sd2/`: a tiny SD 2.x (OpenCLIP text encoder with fused q/k/v, v-prediction, DDIM):
+  `tiny-sd2-bf16.safetensors` (bf16), `template/`, and `sd2-stored-fp16.png`, diffusers'
+  from_single_file picture with the weights rounded as the template stores them.
 - `fp32.png`, `fp16.png`: diffusers' `StableDiffusionPipeline.from_single_file` on each file
   (fp16 with `vae=` the VAE file), PNDM, the fixtures' prompt and seed; `ema.png` is the picture
   had the EMA weights been used (how far that is from fp32.png is in cases.json).
@@ -54,21 +57,24 @@ TEMPLATE = os.path.join(OUT, "template")
 TEMPLATE_FP16_MIN = 256
 
 
-def write_template(text_encoder, unet, vae):
-    if os.path.exists(TEMPLATE):
-        shutil.rmtree(TEMPLATE)
+def write_template(text_encoder, unet, vae, template=TEMPLATE, tokenizer=None, scheduler=None):
+    if os.path.exists(template):
+        shutil.rmtree(template)
     modules = {"text_encoder": text_encoder, "unet": unet, "vae": vae}
     convert.unique_values(modules)
     for name in ("unet", "vae"):
         modules[name].set_attn_processor(convert.ExportAttnProcessor("fused"))
     with torch.no_grad():
-        convert.export_text_encoder(text_encoder, TEMPLATE, TEMPLATE_FP16_MIN)
-        convert.export_unet(unet, TEMPLATE, TEMPLATE_FP16_MIN, scalar_timestep=True)
-        convert.export_vae(vae, TEMPLATE, TEMPLATE_FP16_MIN)
-    convert.strip_to_template(TEMPLATE, modules)
-    shutil.copytree(os.path.join(mf.OUT, "tokenizer"), os.path.join(TEMPLATE, "tokenizer"))
-    shutil.copytree(os.path.join(mf.OUT, "scheduler"), os.path.join(TEMPLATE, "scheduler"))
-    convert.write_model_index(TEMPLATE)
+        convert.export_text_encoder(text_encoder, template, TEMPLATE_FP16_MIN)
+        convert.export_unet(unet, template, TEMPLATE_FP16_MIN, scalar_timestep=True)
+        convert.export_vae(vae, template, TEMPLATE_FP16_MIN)
+    convert.strip_to_template(template, modules)
+    shutil.copytree(tokenizer or os.path.join(mf.OUT, "tokenizer"), os.path.join(template, "tokenizer"))
+    if scheduler:
+        convert.write_scheduler(template, scheduler)
+    else:
+        shutil.copytree(os.path.join(mf.OUT, "scheduler"), os.path.join(template, "scheduler"))
+    convert.write_model_index(template)
 
 
 def diffusers_folder(text_encoder, unet, vae, tokenizer, scheduler):
@@ -93,6 +99,45 @@ def same_weights(pipe, modules):
         got = dict(getattr(pipe, name).named_parameters())
         for key, param in module.named_parameters():
             assert torch.equal(got[key].float(), param.float()), f"{name}.{key}: diffusers read another value"
+
+
+def sd2():
+    """The tiny SD 2.x family as scripts/make_family_fixtures.py builds it (same seed and
+    scales), as a single file, its template and diffusers' picture."""
+    import make_family_fixtures as ff
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTokenizer
+
+    out = os.path.join(OUT, "sd2")
+    os.makedirs(out, exist_ok=True)
+
+    def build():
+        text_encoder, pad, unet, vae, scheduler, _ = convert.random_family("sd21", True, 0)
+        ff.tweak({"text_encoder": text_encoder, "unet": unet, "vae": vae})
+        return text_encoder, pad, unet, vae, scheduler
+
+    text_encoder, pad, unet, vae, scheduler = build()
+    state = ck.ldm_state_dict(text_encoder, unet, vae)
+    ck.check_against_diffusers(state, text_encoder, unet, vae)
+    # bf16, as some checkpoints are: every value is read widened, then stored as the template says.
+    path = os.path.join(out, "tiny-sd2-bf16.safetensors")
+    save_file({k: v.bfloat16().contiguous() for k, v in state.items()}, path)
+    tokenizer_dir = tempfile.mkdtemp()
+    convert.write_random_tokenizer(tokenizer_dir, pad)
+    tokenizer = CLIPTokenizer.from_pretrained(os.path.join(tokenizer_dir, "tokenizer"))
+    config = diffusers_folder(text_encoder, unet, vae, tokenizer, DDIMScheduler.from_config(scheduler))
+    pipe = single_file_pipeline(path, config)
+    for name in ("text_encoder", "unet", "vae"):
+        convert.round_to_fp16(getattr(pipe, name), TEMPLATE_FP16_MIN)
+    with torch.no_grad():
+        image = pipe(prompt=mf.PROMPT, negative_prompt=mf.NEGATIVE, num_inference_steps=mf.STEPS, guidance_scale=mf.GUIDANCE,
+                     width=16, height=16, generator=torch.Generator("cpu").manual_seed(mf.SEED)).images[0]
+    image.save(os.path.join(out, "sd2-stored-fp16.png"))
+    text_encoder, pad, unet, vae, scheduler = build()
+    write_template(text_encoder, unet, vae, os.path.join(out, "template"), os.path.join(tokenizer_dir, "tokenizer"),
+                   scheduler)
+    shutil.rmtree(config)
+    shutil.rmtree(tokenizer_dir)
 
 
 def main():
@@ -178,6 +223,7 @@ def main():
     write_template(*mf.build_models(mf.SENSITIVITY_SCALES))
     mf.write_json(os.path.join(OUT, "cases.json"), cases)
     shutil.rmtree(config)
+    sd2()
 
 
 if __name__ == "__main__":

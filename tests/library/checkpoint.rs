@@ -151,3 +151,35 @@ fn a_model_dir_that_is_no_template_and_bad_files_are_errors_of_their_class() {
         assert!(e.message.contains(says) && e.message.contains("checkpoint"), "{name}: {e}");
     }
 }
+
+/// SD 2.x: OpenCLIP's fused q/k/v split by rows, v-prediction, a bf16 file.
+#[test]
+fn an_sd2_bf16_checkpoint_matches_diffusers_and_its_fused_qkv_split_matters() {
+    let dir = fixture().join("sd2");
+    let template = folder(&dir.join("template"));
+    let run = |folder_of_file: &Path, file: &str| {
+        let checkpoint = checkpoint::open(self::folder(folder_of_file), file, "checkpoint").unwrap();
+        picture(&CheckpointFiles::new(template.clone(), checkpoint, None).unwrap(), &main_case_request()).unwrap()
+    };
+    let ours = run(&dir, "tiny-sd2-bf16.safetensors");
+    let theirs = read_png(&dir.join("sd2-stored-fp16.png"));
+    let diff = max_pixel_diff(&ours.image, &theirs);
+    assert!(diff <= TOLERANCE, "max pixel difference {diff}/255 > {TOLERANCE}/255");
+
+    // The fixture has power: k and v rows swapped in every fused projection move the picture far.
+    let swapped_dir = scratch("checkpoint-sd2-swapped");
+    let tensors: Vec<NamedTensor> = read_safetensors(&dir.join("tiny-sd2-bf16.safetensors"))
+        .into_iter()
+        .map(|(name, dtype, shape, mut bytes)| {
+            if name.ends_with("attn.in_proj_weight") {
+                let third = bytes.len() / 3;
+                let (k, v) = bytes[third..].split_at_mut(third);
+                k.swap_with_slice(v);
+            }
+            (name, dtype, shape, bytes)
+        })
+        .collect();
+    write_safetensors(&swapped_dir.join("swapped.safetensors"), &tensors);
+    let swapped = max_pixel_diff(&run(&swapped_dir, "swapped.safetensors").image, &theirs);
+    assert!(swapped > POWER, "swapping k and v moves the picture only {swapped}/255");
+}
