@@ -24,6 +24,7 @@ pub const MAX_IMAGES: usize = 10_000;
 /// The seed system's default `--strength` for an init image.
 pub const DEFAULT_STRENGTH: f32 = 0.5;
 pub const BETA_SCHEDULES: [&str; 3] = ["linear", "scaled_linear", "squaredcos_cap_v2"];
+pub const PREDICTION_TYPES: [&str; 2] = ["epsilon", "v_prediction"];
 
 /// How a row appears in Automatic1111's `parameters` text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +126,7 @@ impl GenerateRequest {
         self.strength.unwrap_or(DEFAULT_STRENGTH)
     }
 
-    /// `beta_start`, `beta_end`, `beta_schedule` as scheduler config keys to write over the
+    /// `beta_start`, `beta_end`, `beta_schedule`, `prediction_type` as scheduler config keys to write over the
     /// model's scheduler_config.json.
     pub fn scheduler_overrides(&self) -> Vec<(&'static str, serde_json::Value)> {
         let mut keys = Vec::new();
@@ -137,6 +138,9 @@ impl GenerateRequest {
         }
         if let Some(v) = &self.beta_schedule {
             keys.push(("beta_schedule", v.clone().into()));
+        }
+        if let Some(v) = &self.prediction_type {
+            keys.push(("prediction_type", v.clone().into()));
         }
         keys
     }

@@ -4,7 +4,7 @@
 
 use super::value::{Inputs, ParamValue, Raw};
 use super::preset::Preset;
-use super::{Param, RngKind, VaeChoice, A1111, BETA_SCHEDULES, MAX_IMAGES, MAX_SIDE, MAX_STEPS};
+use super::{Param, RngKind, VaeChoice, A1111, BETA_SCHEDULES, MAX_IMAGES, MAX_SIDE, MAX_STEPS, PREDICTION_TYPES};
 use crate::codecs::png::RgbImage;
 use crate::models::lora::Lora;
 use crate::schedulers::SchedulerKind;
@@ -234,6 +234,19 @@ request_table! {
         };
         help "override the scheduler config's beta_schedule: linear, scaled_linear,\n\
               squaredcos_cap_v2";
+    prediction_type: Option<String> = None;
+        flags ["--prediction-type"] "epsilon|v_prediction";
+        a1111 A1111::Field("Prediction type");
+        record default;
+        check |v| match v {
+            Some(s) if !PREDICTION_TYPES.contains(&s.as_str()) => {
+                Err(format!("{s:?} is not known; choose one of {}", PREDICTION_TYPES.join(", ")))
+            }
+            _ => Ok(()),
+        };
+        help "override the scheduler config's prediction_type: what the UNet predicts\n\
+              (SD 2.x 768 models: v_prediction, SD 2.x base and SD 1.x: epsilon),\n\
+              e.g. for a --checkpoint that does not match its template's";
     vae: VaeChoice = VaeChoice::Full;
         flags ["--vae"] "full|taesd";
         a1111 A1111::Field("VAE");

@@ -157,10 +157,11 @@ fn a_model_dir_that_is_no_template_and_bad_files_are_errors_of_their_class() {
 fn an_sd2_bf16_checkpoint_matches_diffusers_and_its_fused_qkv_split_matters() {
     let dir = fixture().join("sd2");
     let template = folder(&dir.join("template"));
-    let run = |folder_of_file: &Path, file: &str| {
+    let run_with = |folder_of_file: &Path, file: &str, req: &GenerateRequest| {
         let checkpoint = checkpoint::open(self::folder(folder_of_file), file, "checkpoint").unwrap();
-        picture(&CheckpointFiles::new(template.clone(), checkpoint, None).unwrap(), &main_case_request()).unwrap()
+        picture(&CheckpointFiles::new(template.clone(), checkpoint, None).unwrap(), req).unwrap()
     };
+    let run = |folder_of_file: &Path, file: &str| run_with(folder_of_file, file, &main_case_request());
     let ours = run(&dir, "tiny-sd2-bf16.safetensors");
     let theirs = read_png(&dir.join("sd2-stored-fp16.png"));
     let diff = max_pixel_diff(&ours.image, &theirs);
@@ -182,4 +183,13 @@ fn an_sd2_bf16_checkpoint_matches_diffusers_and_its_fused_qkv_split_matters() {
     write_safetensors(&swapped_dir.join("swapped.safetensors"), &tensors);
     let swapped = max_pixel_diff(&run(&swapped_dir, "swapped.safetensors").image, &theirs);
     assert!(swapped > POWER, "swapping k and v moves the picture only {swapped}/255");
+
+    // The template says v-prediction; --prediction-type epsilon (an SD 2.x base model in the
+    // same template) is another picture, and recorded.
+    let req = GenerateRequest { prediction_type: Some("epsilon".into()), ..main_case_request() };
+    let epsilon = run_with(&dir, "tiny-sd2-bf16.safetensors", &req);
+    let moved = max_pixel_diff(&epsilon.image, &theirs);
+    assert!(moved > POWER, "epsilon instead of v moves the picture only {moved}/255");
+    let text = sd_wasm::records::parameters::parameters_text(&req, &epsilon);
+    assert!(text.contains("Prediction type: epsilon"), "{text}");
 }
