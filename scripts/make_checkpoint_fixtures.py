@@ -37,16 +37,9 @@ from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-for _absent in ("onnxruntime", "open_clip"):  # imported by make_fixtures, not used here
-    try:
-        __import__(_absent)
-    except ImportError:
-        import importlib.machinery
-        import types
+import fixture_imports  # noqa: E402
 
-        _stub = types.ModuleType(_absent)
-        _stub.__spec__ = importlib.machinery.ModuleSpec(_absent, None)
-        sys.modules[_absent] = _stub
+fixture_imports.stub_if_absent("onnxruntime", "open_clip")
 import checkpoint_keys as ck  # noqa: E402
 import convert  # noqa: E402
 import make_fixtures as mf  # noqa: E402

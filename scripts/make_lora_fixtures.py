@@ -26,18 +26,9 @@ from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-# make_fixtures imports onnxruntime (its replay) and clip_vocab imports open_clip (to write a
-# vocabulary): neither is used here, so stand-ins do when they are not installed.
-for _absent in ("onnxruntime", "open_clip"):
-    try:
-        __import__(_absent)
-    except ImportError:
-        import importlib.machinery
-        import types
+import fixture_imports  # noqa: E402
 
-        _stub = types.ModuleType(_absent)
-        _stub.__spec__ = importlib.machinery.ModuleSpec(_absent, None)
-        sys.modules[_absent] = _stub
+fixture_imports.stub_if_absent("onnxruntime", "open_clip")
 import make_fixtures as mf  # noqa: E402
 from convert import UNetWrapper, export, write_weight_map  # noqa: E402
 

@@ -66,6 +66,14 @@ fn any<T>(_: &T) -> Result<(), String> {
     Ok(())
 }
 
+/// A name, when given, from `names`.
+fn one_of(v: &Option<String>, names: &[&str]) -> Result<(), String> {
+    match v {
+        Some(s) if !names.contains(&s.as_str()) => Err(format!("{s:?} is not known; choose one of {}", names.join(", "))),
+        _ => Ok(()),
+    }
+}
+
 fn between<T: PartialOrd + std::fmt::Display>(v: T, low: T, high: T) -> Result<(), String> {
     if v >= low && v <= high {
         Ok(())
@@ -226,24 +234,14 @@ request_table! {
         flags ["--beta-schedule"] "NAME";
         a1111 A1111::Field("Beta schedule");
         record default;
-        check |v| match v {
-            Some(s) if !BETA_SCHEDULES.contains(&s.as_str()) => {
-                Err(format!("{s:?} is not known; choose one of {}", BETA_SCHEDULES.join(", ")))
-            }
-            _ => Ok(()),
-        };
+        check |v| one_of(v, &BETA_SCHEDULES);
         help "override the scheduler config's beta_schedule: linear, scaled_linear,\n\
               squaredcos_cap_v2";
     prediction_type: Option<String> = None;
         flags ["--prediction-type"] "epsilon|v_prediction";
         a1111 A1111::Field("Prediction type");
         record default;
-        check |v| match v {
-            Some(s) if !PREDICTION_TYPES.contains(&s.as_str()) => {
-                Err(format!("{s:?} is not known; choose one of {}", PREDICTION_TYPES.join(", ")))
-            }
-            _ => Ok(()),
-        };
+        check |v| one_of(v, &PREDICTION_TYPES);
         help "override the scheduler config's prediction_type: what the UNet predicts\n\
               (SD 2.x 768 models: v_prediction, SD 2.x base and SD 1.x: epsilon),\n\
               e.g. for a --checkpoint that does not match its template's";

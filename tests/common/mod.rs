@@ -336,3 +336,12 @@ pub fn read_safetensors(path: &Path) -> Vec<NamedTensor> {
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     tensors
 }
+
+/// Pipeline hooks that ignore every event: the library tests' `generate(…, &mut Quiet)`.
+pub struct Quiet;
+
+impl sd_wasm::pipeline::Hooks for Quiet {
+    fn now(&self) -> f64 {
+        0.0
+    }
+}

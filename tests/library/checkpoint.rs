@@ -7,7 +7,7 @@ use crate::common::*;
 use sd_wasm::model_dir::{DirFiles, ModelFiles};
 use sd_wasm::models::checkpoint::{self, CheckpointFiles};
 use sd_wasm::models::lora::{open_lora, Lora};
-use sd_wasm::pipeline::{generate, Generated, Hooks};
+use sd_wasm::pipeline::{generate, Generated};
 use sd_wasm::request::GenerateRequest;
 use sd_wasm::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -16,14 +16,6 @@ use std::sync::Arc;
 const TOLERANCE: u8 = 2;
 /// What a change the fixture must show moves the picture by, at least.
 const POWER: u8 = 40;
-
-struct Quiet;
-
-impl Hooks for Quiet {
-    fn now(&self) -> f64 {
-        0.0
-    }
-}
 
 fn fixture() -> PathBuf {
     repo().join("fixtures/tiny-checkpoint")

@@ -15,14 +15,6 @@ const TOLERANCE: u8 = 2;
 /// What a change the fixture must show moves the picture by, at least.
 const POWER: u8 = 40;
 
-struct Quiet;
-
-impl Hooks for Quiet {
-    fn now(&self) -> f64 {
-        0.0
-    }
-}
-
 fn lora_dir() -> PathBuf {
     repo().join("fixtures/tiny-lora")
 }

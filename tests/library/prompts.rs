@@ -8,7 +8,7 @@ use crate::common::*;
 use sd_wasm::codecs::npy::read_npy;
 use sd_wasm::model_dir::{DirFiles, ModelDir};
 use sd_wasm::pipeline::text::{self, Embeddings, Tokens};
-use sd_wasm::pipeline::{generate, Hooks, Run};
+use sd_wasm::pipeline::{generate, Run};
 use sd_wasm::prompt::{parse_attention, Fragment};
 use sd_wasm::request::GenerateRequest;
 use sd_wasm::schedulers::SchedulerKind;
@@ -17,14 +17,6 @@ use serde_json::Value;
 
 /// The tests' tolerance: max |ours − oracle| / max |oracle|.
 const TOLERANCE: f32 = 1e-4;
-
-struct Quiet;
-
-impl Hooks for Quiet {
-    fn now(&self) -> f64 {
-        0.0
-    }
-}
 
 fn prompts_dir() -> std::path::PathBuf {
     prompts_fixture().join("expected")

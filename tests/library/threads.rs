@@ -7,7 +7,7 @@
 
 use crate::common::*;
 use sd_wasm::models::threads::pool;
-use sd_wasm::pipeline::{generate, Event, Hooks};
+use sd_wasm::pipeline::generate;
 use sd_wasm::request::GenerateRequest;
 use sd_wasm::schedulers::SchedulerKind;
 use std::process::Command;
@@ -41,15 +41,6 @@ fn the_native_cli_writes_the_same_png_at_1_2_and_4_threads() {
     assert!(pngs[0] == pngs[2], "4 threads: a different PNG than 1 thread");
     let run = sd(0, &dir.join("0.png"));
     assert_eq!(run.status.code(), Some(2), "{}", String::from_utf8_lossy(&run.stderr));
-}
-
-struct Quiet;
-
-impl Hooks for Quiet {
-    fn event(&mut self, _: &Event) {}
-    fn now(&self) -> f64 {
-        0.0
-    }
 }
 
 /// CPU seconds the calling thread has used (Linux: /proc/thread-self/stat, in clock ticks).
