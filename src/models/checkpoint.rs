@@ -12,6 +12,7 @@
 
 use super::lora::{transpose, write_values, Stored};
 use super::tensor_file::{Hashed, TensorFile};
+use crate::codecs::safetensors::to_f32;
 use crate::error::{Result, SdError};
 use crate::model_dir::{ModelFiles, WeightsIdentity};
 use std::sync::Arc;
@@ -204,12 +205,25 @@ impl CheckpointFiles {
             }
             None => 0,
         };
-        let mut values = file.read_f32_range(&key, start, count)?;
-        if range.transposed {
-            // Stored [in, out]: the checkpoint's [out, in] transposed.
-            values = transpose(&values, range.shape[1], range.shape[0]);
+        // Stored [in, out] when transposed: the checkpoint's [out, in] transposed.
+        let (rows, cols) = if range.transposed { (range.shape[1], range.shape[0]) } else { (1, count) };
+        let (bytes, dtype) = file.read_range(&key, start, count)?;
+        let same = matches!((dtype, range.stored), ("F16", Stored::F16) | ("F32", Stored::F32));
+        if same && !range.transposed {
+            buf.copy_from_slice(&bytes);
+        } else if same {
+            // fp16 files into fp16 graphs (the usual case): elements moved, never converted.
+            let size = bytes.len() / count.max(1);
+            for (i, element) in bytes.chunks_exact(size).enumerate() {
+                let at = (i % cols * rows + i / cols) * size;
+                buf[at..at + size].copy_from_slice(element);
+            }
+        } else {
+            let values = to_f32(dtype, &bytes).map_err(|e| file.error(format!("{key}: {e}")))?;
+            drop(bytes);
+            let values = if range.transposed { transpose(&values, rows, cols) } else { values };
+            write_values(&values, range.stored, buf);
         }
-        write_values(&values, range.stored, buf);
         Ok(())
     }
 }

@@ -83,16 +83,21 @@ impl TensorFile {
         }
     }
 
-    /// Elements `start..start + count` of tensor `key` (row-major), as f32.
-    pub fn read_f32_range(&self, key: &str, start: usize, count: usize) -> Result<Vec<f32>> {
+    /// The bytes of elements `start..start + count` of tensor `key` (row-major), and its dtype.
+    pub fn read_range(&self, key: &str, start: usize, count: usize) -> Result<(Vec<u8>, &str)> {
         let entry = self.entry(key).ok_or_else(|| self.error(format!("no tensor {key}")))?;
         let size = (entry.end - entry.start) / entry.shape.iter().product::<usize>().max(1) as u64;
         let (first, bytes) = (entry.start + start as u64 * size, count as u64 * size);
         if first + bytes > entry.end {
             return Err(self.error(format!("{key} has fewer than {} elements", start + count)));
         }
-        let data = self.files.read_range(&self.rel, first, Some(bytes))?;
-        safetensors::to_f32(&entry.dtype, &data).map_err(|e| self.error(format!("{key}: {e}")))
+        Ok((self.files.read_range(&self.rel, first, Some(bytes))?, &entry.dtype))
+    }
+
+    /// Elements `start..start + count` of tensor `key` (row-major), as f32.
+    pub fn read_f32_range(&self, key: &str, start: usize, count: usize) -> Result<Vec<f32>> {
+        let (data, dtype) = self.read_range(key, start, count)?;
+        safetensors::to_f32(dtype, &data).map_err(|e| self.error(format!("{key}: {e}")))
     }
 
     pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
