@@ -66,6 +66,14 @@ pub struct CheckpointFiles {
 /// Opens a checkpoint (or VAE) file in `files` at `rel` and hashes it whole, as Automatic1111 does
 /// for its "Model hash".
 pub fn open(files: Arc<dyn ModelFiles>, rel: &str, kind: &'static str) -> Result<Arc<TensorFile>> {
+    // PyTorch's .ckpt/.pt files are zip archives of pickles, which can run code when read.
+    if files.size(rel).is_some_and(|n| n >= 4) && files.read_range(rel, 0, Some(4))? == b"PK\x03\x04" {
+        return Err(SdError::usage(format!(
+            "{kind} {}/{rel}: a PyTorch pickle (.ckpt) file; sd.wasm reads .safetensors only (a pickle can run code \
+             when read): use the model's .safetensors release, or convert it once with scripts/convert.py FILE OUT",
+            files.describe().trim_end_matches('/')
+        )));
+    }
     TensorFile::open(files, rel, kind, Hashed::Whole).map(Arc::new)
 }
 

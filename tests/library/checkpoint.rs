@@ -137,7 +137,13 @@ fn a_model_dir_that_is_no_template_and_bad_files_are_errors_of_their_class() {
     let good = std::fs::read(fixture().join("tiny-vae.safetensors")).unwrap();
     std::fs::write(dir.join("truncated.safetensors"), &good[..good.len() - 10]).unwrap();
     std::fs::write(dir.join("picture.safetensors"), std::fs::read(fixture().join("fp32.png")).unwrap()).unwrap();
-    for (name, says) in [("truncated.safetensors", "truncated"), ("picture.safetensors", "not a safetensors file"), ("absent.safetensors", "missing")] {
+    std::fs::write(dir.join("model.ckpt"), b"PK\x03\x04 a zip of pickles").unwrap();
+    for (name, says) in [
+        ("truncated.safetensors", "truncated"),
+        ("picture.safetensors", "not a safetensors file"),
+        ("absent.safetensors", "missing"),
+        ("model.ckpt", "pickle"),
+    ] {
         let e = checkpoint::open(folder(&dir), name, "checkpoint").err().unwrap();
         assert_eq!(e.kind, ErrorKind::Usage, "{name}: {e}");
         assert!(e.message.contains(says) && e.message.contains("checkpoint"), "{name}: {e}");
