@@ -1,10 +1,11 @@
 //! The generator as a WebAssembly component (wasm32-wasip2, scripts/build-component.sh):
-//! implements `wit/sd.wit`'s world `sd` over [`pipeline::generate`], with the model dir read
-//! from a preopened directory through [`DirFiles`], as the command line does.
+//! implements `wit/sd.wit`'s world `sd` over [`pipeline::generate`], with the model dir (and a
+//! single-file checkpoint) read from preopened directories, as the command line reads them.
 
 use crate::error::{ErrorKind, SdError};
 use crate::codecs::png::encode_png;
-use crate::model_dir::DirFiles;
+use crate::models::checkpoint::files_on_disk;
+use std::path::Path;
 use crate::pipeline::{self, Event, Hooks};
 use crate::records::finish;
 use crate::request::{GenerateRequest, NoInputs, VaeChoice};
@@ -92,9 +93,11 @@ fn request(r: wit::Request) -> Result<GenerateRequest, SdError> {
 
 impl Guest for Component {
     fn generate(models: String, req: wit::Request) -> Result<wit::Generated, wit::Error> {
+        let (checkpoint, vae_file) = (req.checkpoint.clone(), req.vae_file.clone());
         let req = request(req).map_err(to_wit_error)?;
-        let files = DirFiles::open(&models).map_err(to_wit_error)?;
-        let out = pipeline::generate(&files, &req, &mut HostHooks(std::time::Instant::now())).map_err(to_wit_error)?;
+        let files = files_on_disk(Path::new(&models), checkpoint.as_deref().map(Path::new), vae_file.as_deref().map(Path::new))
+            .map_err(to_wit_error)?;
+        let out = pipeline::generate(&*files, &req, &mut HostHooks(std::time::Instant::now())).map_err(to_wit_error)?;
         let done = finish(&req, &out, None).map_err(to_wit_error)?;
         Ok(wit::Generated {
             png: done.png,

@@ -118,6 +118,14 @@ fn read_chunked(file: &mut std::fs::File, offset: u64, buf: &mut [u8]) -> std::i
 }
 
 impl DirFiles {
+    /// The folder that holds the file at `path`, and the file's name in it.
+    pub fn file(path: &Path) -> std::result::Result<(std::sync::Arc<dyn ModelFiles>, String), String> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| format!("{} names no file", path.display()))?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let folder = DirFiles::open(parent).map_err(|_| format!("{}: its folder cannot be read", path.display()))?;
+        Ok((std::sync::Arc::new(folder), name))
+    }
+
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         match std::fs::metadata(&root) {

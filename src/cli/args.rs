@@ -109,13 +109,8 @@ impl Inputs for CliInputs {
         eprintln!("note: {text}");
     }
     fn folder(&self, path: &str) -> std::result::Result<(std::sync::Arc<dyn crate::model_dir::ModelFiles>, String), String> {
-        let path = std::path::Path::new(path);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| format!("{} names no file", path.display()))?;
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let folder = crate::model_dir::DirFiles::open(parent).map_err(|_| {
-            format!("{}: its folder cannot be read; under wasmtime, map it with --dir", path.display())
-        })?;
-        Ok((std::sync::Arc::new(folder), name))
+        crate::model_dir::DirFiles::file(std::path::Path::new(path))
+            .map_err(|e| format!("{e}; under wasmtime, map it with --dir"))
     }
 }
 

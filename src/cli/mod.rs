@@ -11,10 +11,9 @@ pub mod progress;
 
 use crate::error::{Result, SdError};
 use crate::model_dir::{DirFiles, ModelDir, ModelFiles};
-use crate::models::checkpoint::{self, CheckpointFiles};
-use crate::models::tensor_file::TensorFile;
+use crate::models::checkpoint;
 use crate::pipeline::{bench_unet, generate_job, Event, Generated, Hooks, JobHooks};
-use crate::request::{apply_preset, GenerateRequest, Inputs};
+use crate::request::{apply_preset, GenerateRequest};
 use args::{parse_args, worded, CliArgs, Command};
 use outputs::{check_output_dir, output_paths, preview_base, Written};
 use progress::StderrProgress;
@@ -128,14 +127,7 @@ pub fn clock_seed() -> u64 {
 /// error. `lines`: the prompt file's line numbers, for messages.
 /// The model dir's files; with --checkpoint, the template's with the checkpoint's weights.
 fn model_files(cli: &CliArgs) -> Result<Arc<dyn ModelFiles>> {
-    let dir: Arc<dyn ModelFiles> = Arc::new(DirFiles::open(&cli.models)?);
-    let Some(path) = &cli.checkpoint else { return Ok(dir) };
-    let open = |path: &std::path::Path, kind| -> Result<Arc<TensorFile>> {
-        let (folder, rel) = args::CliInputs.folder(&path.to_string_lossy()).map_err(SdError::usage)?;
-        checkpoint::open(folder, &rel, kind)
-    };
-    let vae = cli.vae_file.as_deref().map(|p| open(p, "VAE")).transpose()?;
-    Ok(Arc::new(CheckpointFiles::new(dir, open(path, "checkpoint")?, vae)?))
+    checkpoint::files_on_disk(&cli.models, cli.checkpoint.as_deref(), cli.vae_file.as_deref())
 }
 
 fn render(cli: &CliArgs, requests: &[GenerateRequest], lines: Option<&[usize]>, files: &dyn ModelFiles) -> Result<()> {

@@ -14,7 +14,8 @@ use super::lora::{transpose, write_values, Stored};
 use super::tensor_file::{Hashed, TensorFile};
 use crate::codecs::safetensors::to_f32;
 use crate::error::{Result, SdError};
-use crate::model_dir::{ModelFiles, WeightsIdentity};
+use crate::model_dir::{DirFiles, ModelFiles, WeightsIdentity};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The template's networks: each may have a checkpoint.json (a template without a VAE encoder
@@ -75,6 +76,24 @@ pub fn open(files: Arc<dyn ModelFiles>, rel: &str, kind: &'static str) -> Result
         )));
     }
     TensorFile::open(files, rel, kind, Hashed::Whole).map(Arc::new)
+}
+
+/// The model dir at `models` with `checkpoint`'s weights (and `vae`'s), all files on disk: what
+/// the command line and the component run with `--checkpoint`; without one, the dir itself.
+pub fn files_on_disk(models: &Path, checkpoint: Option<&Path>, vae: Option<&Path>) -> Result<Arc<dyn ModelFiles>> {
+    let dir: Arc<dyn ModelFiles> = Arc::new(DirFiles::open(models)?);
+    let Some(checkpoint) = checkpoint else {
+        return match vae {
+            Some(_) => Err(SdError::usage("a VAE file replaces a checkpoint's VAE; give the checkpoint too")),
+            None => Ok(dir),
+        };
+    };
+    let open_path = |path: &Path, kind| -> Result<Arc<TensorFile>> {
+        let (folder, rel) = DirFiles::file(path).map_err(|e| SdError::usage(format!("{kind} {e}")))?;
+        open(folder, &rel, kind)
+    };
+    let vae = vae.map(|p| open_path(p, "VAE")).transpose()?;
+    Ok(Arc::new(CheckpointFiles::new(dir, open_path(checkpoint, "checkpoint")?, vae)?))
 }
 
 impl CheckpointFiles {

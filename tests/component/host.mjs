@@ -11,7 +11,9 @@ import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 
-const { values: opts } = parseArgs({ options: { component: { type: "string" }, models: { type: "string" }, out: { type: "string" } } });
+const { values: opts } = parseArgs({
+  options: { component: { type: "string" }, models: { type: "string" }, checkpoints: { type: "string" }, out: { type: "string" } },
+});
 const here = dirname(fileURLToPath(import.meta.url));
 // Inside tests/component, so the generated module's preview2-shim imports resolve.
 const gen = join(here, "generated");
@@ -29,7 +31,8 @@ const { files } = await transpile(opts.component, {
   map: { "sd-wasm:generator/progress": "./progress.js", "sd-wasm:generator/progress@0.1.0": "./progress.js" },
 });
 await writeFiles(files);
-_setPreopens({ "/models": opts.models });
+// fixtures/tiny-checkpoint: its template and single-file checkpoints.
+_setPreopens({ "/models": opts.models, "/ckpt": opts.checkpoints });
 const { generator } = await import(pathToFileURL(join(gen, "sd.js")).href);
 
 const base = {
@@ -69,6 +72,11 @@ const cuda = run("/models", { rng: "cuda" });
 if (cuda.ok) writeFileSync(join(opts.out, "component-cuda.png"), cuda.value.png);
 results.cuda = summary(cuda);
 results.badRng = summary(run("/models", { rng: "gpu0" }));
+// A single-file checkpoint through its template: the same bytes as the CLI's --checkpoint.
+const checkpoint = run("/ckpt/template", { checkpoint: "/ckpt/tiny-fp32-ema.safetensors" });
+if (checkpoint.ok) writeFileSync(join(opts.out, "component-checkpoint.png"), checkpoint.value.png);
+results.checkpoint = summary(checkpoint);
+results.vaeFileAlone = summary(run("/models", { vaeFile: "/ckpt/tiny-vae.safetensors" }));
 const again = run("/models");
 if (again.ok) writeFileSync(join(opts.out, "component-again.png"), again.value.png);
 results.again = { ok: again.ok };

@@ -18,6 +18,8 @@ fn component_under_jco_matches_the_cli() {
         .arg(repo().join("tests/component/host.mjs"))
         .args(["--component", &component, "--models"])
         .arg(tiny_model())
+        .arg("--checkpoints")
+        .arg(repo().join("fixtures/tiny-checkpoint"))
         .arg("--out")
         .arg(&results)
         .output()
@@ -56,6 +58,17 @@ fn component_under_jco_matches_the_cli() {
     assert_eq!(r["cuda"]["ok"], true, "{}", r["cuda"]);
     assert!(std::fs::read(results.join("component-cuda.png")).unwrap() == cli_cuda_png, "the component's cuda PNG differs from the CLI's");
     assert_eq!(r["badRng"]["error"]["tag"], "usage", "{}", r["badRng"]);
+
+    // The request's checkpoint field: the CLI's --checkpoint bytes, named as the CLI names it.
+    let fixture = repo().join("fixtures/tiny-checkpoint");
+    let args = [&["--output", "/outputs/cli-checkpoint.png", "--checkpoint", "/ckpt/tiny-fp32-ema.safetensors"][..], FRONT_END_PICTURE].concat();
+    let cli_checkpoint = run_wasm_dirs(&[(&fixture.join("template"), "/models"), (&fixture, "/ckpt"), (&out, "/outputs")], &args, 4 << 30, &[]);
+    assert_eq!(cli_checkpoint.code, 0, "{}", cli_checkpoint.stderr);
+    assert_eq!(r["checkpoint"]["ok"], true, "{}", r["checkpoint"]);
+    let cli_checkpoint_png = std::fs::read(out.join("cli-checkpoint.png")).unwrap();
+    assert!(std::fs::read(results.join("component-checkpoint.png")).unwrap() == cli_checkpoint_png, "the component's checkpoint PNG differs from the CLI's");
+    assert_eq!(r["checkpoint"]["value"]["modelName"], "tiny-fp32-ema");
+    assert_eq!(r["vaeFileAlone"]["error"]["tag"], "usage", "{}", r["vaeFileAlone"]);
 
     assert_eq!(r["missingModel"]["error"]["tag"], "model", "{}", r["missingModel"]);
     assert!(r["missingModel"]["error"]["val"].as_str().unwrap().contains("no-such-dir"));
