@@ -58,15 +58,16 @@ struct Network {
 
 pub struct CheckpointFiles {
     template: Arc<dyn ModelFiles>,
-    checkpoint: Arc<TensorFile>,
+    checkpoint: TensorFile,
     /// A separate VAE file (`encoder.*`, `decoder.*` keys, as Automatic1111's VAE folder holds).
-    vae: Option<Arc<TensorFile>>,
+    vae: Option<TensorFile>,
     networks: Vec<Network>,
 }
 
-/// Opens a checkpoint (or VAE) file in `files` at `rel` and hashes it whole, as Automatic1111 does
-/// for its "Model hash".
-pub fn open(files: Arc<dyn ModelFiles>, rel: &str, kind: &'static str) -> Result<Arc<TensorFile>> {
+/// Opens a checkpoint (or VAE) file in `files` at `rel`: its header read and checked. It is hashed
+/// whole, as Automatic1111 hashes it for "Model hash", once [`CheckpointFiles::new`] finds that
+/// it fits the template.
+pub fn open(files: Arc<dyn ModelFiles>, rel: &str, kind: &'static str) -> Result<TensorFile> {
     // PyTorch's .ckpt/.pt files are zip archives of pickles, which can run code when read.
     if files.size(rel).is_some_and(|n| n >= 4) && files.read_range(rel, 0, Some(4))? == b"PK\x03\x04" {
         return Err(SdError::usage(format!(
@@ -75,7 +76,7 @@ pub fn open(files: Arc<dyn ModelFiles>, rel: &str, kind: &'static str) -> Result
             files.describe().trim_end_matches('/')
         )));
     }
-    TensorFile::open(files, rel, kind, Hashed::Whole).map(Arc::new)
+    TensorFile::open(files, rel, kind, Hashed::Later)
 }
 
 /// The model dir at `models` with `checkpoint`'s weights (and `vae`'s), all files on disk: what
@@ -88,7 +89,7 @@ pub fn files_on_disk(models: &Path, checkpoint: Option<&Path>, vae: Option<&Path
             None => Ok(dir),
         };
     };
-    let open_path = |path: &Path, kind| -> Result<Arc<TensorFile>> {
+    let open_path = |path: &Path, kind| -> Result<TensorFile> {
         let (folder, rel) = DirFiles::file(path).map_err(|e| SdError::usage(format!("{kind} {e}")))?;
         open(folder, &rel, kind)
     };
@@ -98,12 +99,8 @@ pub fn files_on_disk(models: &Path, checkpoint: Option<&Path>, vae: Option<&Path
 
 impl CheckpointFiles {
     /// The template's maps read, and every tensor they name found in the checkpoint (or the
-    /// VAE file) with the size the graph needs, before anything loads.
-    pub fn new(
-        template: Arc<dyn ModelFiles>,
-        checkpoint: Arc<TensorFile>,
-        vae: Option<Arc<TensorFile>>,
-    ) -> Result<Self> {
+    /// VAE file) with the size the graph needs, before anything loads; then the files hashed.
+    pub fn new(template: Arc<dyn ModelFiles>, checkpoint: TensorFile, vae: Option<TensorFile>) -> Result<Self> {
         let mut networks = Vec::new();
         for dir in NETWORKS {
             let rel = format!("{dir}/checkpoint.json");
@@ -124,8 +121,12 @@ impl CheckpointFiles {
                 }
             }
         }
-        let files = CheckpointFiles { template, checkpoint, vae, networks };
+        let mut files = CheckpointFiles { template, checkpoint, vae, networks };
         files.check()?;
+        files.checkpoint.hash_now(Hashed::Whole)?;
+        if let Some(vae) = &mut files.vae {
+            vae.hash_now(Hashed::Whole)?;
+        }
         Ok(files)
     }
 
@@ -162,9 +163,9 @@ impl CheckpointFiles {
     /// The file and key a checkpoint key is read from.
     fn source(&self, key: &str) -> Option<(&TensorFile, String)> {
         if let (Some(vae), Some(short)) = (&self.vae, key.strip_prefix(VAE_PREFIX)) {
-            return [short, key].iter().find(|k| vae.entry(k).is_some()).map(|k| (&**vae, k.to_string()));
+            return [short, key].iter().find(|k| vae.entry(k).is_some()).map(|k| (vae, k.to_string()));
         }
-        let file = &*self.checkpoint;
+        let file = &self.checkpoint;
         if file.entry(key).is_some() {
             return Some((file, key.to_string()));
         }

@@ -16,13 +16,15 @@ pub struct TensorFile {
     /// In the header's order: sorted by name (serde_json's map), else searched one by one.
     pub tensors: Vec<(String, TensorEntry)>,
     /// SHA-256 (hex) of what Automatic1111 hashes: a LoRA's data after the header, a
-    /// checkpoint's whole file.
+    /// checkpoint's whole file (empty until [`TensorFile::hash_now`] for [`Hashed::Later`]).
     pub hash: String,
+    data_start: u64,
+    size: u64,
 }
 
 impl std::fmt::Debug for TensorFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TensorFile({}, {} tensors, {})", self.describe(), self.tensors.len(), &self.hash[..12])
+        write!(f, "TensorFile({}, {} tensors, {})", self.describe(), self.tensors.len(), self.hash.get(..12).unwrap_or("not hashed"))
     }
 }
 
@@ -36,6 +38,9 @@ pub enum Hashed {
     Data,
     /// All of it: Automatic1111's "Model hash" of a checkpoint.
     Whole,
+    /// Not when opened: [`TensorFile::hash_now`] once the file is known to fit (a checkpoint's
+    /// gigabytes take seconds to hash).
+    Later,
 }
 
 impl TensorFile {
@@ -48,14 +53,25 @@ impl TensorFile {
         let first = files.read_range(rel, 0, Some(8.min(size)))?;
         let len = safetensors::header_len(&first, size).map_err(bad)?;
         let header = safetensors::parse_header(&files.read_range(rel, 8, Some(len))?, size).map_err(bad)?;
+        let (tensors, data_start) = (header.tensors, header.data_start);
+        let mut file = TensorFile { files, rel: rel.to_string(), kind, tensors, hash: String::new(), data_start, size };
+        if hashed != Hashed::Later {
+            file.hash_now(hashed)?;
+        }
+        Ok(file)
+    }
+
+    /// Hashes the file (the part `hashed` says), a chunk at a time.
+    pub fn hash_now(&mut self, hashed: Hashed) -> Result<()> {
         let mut sha = Sha256::new();
-        let mut offset = if hashed == Hashed::Data { header.data_start } else { 0 };
-        while offset < size {
-            let n = HASH_CHUNK.min(size - offset);
-            sha.update(&files.read_range(rel, offset, Some(n))?);
+        let mut offset = if hashed == Hashed::Data { self.data_start } else { 0 };
+        while offset < self.size {
+            let n = HASH_CHUNK.min(self.size - offset);
+            sha.update(&self.files.read_range(&self.rel, offset, Some(n))?);
             offset += n;
         }
-        Ok(TensorFile { files, rel: rel.to_string(), kind, tensors: header.tensors, hash: hex(&sha.finish()) })
+        self.hash = hex(&sha.finish());
+        Ok(())
     }
 
     pub fn describe(&self) -> String {
