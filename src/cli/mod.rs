@@ -120,16 +120,16 @@ pub fn clock_seed() -> u64 {
     x & 0xffff_ffff
 }
 
-/// The pictures of every request, as one staged job (each network loaded once): each
-/// request's PNGs and sidecars are written as soon as its pictures are decoded. A request that
-/// fails (a network, a step, a write) takes back every file it wrote where the host allows,
-/// names those it could not, and does not stop the others; the run then fails with the first
-/// error. `lines`: the prompt file's line numbers, for messages.
 /// The model dir's files; with --checkpoint, the template's with the checkpoint's weights.
 fn model_files(cli: &CliArgs) -> Result<Arc<dyn ModelFiles>> {
     checkpoint::files_on_disk(&cli.models, cli.checkpoint.as_deref(), cli.vae_file.as_deref())
 }
 
+/// The pictures of every request, as one staged job (each network loaded once): each
+/// request's PNGs and sidecars are written as soon as its pictures are decoded. A request that
+/// fails (a network, a step, a write) takes back every file it wrote where the host allows,
+/// names those it could not, and does not stop the others; the run then fails with the first
+/// error. `lines`: the prompt file's line numbers, for messages.
 fn render(cli: &CliArgs, requests: &[GenerateRequest], lines: Option<&[usize]>, files: &dyn ModelFiles) -> Result<()> {
     let mut job = CliJob {
         cli,

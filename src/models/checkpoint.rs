@@ -12,7 +12,7 @@
 
 use super::lora::{transpose, write_values, Stored};
 use super::tensor_file::{Hashed, TensorFile};
-use crate::codecs::safetensors::to_f32;
+use crate::codecs::safetensors::{to_f32, TensorEntry};
 use crate::error::{Result, SdError};
 use crate::model_dir::{DirFiles, ModelFiles, WeightsIdentity};
 use std::path::Path;
@@ -41,11 +41,7 @@ struct Range {
 
 impl Range {
     fn len(&self) -> u64 {
-        let size = match self.stored {
-            Stored::F32 => 4,
-            Stored::F16 => 2,
-        };
-        self.shape.iter().product::<usize>() as u64 * size
+        (self.shape.iter().product::<usize>() * self.stored.width()) as u64
     }
 }
 
@@ -141,7 +137,7 @@ impl CheckpointFiles {
             let wanted: usize = range.shape.iter().product();
             let available = match range.rows {
                 Some((start, end)) if entry.shape.first().is_some_and(|&rows| rows >= end) => {
-                    (end - start) * (elements / entry.shape[0].max(1))
+                    (end - start) * row_elements(entry)
                 }
                 Some(_) => 0,
                 None => elements,
@@ -227,16 +223,13 @@ impl CheckpointFiles {
         let (file, key) = self.source(&range.key).ok_or_else(|| self.missing(&range.key))?;
         let count: usize = range.shape.iter().product();
         let start = match range.rows {
-            Some((first, _)) => {
-                let entry = file.entry(&key).expect("source() found it");
-                first * entry.shape[1..].iter().product::<usize>()
-            }
+            Some((first, _)) => first * row_elements(file.entry(&key).expect("source() found it")),
             None => 0,
         };
         // Stored [in, out] when transposed: the checkpoint's [out, in] transposed.
         let (rows, cols) = if range.transposed { (range.shape[1], range.shape[0]) } else { (1, count) };
         let (bytes, dtype) = file.read_range(&key, start, count)?;
-        let same = matches!((dtype, range.stored), ("F16", Stored::F16) | ("F32", Stored::F32));
+        let same = dtype == range.stored.dtype();
         if same && !range.transposed {
             buf.copy_from_slice(&bytes);
         } else if same {
@@ -297,6 +290,11 @@ impl ModelFiles for CheckpointFiles {
             hash: self.checkpoint.short_hash(10).to_string(),
         })
     }
+}
+
+/// Elements per row (per index of the first axis) of a checkpoint tensor.
+fn row_elements(entry: &TensorEntry) -> usize {
+    entry.shape.iter().skip(1).product()
 }
 
 /// The model family a checkpoint's tensor names say, in words.

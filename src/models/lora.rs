@@ -278,6 +278,24 @@ pub enum Stored {
     F16,
 }
 
+impl Stored {
+    /// Bytes per element.
+    pub fn width(self) -> usize {
+        match self {
+            Stored::F32 => 4,
+            Stored::F16 => 2,
+        }
+    }
+
+    /// Its safetensors dtype name.
+    pub fn dtype(self) -> &'static str {
+        match self {
+            Stored::F32 => "F32",
+            Stored::F16 => "F16",
+        }
+    }
+}
+
 /// Rows of a weight updated at a time: a 64-row block of even the largest conv (2560·9
 /// columns) is 6 MB of f32.
 const BLOCK_ROWS: usize = 64;
@@ -306,10 +324,7 @@ impl Merge {
         let Some(updates) = self.updates(initializer) else { return Ok(false) };
         let rows = shape.first().copied().unwrap_or(0);
         let cols = shape.iter().skip(1).product::<usize>();
-        let width = match stored {
-            Stored::F32 => 4,
-            Stored::F16 => 2,
-        };
+        let width = stored.width();
         // Each update as rows × rank and rank × cols matrices of the stored layout.
         let mut factors = Vec::with_capacity(updates.len());
         for u in updates {
@@ -354,11 +369,7 @@ pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 fn read_values(bytes: &[u8], stored: Stored) -> Vec<f32> {
-    let dtype = match stored {
-        Stored::F32 => "F32",
-        Stored::F16 => "F16",
-    };
-    safetensors::to_f32(dtype, bytes).expect("a float type")
+    safetensors::to_f32(stored.dtype(), bytes).expect("a float type")
 }
 
 pub(crate) fn write_values(values: &[f32], stored: Stored, bytes: &mut [u8]) {
