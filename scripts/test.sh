@@ -27,6 +27,13 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --locked --workspace "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# sd-kernels' SIMD128 code (the GEMM tile against tract's own wasm kernel) exists only in wasm:
+# its tests run under wasmtime. Skipped when arguments pick other tests.
+if [[ $# -eq 0 ]]; then
+  CARGO_TARGET_WASM32_WASIP1_RUNNER="$WASMTIME run" cargo test --locked --release -p sd-kernels --target wasm32-wasip1 2>&1 | tee -a "$log"
+  kernels=${PIPESTATUS[0]}
+  [[ $status -ne 0 ]] || status=$kernels
+fi
 set -e
 # One closing line over every test binary (cargo prints one "test result" per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -13,6 +13,7 @@ mod families;
 mod fan_out;
 mod hostile;
 mod img2img;
+mod kernels;
 mod lora;
 mod model_variants;
 mod parity;

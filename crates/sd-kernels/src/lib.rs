@@ -5,5 +5,6 @@
 
 pub mod cast;
 pub mod low_rank;
+pub mod mmm;
 pub mod pack;
 pub mod softmax;

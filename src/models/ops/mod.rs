@@ -25,6 +25,8 @@ pub const DEFAULT: &str = "cast,attention";
 /// Replaces tract ops with ours where ours apply: the set [`DEFAULT`] names, or the one the
 /// environment variable `SD_WASM_OPS` names, to compare.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substituted> {
+    // Keeps our GEMM tiles (sd_kernels::mmm) linked in: tract's dispatch finds them by registry.
+    sd_kernels::mmm::register();
     let choice = std::env::var("SD_WASM_OPS").ok().filter(|c| !c.is_empty() && c != "default");
     substitute_with(model, choice.as_deref().unwrap_or(DEFAULT))
 }

@@ -299,10 +299,12 @@ pub struct Unroll {
 /// UNet load 145 s → 70 s, for +20 KB. The loops: tract's f32 matmul kernel and matrixmultiply's
 /// (attention), `<[T]>::contains` (tract's graph ordering at load), and every loop that calls
 /// `half::f16::to_f32` (the fp16 weights cast on every run: ~860M iterations per UNet evaluation).
+/// `wasm_ship_unroll` is a marker a function can carry to ask for this: sd-kernels' GEMM tile
+/// has a reduction loop built both ways (crates/sd-kernels/src/mmm.rs says why).
 pub const SD_WASM_UNROLL: Unroll = Unroll {
     factor: 8,
     max_body_bytes: 600,
-    functions: &["mmm_f32_gemm", "matrixmultiply", "8contains"],
+    functions: &["mmm_f32_gemm", "matrixmultiply", "8contains", "wasm_ship_unroll"],
     callees: &["binary163f166to_f32"],
 };
 

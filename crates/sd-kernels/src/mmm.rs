@@ -1,0 +1,379 @@
+//! An f32 GEMM tile for tract-linalg on wasm32 SIMD128, sized for the host's registers.
+//!
+//! tract-linalg 0.23.9 runs every wasm f32 GEMM on `wasm_f32_8x8`: 16 v128 accumulators. The
+//! engines compile wasm for x86-64 with 16 vector registers (wasmtime's Cranelift, wazero), so
+//! with the B vectors and the broadcast A value that kernel cannot hold its accumulators:
+//! Cranelift keeps 6 of 16 in registers and loads and stores the other 10 on every step of the
+//! reduction (read in `wasmtime compile` output; perf put the kernel at 75 % of a UNet
+//! evaluation). The tile here is 4 rows × 8 columns, 8 accumulators: the whole step (two B
+//! loads, one A load, four lane shuffles, 8 multiplies, 8 adds) stays in registers.
+//!
+//! Same arithmetic as tract's kernel: per output element the products are added in k order
+//! with a separate multiply and add (no FMA), so the results are bit-identical to
+//! `wasm_f32_8x8`'s (tests/mmm.rs compares them, and against a plain product). Every
+//! [`FusedKerSpec`] tract can send is handled as `wasm_f32_8x8` handles it.
+//!
+//! Two builds of the reduction loop, because the two engines want opposite things:
+//! - one k step per pass: Cranelift (wasmtime) elaborates pure arithmetic where it is demanded,
+//!   so in a multi-step body every step's loads come first and their values spill;
+//! - eight steps per pass, unrolled by tools/wasm-ship after LLVM (its function name carries
+//!   the `wasm_ship_unroll` marker): wazero (Bacalhau's engine) checks for exit at every loop
+//!   header, ~35 ns, and compiles in the module's order.
+//! Both are registered; which one runs is measured once per process on a small product
+//! ([`chosen`]): the results are the same bits either way.
+//!
+//! Registered with tract from outside its crate, through the two registries tract-linalg keeps
+//! with `inventory`: the kernels as [`MmmRoutine`]s and a dispatch tier for wasm32+simd128 one
+//! rung above tract's own, answering every f32 GEMM (n ≠ 1; matrix-vector products stay on
+//! tract's GEMV kernels). Not used with relaxed-simd, whose FMA tract's kernels use.
+//! `SD_WASM_MMM=tract|step|unrolled` overrides the choice, to compare.
+//! Written so it could go to tract-linalg as `wasm_f32_4x8`.
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub use simd::{chosen, register, wasm_f32_4x8, wasm_f32_4x8_unrolled};
+
+/// Nothing to register outside wasm32+simd128: native builds use tract's native kernels.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub fn register() {}
+
+/// The kernel the tier answers with; none outside wasm32+simd128.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub fn chosen() -> Option<&'static str> {
+    None
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use std::arch::wasm32::*;
+    use std::sync::OnceLock;
+    use tract_linalg::isa::{Arch, Isa, IsaReq, IsaSet};
+    use tract_linalg::mmm::{AsInputValue, DynKernel, FusedKerSpec, FusedSpec, OutputStoreKer, Query, Suitable};
+    use tract_linalg::mmm_routines::MmmRoutine;
+    use tract_linalg::mmm_tiers::MmmTier;
+    use tract_linalg::pack::PackedFormat;
+    use tract_linalg::Scaler;
+    use tract_data::prelude::DatumType;
+
+    const NR: usize = 8;
+    const MR: usize = 4;
+    const NAME_STEP: &str = "sd_wasm_f32_4x8";
+    const NAME_UNROLLED: &str = "sd_wasm_f32_4x8_unrolled";
+
+    type Tile = [[v128; 2]; MR];
+
+    fn kernel(name: &str, ker: unsafe fn(&[FusedKerSpec<f32>]) -> isize) -> DynKernel<MR, NR, f32> {
+        let a = PackedFormat::new(DatumType::F32, MR, 16);
+        let b = PackedFormat::new(DatumType::F32, NR, 16);
+        let mut k = DynKernel::<MR, NR, f32>::new(name, ker, a, b);
+        k.arch = Some(Arch::Wasm32Simd128);
+        k.with_isa(IsaReq::ANY.needing(&[Isa::Wasm32Simd128]))
+    }
+
+    /// The tile with the one-step reduction loop (wasmtime's choice).
+    pub fn wasm_f32_4x8() -> DynKernel<MR, NR, f32> {
+        kernel(NAME_STEP, run::<false>)
+    }
+
+    /// The tile with the reduction loop tools/wasm-ship unrolls (wazero's choice).
+    pub fn wasm_f32_4x8_unrolled() -> DynKernel<MR, NR, f32> {
+        kernel(NAME_UNROLLED, run::<true>)
+    }
+
+    inventory::submit! { MmmRoutine { make: || wasm_f32_4x8().mmm() } }
+    inventory::submit! { MmmRoutine { make: || wasm_f32_4x8_unrolled().mmm() } }
+
+    /// The kernel the tier answers with: `SD_WASM_MMM` (`step`, `unrolled`, or `tract` for
+    /// tract's own choice), else whichever build of the loop ran a small product faster here,
+    /// measured once. Without a clock (the browser build's wasm32-unknown-unknown has none in
+    /// std) the one-step loop, which suits optimizing engines.
+    pub fn chosen() -> Option<&'static str> {
+        static CHOICE: OnceLock<Option<&'static str>> = OnceLock::new();
+        *CHOICE.get_or_init(|| match std::env::var("SD_WASM_MMM").ok().as_deref() {
+            Some("tract") => None,
+            Some("step") => Some(NAME_STEP),
+            Some("unrolled") => Some(NAME_UNROLLED),
+            _ if cfg!(target_os = "unknown") => Some(NAME_STEP),
+            _ => Some(faster()),
+        })
+    }
+
+    /// Times both loops on a 64×512×64 product, alternating, best of three each (~1 ms each
+    /// under wasmtime, a few under wazero).
+    fn faster() -> &'static str {
+        let (m, k, n) = (64, 512, 64);
+        let step = wasm_f32_4x8();
+        let unrolled = wasm_f32_4x8_unrolled();
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; k * n];
+        let mut c = vec![0f32; m * n];
+        let (mut best_step, mut best_unrolled) = (f64::MAX, f64::MAX);
+        for _ in 0..3 {
+            best_step = best_step.min(time_product(&step, &a, &b, &mut c, m, k, n));
+            best_unrolled = best_unrolled.min(time_product(&unrolled, &a, &b, &mut c, m, k, n));
+        }
+        if best_unrolled < best_step { NAME_UNROLLED } else { NAME_STEP }
+    }
+
+    /// Seconds for C = A·B through tract's frame with kernel `ker`, packing included.
+    fn time_product(ker: &DynKernel<MR, NR, f32>, a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) -> f64 {
+        let start = std::time::Instant::now();
+        let mmm = ker.mmm();
+        let (pa, pb) = (PackedFormat::new(DatumType::F32, MR, 16), PackedFormat::new(DatumType::F32, NR, 16));
+        let mut run = || -> tract_data::TractResult<()> {
+            let ta = tract_data::prelude::Tensor::from_shape(&[m, k], a)?;
+            let tb = tract_data::prelude::Tensor::from_shape(&[k, n], b)?;
+            let mut abuf = pa.new_packed_buffer(k, m)?;
+            let mut bbuf = pb.new_packed_buffer(k, n)?;
+            let tc = tract_data::prelude::Tensor::zero::<f32>(&[m, n])?;
+            unsafe {
+                pa.repack_tensor_view(&mut abuf, &ta.view(), 1, 0)?;
+                pb.repack_tensor_view(&mut bbuf, &tb.view(), 0, 1)?;
+                let store = mmm.c_view(Some(0), Some(1)).wrap(&tc.view());
+                let mut scratch = mmm.allocate_scratch_space();
+                mmm.run_with_scratch_space(
+                    m,
+                    n,
+                    &mut *scratch,
+                    &[
+                        FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&abuf), b: AsInputValue::Borrowed(&bbuf), packing: 0 },
+                        FusedSpec::Store(store),
+                    ],
+                )?;
+            }
+            c.copy_from_slice(tc.try_as_plain_ram()?.as_slice::<f32>()?);
+            Ok(())
+        };
+        match run() {
+            Ok(()) => start.elapsed().as_secs_f64(),
+            Err(_) => f64::MAX,
+        }
+    }
+
+    fn preferred(_: &IsaSet, dt: DatumType, query: &Query, _: &[Suitable]) -> Option<&'static str> {
+        match (dt, query.n) {
+            (DatumType::F32, Some(1)) => None,
+            (DatumType::F32, _) => chosen(),
+            _ => None,
+        }
+    }
+
+    inventory::submit! {
+        MmmTier {
+            arch: Some(Arch::Wasm32Simd128),
+            precedence: 2,
+            name: "sd-wasm-simd128",
+            applies: |isa| !isa.has(Isa::Wasm32RelaxedSimd),
+            preferred,
+        }
+    }
+
+    /// wasm-ld keeps an object file only if something references it, and the registrations
+    /// above are referenced by nothing but the linker section `inventory` collects: call this
+    /// once before the first model is optimized.
+    pub fn register() {
+        std::hint::black_box((run::<false> as *const (), run::<true> as *const (), preferred as *const ()));
+    }
+
+    #[inline(always)]
+    fn each(ab: &mut Tile, f: impl Fn(v128) -> v128) {
+        for row in ab.iter_mut() {
+            row[0] = f(row[0]);
+            row[1] = f(row[1]);
+        }
+    }
+
+    /// `acc += a · b` as tract's kernels do it without relaxed-simd: multiply, then add.
+    #[inline(always)]
+    fn madd(acc: v128, a: v128, b: v128) -> v128 {
+        f32x4_add(acc, f32x4_mul(a, b))
+    }
+
+    /// C (4×8) += A panel (k × 4, k-major) · B panel (k × 8, k-major), one k step per pass.
+    /// Not inlined, the accumulators in a local for the loop: inside `run` they stay live across
+    /// the whole dispatch and the engines' register allocators spill them.
+    #[inline(never)]
+    unsafe fn add_mat_mul(ab: &mut Tile, k: usize, a: *const v128, b: *const v128) {
+        unsafe { reduce(ab, k, a, b) }
+    }
+
+    /// [`add_mat_mul`] again, under a name tools/wasm-ship recognises (`wasm_ship_unroll`): it
+    /// unrolls the loop eight times after LLVM, which would otherwise hoist every step's loads
+    /// to the top of an unrolled body. Its loop walks pointers instead of an index so that LLVM
+    /// does not merge the two functions into one.
+    #[inline(never)]
+    unsafe fn add_mat_mul_wasm_ship_unroll(ab: &mut Tile, k: usize, a: *const v128, b: *const v128) {
+        unsafe {
+            let (mut a, mut b) = (a, b);
+            let end = a.add(k);
+            let mut acc = *ab;
+            while a != end {
+                step(&mut acc, a, b);
+                a = a.add(1);
+                b = b.add(2);
+            }
+            *ab = acc;
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn reduce(ab: &mut Tile, k: usize, a: *const v128, b: *const v128) {
+        unsafe {
+            let mut acc = *ab;
+            for i in 0..k {
+                step(&mut acc, a.add(i), b.add(2 * i));
+            }
+            *ab = acc;
+        }
+    }
+
+    /// One k step: A's four values (one v128) times B's eight (two). A's values are broadcast
+    /// by shuffles (one instruction each on x86) rather than splatted from scalar loads (a
+    /// load, a move and a broadcast each).
+    #[inline(always)]
+    unsafe fn step(acc: &mut Tile, a: *const v128, b: *const v128) {
+        unsafe {
+            let blo = v128_load(b);
+            let bhi = v128_load(b.add(1));
+            let quad = v128_load(a);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let s = lane(quad, r);
+                row[0] = madd(row[0], s, blo);
+                row[1] = madd(row[1], s, bhi);
+            }
+        }
+    }
+
+    /// Lane `l` of `v` in all four lanes.
+    #[inline(always)]
+    fn lane(v: v128, l: usize) -> v128 {
+        match l {
+            0 => i32x4_shuffle::<0, 0, 0, 0>(v, v),
+            1 => i32x4_shuffle::<1, 1, 1, 1>(v, v),
+            2 => i32x4_shuffle::<2, 2, 2, 2>(v, v),
+            _ => i32x4_shuffle::<3, 3, 3, 3>(v, v),
+        }
+    }
+
+    unsafe fn store(ab: &Tile, tile: &OutputStoreKer) {
+        unsafe {
+            let mut ptr = tile.ptr;
+            let cs = tile.col_byte_stride;
+            for row in ab {
+                if cs == 4 {
+                    v128_store(ptr as *mut v128, row[0]);
+                    v128_store(ptr.add(16) as *mut v128, row[1]);
+                } else {
+                    let lanes: [f32; 8] = std::mem::transmute(*row);
+                    for (c, v) in lanes.iter().enumerate() {
+                        *(ptr.offset(cs * c as isize) as *mut f32) = *v;
+                    }
+                }
+                ptr = ptr.offset(tile.row_byte_stride);
+            }
+        }
+    }
+
+    unsafe fn add_unicast(ab: &mut Tile, tile: &OutputStoreKer) {
+        unsafe {
+            let mut ptr = tile.ptr as *const u8;
+            let cs = tile.col_byte_stride;
+            for row in ab.iter_mut() {
+                let m = |c: isize| *(ptr.offset(cs * c) as *const f32);
+                row[0] = f32x4_add(row[0], f32x4(m(0), m(1), m(2), m(3)));
+                row[1] = f32x4_add(row[1], f32x4(m(4), m(5), m(6), m(7)));
+                ptr = ptr.offset(tile.row_byte_stride);
+            }
+        }
+    }
+
+    /// Runs one tile's list of operations (tract's micro-kernel contract).
+    unsafe fn run<const UNROLLED: bool>(specs: &[FusedKerSpec<f32>]) -> isize {
+        unsafe {
+            let mut ab: Tile = [[f32x4_splat(0.0); 2]; MR];
+            for spec in specs {
+                match *spec {
+                    FusedKerSpec::Done => break,
+                    FusedKerSpec::Clear => ab = [[f32x4_splat(0.0); 2]; MR],
+                    FusedKerSpec::LoadTile(_col_major, row_major) => {
+                        let p = row_major as *const v128;
+                        for (r, row) in ab.iter_mut().enumerate() {
+                            row[0] = v128_load(p.add(2 * r));
+                            row[1] = v128_load(p.add(2 * r + 1));
+                        }
+                    }
+                    FusedKerSpec::ScalarMin(s) => each(&mut ab, |x| f32x4_min(f32x4_splat(s), x)),
+                    FusedKerSpec::ScalarMax(s) => each(&mut ab, |x| f32x4_max(f32x4_splat(s), x)),
+                    FusedKerSpec::ScalarAdd(s) => each(&mut ab, |x| f32x4_add(f32x4_splat(s), x)),
+                    FusedKerSpec::ScalarMul(s) => each(&mut ab, |x| f32x4_mul(f32x4_splat(s), x)),
+                    FusedKerSpec::ScalarSub(s) => each(&mut ab, |x| f32x4_sub(f32x4_splat(s), x)),
+                    FusedKerSpec::ScalarSubF(s) => each(&mut ab, |x| f32x4_sub(x, f32x4_splat(s))),
+                    FusedKerSpec::LeakyRelu(s) => each(&mut ab, |x| {
+                        v128_bitselect(x, f32x4_mul(f32x4_splat(s), x), f32x4_gt(x, f32x4_splat(0.0)))
+                    }),
+                    FusedKerSpec::PerRowMin(p) => per_row(&mut ab, p, |s, x| f32x4_min(s, x)),
+                    FusedKerSpec::PerRowMax(p) => per_row(&mut ab, p, |s, x| f32x4_max(s, x)),
+                    FusedKerSpec::PerRowAdd(p) => per_row(&mut ab, p, |s, x| f32x4_add(s, x)),
+                    FusedKerSpec::PerRowMul(p) => per_row(&mut ab, p, |s, x| f32x4_mul(s, x)),
+                    FusedKerSpec::PerRowSub(p) => per_row(&mut ab, p, |s, x| f32x4_sub(s, x)),
+                    FusedKerSpec::PerRowSubF(p) => per_row(&mut ab, p, |s, x| f32x4_sub(x, s)),
+                    FusedKerSpec::PerColMin(p) => per_col(&mut ab, p, |c, x| f32x4_min(c, x)),
+                    FusedKerSpec::PerColMax(p) => per_col(&mut ab, p, |c, x| f32x4_max(c, x)),
+                    FusedKerSpec::PerColAdd(p) => per_col(&mut ab, p, |c, x| f32x4_add(c, x)),
+                    FusedKerSpec::PerColMul(p) => per_col(&mut ab, p, |c, x| f32x4_mul(c, x)),
+                    FusedKerSpec::PerColSub(p) => per_col(&mut ab, p, |c, x| f32x4_sub(c, x)),
+                    FusedKerSpec::PerColSubF(p) => per_col(&mut ab, p, |c, x| f32x4_sub(x, c)),
+                    FusedKerSpec::QScale(shift, rp, mult) => {
+                        let s = f32x4_splat(Scaler::from_fuse_params(shift, rp, mult).scale);
+                        each(&mut ab, |x| f32x4_mul(s, x))
+                    }
+                    FusedKerSpec::RoundingShiftRight(shift, _) => {
+                        let s = f32x4_splat(2f32.powi(-(shift as i32)));
+                        each(&mut ab, |x| f32x4_mul(s, x))
+                    }
+                    FusedKerSpec::ShiftLeft(shift) => {
+                        let s = f32x4_splat(2f32.powi(shift as i32));
+                        each(&mut ab, |x| f32x4_mul(s, x))
+                    }
+                    FusedKerSpec::AddUnicast(tile) => add_unicast(&mut ab, &tile),
+                    FusedKerSpec::AddRowColProducts(rows, cols) => {
+                        let clo = v128_load(cols as *const v128);
+                        let chi = v128_load(cols.add(4) as *const v128);
+                        for (r, row) in ab.iter_mut().enumerate() {
+                            let s = f32x4_splat(*rows.add(r));
+                            row[0] = madd(row[0], s, clo);
+                            row[1] = madd(row[1], s, chi);
+                        }
+                    }
+                    FusedKerSpec::Store(tile) => store(&ab, &tile),
+                    FusedKerSpec::AddMatMul { k, pa, pb, packing: _ } => {
+                        let (a, b) = (pa as *const v128, pb as *const v128);
+                        if UNROLLED {
+                            add_mat_mul_wasm_ship_unroll(&mut ab, k, a, b)
+                        } else {
+                            add_mat_mul(&mut ab, k, a, b)
+                        }
+                    }
+                }
+            }
+            0
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn per_row(ab: &mut Tile, p: *const f32, f: impl Fn(v128, v128) -> v128) {
+        for (r, row) in ab.iter_mut().enumerate() {
+            let s = f32x4_splat(unsafe { *p.add(r) });
+            row[0] = f(s, row[0]);
+            row[1] = f(s, row[1]);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn per_col(ab: &mut Tile, p: *const f32, f: impl Fn(v128, v128) -> v128) {
+        let (clo, chi) = unsafe { (v128_load(p as *const v128), v128_load(p.add(4) as *const v128)) };
+        for row in ab.iter_mut() {
+            row[0] = f(clo, row[0]);
+            row[1] = f(chi, row[1]);
+        }
+    }
+}

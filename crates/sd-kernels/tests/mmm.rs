@@ -1,0 +1,197 @@
+//! The GEMM tiles (src/mmm.rs) against tract-linalg's own wasm kernel and a plain reference.
+//! wasm32 + simd128 only, where the tiles exist: scripts/test.sh runs this under wasmtime
+//! (`cargo test -p sd-kernels --target wasm32-wasip1`).
+//!
+//! Whole products go through tract's frame (`MatMatMul::run_with_scratch_space`: packing,
+//! border tiles through scratch, fused operations), once with our tile and once with
+//! `wasm_f32_8x8`, the kernel it replaces. Both add the products in k order with a separate
+//! multiply and add, so the results must be the same bits; a plain f64 product checks that
+//! both are right.
+#![cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+
+use sd_kernels::mmm;
+use tract_data::prelude::*;
+use tract_linalg::mmm::{AsInputValue, FusedSpec, MatMatMul, MmmDispatch, Query};
+use tract_linalg::pack::PackedFormat;
+use tract_linalg::BinOp;
+
+fn tract_8x8() -> Box<dyn MatMatMul> {
+    tract_linalg::mmm_routines::runnable_for(&tract_linalg::isa::native())
+        .into_iter()
+        .find(|k| k.name() == "wasm_f32_8x8")
+        .expect("tract's wasm_f32_8x8")
+}
+
+/// Deterministic values in [-1, 1) with all mantissa bits in play.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Which fused operations follow the product.
+#[derive(Clone, Copy, Debug)]
+enum Extra {
+    None,
+    /// bias per row (+), per column (×), scalar (−, flipped), then max with a scalar
+    Bins,
+    LeakyRelu,
+    /// C += D (another m×n tensor), then += rows ⊗ cols
+    Unicast,
+}
+
+/// The scalar operand of the fused operations.
+const SCALAR: f32 = 0.375;
+
+struct Problem {
+    m: usize,
+    k: usize,
+    n: usize,
+    /// C stored transposed (column stride ≠ 1 element), as tract's store tests do.
+    transposed: bool,
+    extra: Extra,
+}
+
+impl Problem {
+    /// A (m×k), B (k×n), per-row and per-column operands, D (m×n), all row-major.
+    fn inputs(&self) -> [Vec<f32>; 5] {
+        let (m, k, n) = (self.m, self.k, self.n);
+        let seed = (m * 1_000_000 + k * 1000 + n) as u64;
+        [values(m * k, seed), values(k * n, seed + 1), values(m, seed + 2), values(n, seed + 3), values(m * n, seed + 4)]
+    }
+
+    /// C through tract's frame with this kernel.
+    fn run(&self, mmm: &dyn MatMatMul) -> Vec<f32> {
+        let (m, k, n) = (self.m, self.k, self.n);
+        let [a, b, rows, cols, d] = self.inputs();
+        let a = Tensor::from_shape(&[m, k], &a).unwrap();
+        let b = Tensor::from_shape(&[k, n], &b).unwrap();
+        let rows = Tensor::from_shape(&[m], &rows).unwrap();
+        let cols = Tensor::from_shape(&[n], &cols).unwrap();
+        let d = Tensor::from_shape(&[m, n], &d).unwrap();
+        let scalar = tensor0(SCALAR);
+        let (pa, pb) = &mmm.packings()[0];
+        let pa = pa.downcast_ref::<PackedFormat>().unwrap();
+        let pb = pb.downcast_ref::<PackedFormat>().unwrap();
+        let mut abuf = pa.new_packed_buffer(k, m).unwrap();
+        let mut bbuf = pb.new_packed_buffer(k, n).unwrap();
+        let c_shape = if self.transposed { [n, m] } else { [m, n] };
+        let c = Tensor::zero::<f32>(&c_shape).unwrap();
+        unsafe {
+            pa.repack_tensor_view(&mut abuf, &a.view(), 1, 0).unwrap();
+            pb.repack_tensor_view(&mut bbuf, &b.view(), 0, 1).unwrap();
+            let c_axes = if self.transposed { (Some(1), Some(0)) } else { (Some(0), Some(1)) };
+            let store = mmm.c_view(c_axes.0, c_axes.1).wrap(&c.view());
+            let d_store = mmm.c_view(Some(0), Some(1)).wrap(&d.view());
+            let mut specs =
+                vec![FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&abuf), b: AsInputValue::Borrowed(&bbuf), packing: 0 }];
+            match self.extra {
+                Extra::None => {}
+                Extra::Bins => specs.extend([
+                    FusedSpec::BinPerRow(rows.view(), BinOp::Add),
+                    FusedSpec::BinPerCol(cols.view(), BinOp::Mul),
+                    FusedSpec::BinScalar(&scalar, BinOp::SubF),
+                    FusedSpec::BinScalar(&scalar, BinOp::Max),
+                ]),
+                Extra::LeakyRelu => specs.push(FusedSpec::LeakyRelu(&scalar)),
+                Extra::Unicast => {
+                    specs.push(FusedSpec::AddUnicast(d_store));
+                    specs.push(FusedSpec::AddRowColProducts(&rows, &cols));
+                }
+            }
+            specs.push(FusedSpec::Store(store));
+            let mut scratch = mmm.allocate_scratch_space();
+            mmm.run_with_scratch_space(m, n, &mut *scratch, &specs).unwrap();
+        }
+        let c = c.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        if self.transposed {
+            (0..m * n).map(|i| c[(i % n) * m + i / n]).collect()
+        } else {
+            c
+        }
+    }
+
+    /// The plain product (f64 sums) and the same fused operations, row-major m×n.
+    fn reference(&self) -> Vec<f64> {
+        let (m, k, n) = (self.m, self.k, self.n);
+        let [a, b, rows, cols, d] = self.inputs();
+        let s = SCALAR as f64;
+        let mut out = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut c: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+                match self.extra {
+                    Extra::None => {}
+                    Extra::Bins => c = (((c + rows[i] as f64) * cols[j] as f64) - s).max(s),
+                    Extra::LeakyRelu => c = if c > 0.0 { c } else { s * c },
+                    Extra::Unicast => c += d[i * n + j] as f64 + rows[i] as f64 * cols[j] as f64,
+                }
+                out[i * n + j] = c;
+            }
+        }
+        out
+    }
+}
+
+fn problems() -> Vec<Problem> {
+    let mut all = vec![];
+    for &m in &[1, 3, 4, 5, 6, 7, 8, 12, 13, 37] {
+        for &n in &[2, 7, 8, 9, 24, 33] {
+            for &k in &[1, 2, 3, 16, 77] {
+                let transposed = (m + n + k) % 3 == 0;
+                let extra = [Extra::None, Extra::Bins, Extra::LeakyRelu, Extra::Unicast][(m * 7 + n * 3 + k) % 4];
+                all.push(Problem { m, k, n, transposed, extra });
+            }
+        }
+    }
+    all
+}
+
+fn check_tile(ours: Box<dyn MatMatMul>) {
+    let tract = tract_8x8();
+    for p in problems() {
+        let got = p.run(&*ours);
+        let theirs = p.run(&*tract);
+        let want = p.reference();
+        for (i, ((g, t), w)) in got.iter().zip(&theirs).zip(&want).enumerate() {
+            let what = format!("{} m={} k={} n={} {:?} transposed={} at {i}", ours.name(), p.m, p.k, p.n, p.extra, p.transposed);
+            assert_eq!(g.to_bits(), t.to_bits(), "{what}: {g} vs wasm_f32_8x8's {t}");
+            assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()) * p.k as f64, "{what}: {g} vs reference {w}");
+        }
+    }
+}
+
+#[test]
+fn tile_equals_tracts_8x8_bit_for_bit() {
+    check_tile(mmm::wasm_f32_4x8().mmm());
+}
+
+/// The same loop under another name, for tools/wasm-ship to unroll: under `cargo test` it is not
+/// unrolled; tests/module/kernels.rs checks the shipped module's build of it.
+#[test]
+fn unrolled_tile_equals_tracts_8x8_bit_for_bit() {
+    check_tile(mmm::wasm_f32_4x8_unrolled().mmm());
+}
+
+/// Our tier answers every f32 GEMM with the chosen tile; matrix-vector products stay on
+/// tract's GEMV kernels.
+#[test]
+fn dispatch_picks_the_tile_for_gemm_and_tracts_gemv_for_vectors() {
+    mmm::register();
+    let pick = |m, k, n| {
+        let (mmm, _, _) = MmmDispatch::native().pick(&Query::plain(DatumType::F32, Some(m), Some(k), Some(n))).unwrap();
+        mmm.name().to_string()
+    };
+    let tile = mmm::chosen().expect("a tile is chosen");
+    assert!(tile.starts_with("sd_wasm_f32_4x8"), "{tile}");
+    assert_eq!(pick(320, 2880, 4096), tile);
+    assert_eq!(pick(64, 40, 77), tile);
+    assert_eq!(pick(8, 8, 2), tile);
+    assert!(pick(320, 1280, 1).starts_with("wasm_f32_") && pick(320, 1280, 1).ends_with("x1"), "{}", pick(320, 1280, 1));
+}
