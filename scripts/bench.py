@@ -1,32 +1,43 @@
 #!/usr/bin/env python3
-"""UNet evaluation time of sd.wasm (under wasmtime), the native build, onnxruntime and OpenVINO
-on the same ONNX UNet, latent sizes and thread count, with the ratios to OpenVINO.
+"""UNet evaluation time of sd.wasm (under wasmtime), the native build, onnxruntime, OpenVINO and
+onnxruntime-web (wasm backend, under Node) on the same ONNX UNet, latent sizes and thread count,
+with the ratios to OpenVINO and to onnxruntime-web.
 
     nice -n 5 python3 scripts/bench.py                              # 32x32 and 64x64, 2 runs
     nice -n 5 python3 scripts/bench.py --latents 64 --runs 3 --json bench.json
     nice -n 5 python3 scripts/bench.py --skip-wasm --skip-native    # the peers only
     nice -n 5 python3 scripts/bench.py --latents 32 --skip-native --skip-peers   # sd.wasm only
+    nice -n 5 python3 scripts/bench.py --latents 32 --skip-native --peers onnxruntime-web
+        # sd.wasm against onnxruntime-web only (no plain fp32 dir needed)
     nice -n 5 python3 scripts/bench.py --latents 64 --skip-wasm --threads 2 --native-threads 1 2
         # the native build at 1 and 2 threads (speed-up printed), the peers at 2 (all cores here)
 
 A benchmark, not a test: it prints numbers and fails only when it cannot measure at all.
 Goals: sd.wasm <= 1.5x OpenVINO native, native build <= 1.0x (medians, same latent, OpenVINO on
-the plain fp32 UNet being the peer of record).
+the plain fp32 UNet being the peer of record); sd.wasm <= 0.8x onnxruntime-web (the other
+WebAssembly engine, on the converted UNet). The first lines give the CPU and its SIMD extensions,
+which decide most of the ratios.
 
 Model forms, both SD 1.5 shapes with random weights (timing does not depend on the values),
 made with scripts/convert.py when missing (several minutes each):
   converted   fp16 weights at rest + com.microsoft MultiHeadAttention: what sd.wasm runs
-  plain fp32  optimum-style export: what the peers are built for
+  plain fp32  optimum-style export: what the native peers are built for
+onnxruntime-web runs only the converted UNet, the files sd.wasm runs: its wasm32 heap is capped
+at 4 GiB, and 3.4 GB of plain fp32 weights would leave the activations little of it.
 Every measurement runs in its own process, so a UNet (up to 3.4 GB) never shares memory with
 the next one and a crash costs one row. Each prints one JSON line on stdout, as
 `sd --bench-unet` does: {"network": "unet", "latent", "load_s", "runs_s": [...], "threads"}.
 The peers report load (read + compile) time, then --runs runs after one warm-up run; OpenVINO
-gets static shapes and its effective settings are recorded in --json.
+gets static shapes and its effective settings are recorded in --json. onnxruntime-web runs in
+scripts/bench-ort-web.mjs under node, single-threaded (no worker threads) with graph
+optimizations off (they would fold the fp16 weights' Casts into f32); on first use bench.py
+installs it with npm into ~/.cache/sd-wasm/npm.
 """
 import argparse
 import importlib.metadata
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,15 +46,22 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "sd-wasm", "models")
+NPM_PREFIX = os.path.join(os.path.expanduser("~"), ".cache", "sd-wasm", "npm")
+ORT_WEB_PACKAGE = "onnxruntime-web@1.30"  # pinned minor: the version the 0.8x goal was set against
+ORT_WEB_SCRIPT = os.path.join(HERE, "bench-ort-web.mjs")
 UNET = os.path.join("unet", "model.onnx")
 TEXT_LEN = 77
 TIMESTEP = 500.0
 SEED = 0
 
 CONVERTED, PLAIN = "converted", "plain fp32"
-PEERS = ("onnxruntime", "openvino")
+PEERS = ("onnxruntime", "openvino")  # Python packages, run by this script in a child process
+ORT_WEB = "onnxruntime-web"          # npm package, run by bench-ort-web.mjs under node
+ALL_PEERS = PEERS + (ORT_WEB,)
 REFERENCE = ("openvino", PLAIN)
+WEB_REFERENCE = (ORT_WEB, CONVERTED)
 GOALS = (("sd.wasm", CONVERTED, 1.5), ("sd-relaxed.wasm", CONVERTED, 1.5), ("native", CONVERTED, 1.0))
+WEB_GOALS = (("sd.wasm", CONVERTED, 0.8), ("sd-relaxed.wasm", CONVERTED, 0.8))
 
 # ---------------------------------------------------------------------------------------------
 # Peer side (runs in a child process: `bench.py --peer ENGINE --peer-model UNET.onnx ...`)
@@ -157,6 +175,24 @@ def ensure_model(path, plain):
                    stdout=sys.stderr, check=True)
 
 
+def ort_web_entry():
+    """The installed package.json, whose presence marks a finished npm install."""
+    return os.path.join(NPM_PREFIX, "node_modules", ORT_WEB, "package.json")
+
+
+def ensure_ort_web():
+    """Installs onnxruntime-web into NPM_PREFIX on first use; a failure leaves its rows as errors."""
+    if os.path.exists(ort_web_entry()):
+        return
+    print(f"bench: installing {ORT_WEB_PACKAGE} into {NPM_PREFIX}", file=sys.stderr)
+    os.makedirs(NPM_PREFIX, exist_ok=True)
+    try:
+        subprocess.run(["npm", "install", "--prefix", NPM_PREFIX, ORT_WEB_PACKAGE, "--no-audit", "--no-fund"],
+                       stdout=sys.stderr, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"bench: npm install failed: {first_line(e)}", file=sys.stderr)
+
+
 def wasmtime_path():
     try:
         return subprocess.run([os.path.join(HERE, "wasmtime-path")], capture_output=True, text=True,
@@ -198,37 +234,57 @@ def measurements(args, latent, wasmtime):
         # Always named: the native build's own default is every core.
         for threads in args.native_threads or [args.threads]:
             yield "native", CONVERTED, [args.native, *ours, "--threads", str(threads), "--models", args.models], [args.native]
-    for engine in () if args.skip_peers else PEERS:
+    for engine in (e for e in PEERS if e in args.peers):
         for form, path in ((CONVERTED, args.models), (PLAIN, args.plain_models)):
             yield engine, form, [sys.executable, os.path.abspath(__file__), "--peer", engine,
                                  "--peer-model", os.path.join(path, UNET), "--latent", str(latent),
                                  "--runs", str(args.runs), "--threads", str(args.threads)], []
+    if ORT_WEB in args.peers:
+        # No --max-old-space-size: the weights' buffers and the wasm heap live outside V8's heap.
+        yield ORT_WEB, CONVERTED, [args.node, ORT_WEB_SCRIPT, os.path.join(args.models, "unet"),
+                                   str(latent), str(args.runs)], [args.node, ORT_WEB_SCRIPT, ort_web_entry()]
 
 
-def machine():
-    cpu = "unknown"
-    flags = set()
+def cpu():
+    """The CPU model and which SIMD extensions it has: they decide most of the ratios (wasm SIMD
+    is 128-bit, so sd.wasm and onnxruntime-web get 128-bit vectors (FMA with relaxed SIMD) where
+    the native engines use AVX2/AVX-512)."""
+    model, flags = "unknown", set()
     with open("/proc/cpuinfo") as f:
         for line in f:
             key, _, value = line.partition(":")
             if key.strip() == "model name":
-                cpu = value.strip()
+                model = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
-    # The SIMD the engines can use: it decides most of the ratios.
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    simd = [f for f in ("sse4_2", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    return {"model": model, "simd": simd}
+
+
+def machine(found):
     with open("/proc/meminfo") as f:
         mem_gib = int(f.readline().split()[1]) / (1 << 20)
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {mem_gib:.0f} GiB, {' '.join(simd)}"
+    return f"{found['model']}, {len(os.sched_getaffinity(0))} cores, {mem_gib:.0f} GiB"
 
 
-def versions(wasmtime):
+def versions(wasmtime, node):
     found = {}
     for package in PEERS:
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             found[package] = "not installed"
+    try:
+        with open(ort_web_entry()) as f:
+            found[ORT_WEB] = json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        found[ORT_WEB] = "not installed"
+    if node:
+        try:
+            found["node"] = subprocess.run([node, "--version"], capture_output=True, text=True,
+                                           check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            found["node"] = "not installed"
     found["wasmtime"] = "not used"
     if wasmtime:
         try:
@@ -240,35 +296,39 @@ def versions(wasmtime):
 
 
 def add_ratios(rows):
-    reference = {r["latent"]: r["median_s"] for r in rows if (r["engine"], r["model"]) == REFERENCE
-                 and "median_s" in r}
-    for r in rows:
-        if "median_s" in r and r["latent"] in reference:
-            r["ratio"] = r["median_s"] / reference[r["latent"]]
+    """ratio: to OpenVINO (plain fp32); ratio_web: to onnxruntime-web (converted)."""
+    for key, peer in (("ratio", REFERENCE), ("ratio_web", WEB_REFERENCE)):
+        reference = {r["latent"]: r["median_s"] for r in rows if (r["engine"], r["model"]) == peer
+                     and "median_s" in r}
+        for r in rows:
+            if "median_s" in r and r["latent"] in reference:
+                r[key] = r["median_s"] / reference[r["latent"]]
 
 
 def print_table(rows):
-    print(f"{'engine':<12} {'model':<10} {'latent':>6} {'threads':>7} {'load s':>8} {'min s':>8} "
-          f"{'median s':>8} {'x OpenVINO':>10}")
+    print(f"{'engine':<15} {'model':<10} {'latent':>6} {'threads':>7} {'load s':>8} {'min s':>8} "
+          f"{'median s':>8} {'x OpenVINO':>10} {'x ort-web':>9}")
     for r in rows:
         size = f"{r['latent']}x{r['latent']}"
-        head = f"{r['engine']:<12} {r['model']:<10} {size:>6} "
+        head = f"{r['engine']:<15} {r['model']:<10} {size:>6} "
         if "error" in r:
             print(f"{head}{'':>7} {r['error']}")
             continue
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else ""
+        ratio_web = f"{r['ratio_web']:.2f}x" if "ratio_web" in r else ""
         print(f"{head}{r.get('threads', '?'):>7} {r['load_s']:>8.2f} {r['min_s']:>8.3f} {r['median_s']:>8.3f} "
-              f"{ratio:>10}")
+              f"{ratio:>10} {ratio_web:>9}")
     for latent in sorted({r["latent"] for r in rows}):
         parts = []
-        for engine, form, goal in GOALS:
-            # The most threads an engine was measured at (the native build at every core).
-            row = max((r for r in rows if (r["engine"], r["model"], r["latent"]) == (engine, form, latent)),
-                      key=lambda r: r.get("threads", 0), default=None)
-            ratio = row and row.get("ratio")
-            verdict = "not measured" if ratio is None else \
-                f"{ratio:.2f}x (goal <= {goal}x: {'met' if ratio <= goal else 'NOT met'})"
-            parts.append(f"{engine}/OpenVINO {verdict}")
+        for goals, key, peer in ((GOALS, "ratio", "OpenVINO"), (WEB_GOALS, "ratio_web", ORT_WEB)):
+            for engine, form, goal in goals:
+                # The most threads an engine was measured at (the native build at every core).
+                row = max((r for r in rows if (r["engine"], r["model"], r["latent"]) == (engine, form, latent)),
+                          key=lambda r: r.get("threads", 0), default=None)
+                ratio = row and row.get(key)
+                verdict = "not measured" if ratio is None else \
+                    f"{ratio:.2f}x (goal <= {goal}x: {'met' if ratio <= goal else 'NOT met'})"
+                parts.append(f"{engine}/{peer} {verdict}")
         print(f"goals at {latent}x{latent}: " + "; ".join(parts))
     # The native build's speed-up over its own single-threaded run (the issue's goal: >= 1.8x
     # at 2 threads on a 2-core machine), when --native-threads measured more than one count.
@@ -291,11 +351,15 @@ def main(argv=None):
     p.add_argument("--wasm", default=os.path.join(ROOT, "dist", "sd.wasm"))
     p.add_argument("--relaxed-wasm", default=os.path.join(ROOT, "dist", "sd-relaxed.wasm"))
     p.add_argument("--native", default=os.path.join(ROOT, "target", "release", "sd"))
+    p.add_argument("--node", default="node", help="node for onnxruntime-web (default: node on PATH)")
     p.add_argument("--native-threads", type=int, nargs="+",
                    help="measure the native build at each of these thread counts (default: --threads)")
     p.add_argument("--skip-wasm", action="store_true")
     p.add_argument("--skip-native", action="store_true")
-    p.add_argument("--skip-peers", action="store_true", help="no onnxruntime/OpenVINO (and no plain fp32 dir needed)")
+    p.add_argument("--skip-peers", action="store_true", help="no peers at all (and no plain fp32 dir needed)")
+    p.add_argument("--peers", nargs="+", choices=ALL_PEERS, default=list(ALL_PEERS), metavar="PEER",
+                   help=f"the peers to measure (default all: {' '.join(ALL_PEERS)}); the plain fp32 dir "
+                        f"is needed only for onnxruntime and openvino")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)
     p.add_argument("--peer-model", help=argparse.SUPPRESS)
@@ -306,13 +370,23 @@ def main(argv=None):
     if args.peer:
         peer_main(args.peer, args.peer_model, args.latent, args.runs, args.threads)
         return
+    if args.skip_peers:
+        args.peers = []
+    args.node = shutil.which(args.node) or args.node  # a path, for measure()'s existence check
     args.models, args.plain_models = os.path.abspath(args.models), os.path.abspath(args.plain_models)
+    # First, so a long run shows what it runs on before any number.
+    found_cpu = cpu()
+    print(f"bench: {found_cpu['model']}, SIMD: {' '.join(found_cpu['simd']) or 'none found'}",
+          file=sys.stderr, flush=True)
     ensure_model(args.models, plain=False)
-    if not args.skip_peers:
+    if any(e in args.peers for e in PEERS):
         ensure_model(args.plain_models, plain=True)
+    if ORT_WEB in args.peers:
+        ensure_ort_web()
 
     wasmtime = None if args.skip_wasm else wasmtime_path()
-    info = {"machine": machine(), "threads": args.threads, "runs": args.runs, "versions": versions(wasmtime),
+    info = {"machine": machine(found_cpu), "cpu": found_cpu, "threads": args.threads, "runs": args.runs,
+            "versions": versions(wasmtime, args.node if ORT_WEB in args.peers else None),
             "models": {CONVERTED: args.models, PLAIN: args.plain_models}}
     rows = []
     for latent in args.latents:
@@ -328,7 +402,10 @@ def main(argv=None):
     add_ratios(rows)
 
     print(f"machine:  {info['machine']}")
-    print(f"threads:  {args.threads}, runs: {args.runs} after one warm-up")
+    print(f"cpu simd: {' '.join(found_cpu['simd']) or 'none found'} (of sse4_2 avx2 fma avx512*; "
+          f"wasm SIMD is 128-bit whatever the CPU has)")
+    print(f"threads:  {args.threads}" + (" (onnxruntime-web: 1)" if ORT_WEB in args.peers and args.threads != 1 else "")
+          + f", runs: {args.runs} after one warm-up")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     print(f"models:   converted = {args.models} (fp16 weights at rest, MultiHeadAttention), "
           f"plain fp32 = {args.plain_models}")
