@@ -261,10 +261,12 @@ def cpu():
     return {"model": model, "simd": simd}
 
 
-def machine(found):
+def machine(found=None):
+    """One line for the output; scripts/bench_pictures.py prints it too."""
+    found = found or cpu()
     with open("/proc/meminfo") as f:
         mem_gib = int(f.readline().split()[1]) / (1 << 20)
-    return f"{found['model']}, {len(os.sched_getaffinity(0))} cores, {mem_gib:.0f} GiB"
+    return f"{found['model']}, {len(os.sched_getaffinity(0))} cores, {mem_gib:.0f} GiB, {' '.join(found['simd'])}"
 
 
 def versions(wasmtime, node):
