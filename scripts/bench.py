@@ -282,19 +282,17 @@ def versions(wasmtime, node):
     except (OSError, ValueError, KeyError):
         found[ORT_WEB] = "not installed"
     if node:
-        try:
-            found["node"] = subprocess.run([node, "--version"], capture_output=True, text=True,
-                                           check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            found["node"] = "not installed"
-    found["wasmtime"] = "not used"
-    if wasmtime:
-        try:
-            found["wasmtime"] = subprocess.run([wasmtime, "--version"], capture_output=True, text=True,
-                                               check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            found["wasmtime"] = "not installed (scripts/install-deps.sh)"
+        found["node"] = tool_version(node, "not installed")
+    found["wasmtime"] = tool_version(wasmtime, "not installed (scripts/install-deps.sh)") if wasmtime else "not used"
     return found
+
+
+def tool_version(tool, missing):
+    """`TOOL --version`, or `missing` when it does not run."""
+    try:
+        return subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return missing
 
 
 def add_ratios(rows):
