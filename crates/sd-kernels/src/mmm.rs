@@ -19,8 +19,8 @@
 //! - eight steps per pass, unrolled by tools/wasm-ship after LLVM (its function name carries
 //!   the `wasm_ship_unroll` marker): wazero (Bacalhau's engine) checks for exit at every loop
 //!   header, ~35 ns, and compiles in the module's order.
-//! Both are registered; which one runs is measured once per process on a small product
-//! ([`chosen`]): the results are the same bits either way.
+//! Both are registered; which one runs, or tract's own kernel, is measured once per process on
+//! a small product ([`chosen`]): the results are the same bits either way.
 //!
 //! Registered with tract from outside its crate, through the two registries tract-linalg keeps
 //! with `inventory`: the kernels as [`MmmRoutine`]s and a dispatch tier for wasm32+simd128 one
@@ -47,7 +47,7 @@ mod simd {
     use std::arch::wasm32::*;
     use std::sync::OnceLock;
     use tract_linalg::isa::{Arch, Isa, IsaReq, IsaSet};
-    use tract_linalg::mmm::{AsInputValue, DynKernel, FusedKerSpec, FusedSpec, OutputStoreKer, Query, Suitable};
+    use tract_linalg::mmm::{AsInputValue, DynKernel, FusedKerSpec, FusedSpec, MatMatMul, OutputStoreKer, Query, Suitable};
     use tract_linalg::mmm_routines::MmmRoutine;
     use tract_linalg::mmm_tiers::MmmTier;
     use tract_linalg::pack::PackedFormat;
@@ -83,9 +83,10 @@ mod simd {
     inventory::submit! { MmmRoutine { make: || wasm_f32_4x8_unrolled().mmm() } }
 
     /// The kernel the tier answers with: `SD_WASM_MMM` (`step`, `unrolled`, or `tract` for
-    /// tract's own choice), else whichever build of the loop ran a small product faster here,
-    /// measured once. Without a clock (the browser build's wasm32-unknown-unknown has none in
-    /// std) the one-step loop, which suits optimizing engines.
+    /// tract's own choice), else whichever of the two builds of the loop and tract's
+    /// `wasm_f32_8x8` ran a small product fastest here, measured once (`None`: tract's). Without
+    /// a clock (the browser build's wasm32-unknown-unknown has none in std) the one-step loop,
+    /// which suits optimizing engines.
     pub fn chosen() -> Option<&'static str> {
         static CHOICE: OnceLock<Option<&'static str>> = OnceLock::new();
         *CHOICE.get_or_init(|| match std::env::var("SD_WASM_MMM").ok().as_deref() {
@@ -93,33 +94,41 @@ mod simd {
             Some("step") => Some(NAME_STEP),
             Some("unrolled") => Some(NAME_UNROLLED),
             _ if cfg!(target_os = "unknown") => Some(NAME_STEP),
-            _ => Some(faster()),
+            _ => fastest(),
         })
     }
 
-    /// Times both loops on a 64×512×64 product, alternating, best of three each (~1 ms each
-    /// under wasmtime, a few under wazero).
-    fn faster() -> &'static str {
+    /// Times the three kernels on a 64×512×64 product, alternating, best of three each (~1 ms
+    /// each under wasmtime, a few under wazero). tract's 8×8 takes part because under wazero
+    /// its unrolled loop pays the exit check once per 512 multiply-adds, ours once per 256.
+    fn fastest() -> Option<&'static str> {
         let (m, k, n) = (64, 512, 64);
-        let step = wasm_f32_4x8();
-        let unrolled = wasm_f32_4x8_unrolled();
+        let tract = tract_linalg::mmm_routines::runnable_for(&tract_linalg::isa::native())
+            .into_iter()
+            .find(|ker| ker.name() == "wasm_f32_8x8");
+        let mut candidates: Vec<(Option<&'static str>, Box<dyn MatMatMul>)> =
+            vec![(Some(NAME_STEP), wasm_f32_4x8().mmm()), (Some(NAME_UNROLLED), wasm_f32_4x8_unrolled().mmm())];
+        candidates.extend(tract.map(|ker| (None, ker)));
         let a = vec![0.5f32; m * k];
         let b = vec![0.25f32; k * n];
-        let mut c = vec![0f32; m * n];
-        let (mut best_step, mut best_unrolled) = (f64::MAX, f64::MAX);
+        let mut best = vec![f64::MAX; candidates.len()];
         for _ in 0..3 {
-            best_step = best_step.min(time_product(&step, &a, &b, &mut c, m, k, n));
-            best_unrolled = best_unrolled.min(time_product(&unrolled, &a, &b, &mut c, m, k, n));
+            for (i, (_, ker)) in candidates.iter().enumerate() {
+                best[i] = best[i].min(time_product(&**ker, &a, &b, m, k, n));
+            }
         }
-        if best_unrolled < best_step { NAME_UNROLLED } else { NAME_STEP }
+        let winner = (0..candidates.len()).min_by(|&x, &y| best[x].total_cmp(&best[y])).unwrap_or(0);
+        candidates[winner].0
     }
 
-    /// Seconds for C = A·B through tract's frame with kernel `ker`, packing included.
-    fn time_product(ker: &DynKernel<MR, NR, f32>, a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) -> f64 {
+    /// Seconds for C = A·B through tract's frame with kernel `mmm`, packing included.
+    fn time_product(mmm: &dyn MatMatMul, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> f64 {
         let start = std::time::Instant::now();
-        let mmm = ker.mmm();
-        let (pa, pb) = (PackedFormat::new(DatumType::F32, MR, 16), PackedFormat::new(DatumType::F32, NR, 16));
-        let mut run = || -> tract_data::TractResult<()> {
+        let (pa, pb) = &mmm.packings()[0];
+        let (Some(pa), Some(pb)) = (pa.downcast_ref::<PackedFormat>(), pb.downcast_ref::<PackedFormat>()) else {
+            return f64::MAX;
+        };
+        let run = || -> tract_data::TractResult<()> {
             let ta = tract_data::prelude::Tensor::from_shape(&[m, k], a)?;
             let tb = tract_data::prelude::Tensor::from_shape(&[k, n], b)?;
             let mut abuf = pa.new_packed_buffer(k, m)?;
@@ -140,7 +149,7 @@ mod simd {
                     ],
                 )?;
             }
-            c.copy_from_slice(tc.try_as_plain_ram()?.as_slice::<f32>()?);
+            std::hint::black_box(tc.try_as_plain_ram()?.as_slice::<f32>()?);
             Ok(())
         };
         match run() {
