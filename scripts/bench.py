@@ -402,8 +402,6 @@ def main(argv=None):
     add_ratios(rows)
 
     print(f"machine:  {info['machine']}")
-    print(f"cpu simd: {' '.join(found_cpu['simd']) or 'none found'} (of sse4_2 avx2 fma avx512*; "
-          f"wasm SIMD is 128-bit whatever the CPU has)")
     print(f"threads:  {args.threads}" + (" (onnxruntime-web: 1)" if ORT_WEB in args.peers and args.threads != 1 else "")
           + f", runs: {args.runs} after one warm-up")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))

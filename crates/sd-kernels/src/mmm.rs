@@ -30,7 +30,7 @@
 //! Written so it could go to tract-linalg as `wasm_f32_4x8`.
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub use simd::{chosen, register, wasm_f32_4x8, wasm_f32_4x8_unrolled};
+pub use simd::{chosen, register, tract_wasm_f32_8x8, wasm_f32_4x8, wasm_f32_4x8_unrolled};
 
 /// Nothing to register outside wasm32+simd128: native builds use tract's native kernels.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
@@ -103,12 +103,9 @@ mod simd {
     /// its unrolled loop pays the exit check once per 512 multiply-adds, ours once per 256.
     fn fastest() -> Option<&'static str> {
         let (m, k, n) = (64, 512, 64);
-        let tract = tract_linalg::mmm_routines::runnable_for(&tract_linalg::isa::native())
-            .into_iter()
-            .find(|ker| ker.name() == "wasm_f32_8x8");
         let mut candidates: Vec<(Option<&'static str>, Box<dyn MatMatMul>)> =
             vec![(Some(NAME_STEP), wasm_f32_4x8().mmm()), (Some(NAME_UNROLLED), wasm_f32_4x8_unrolled().mmm())];
-        candidates.extend(tract.map(|ker| (None, ker)));
+        candidates.extend(tract_wasm_f32_8x8().map(|ker| (None, ker)));
         let a = vec![0.5f32; m * k];
         let b = vec![0.25f32; k * n];
         let mut best = vec![f64::MAX; candidates.len()];
@@ -119,6 +116,13 @@ mod simd {
         }
         let winner = (0..candidates.len()).min_by(|&x, &y| best[x].total_cmp(&best[y])).unwrap_or(0);
         candidates[winner].0
+    }
+
+    /// tract's own wasm kernel, the one the tile replaces (and is compared with).
+    pub fn tract_wasm_f32_8x8() -> Option<Box<dyn MatMatMul>> {
+        tract_linalg::mmm_routines::runnable_for(&tract_linalg::isa::native())
+            .into_iter()
+            .find(|ker| ker.name() == "wasm_f32_8x8")
     }
 
     /// Seconds for C = A·B through tract's frame with kernel `mmm`, packing included.

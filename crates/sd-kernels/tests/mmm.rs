@@ -15,13 +15,6 @@ use tract_linalg::mmm::{AsInputValue, FusedSpec, MatMatMul, MmmDispatch, Query};
 use tract_linalg::pack::PackedFormat;
 use tract_linalg::BinOp;
 
-fn tract_8x8() -> Box<dyn MatMatMul> {
-    tract_linalg::mmm_routines::runnable_for(&tract_linalg::isa::native())
-        .into_iter()
-        .find(|k| k.name() == "wasm_f32_8x8")
-        .expect("tract's wasm_f32_8x8")
-}
-
 /// Deterministic values in [-1, 1) with all mantissa bits in play.
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -154,7 +147,7 @@ fn problems() -> Vec<Problem> {
 }
 
 fn check_tile(ours: Box<dyn MatMatMul>) {
-    let tract = tract_8x8();
+    let tract = mmm::tract_wasm_f32_8x8().expect("tract's wasm_f32_8x8");
     for p in problems() {
         let got = p.run(&*ours);
         let theirs = p.run(&*tract);
