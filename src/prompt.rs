@@ -232,6 +232,13 @@ pub fn lora_tags(prompt: &str) -> Result<Vec<LoraTag>, String> {
         .collect()
 }
 
+/// The `<lora:…>` tags of a prompt and its negative prompt, in that order.
+pub fn request_lora_tags(prompt: &str, negative: Option<&str>) -> Result<Vec<LoraTag>, String> {
+    let mut tags = lora_tags(prompt)?;
+    tags.extend(negative.map(lora_tags).transpose()?.unwrap_or_default());
+    Ok(tags)
+}
+
 /// One chunk for the text encoder: 77 ids (start, 75 tokens or padding, end) and a weight
 /// per id.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,14 +257,9 @@ impl Chunk {
 /// A prompt as Automatic1111's `tokenize_line` makes it: each fragment tokenized on its own,
 /// tokens laid into 75-token chunks (a `BREAK` starts a new chunk; a full chunk within
 /// [`COMMA_BACKTRACK`] tokens of a comma is cut after the comma), each padded with the end
-/// token and wrapped in start/end. At least one chunk. Needs a tokenizer of 77 ids.
+/// token and wrapped in start/end. At least one chunk, each of `CHUNK_TOKENS + 2` ids whatever
+/// the tokenizer's own length (the pipeline's `load_tokenizer` refuses other lengths).
 pub fn chunks(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Chunk>, String> {
-    if tokenizer.max_length() != CHUNK_TOKENS + 2 {
-        return Err(format!(
-            "the tokenizer's model_max_length is {}; Automatic1111's prompt chunks need 77",
-            tokenizer.max_length()
-        ));
-    }
     let comma = tokenizer.token_id(",</w>");
     let mut builder = ChunkBuilder { tokenizer, chunks: Vec::new(), tokens: Vec::new(), last_comma: None };
     for fragment in parse_attention(prompt)? {

@@ -177,9 +177,6 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         }
         return Ok(Command::BenchUnet { models, latent: bench_latent, runs: bench_runs, threads });
     }
-    if vae_file.is_some() && checkpoint.is_none() {
-        return Err(SdError::usage("--vae-file replaces a --checkpoint's VAE; give --checkpoint too"));
-    }
     match (prompt_given, &prompts_file) {
         (true, Some(_)) => return Err(SdError::usage("give --prompt or --prompts, not both")),
         (false, None) => return Err(SdError::usage("--prompt is required (see --help)")),

@@ -36,14 +36,9 @@ impl TaggedLoras {
     /// does not merge it twice); with another weight it is an error, since the record could not
     /// say which.
     pub fn add_to(&mut self, request: &mut GenerateRequest) -> Result<()> {
-        let prompts = [Some(request.prompt.as_str()), request.negative_prompt.as_deref()];
-        let tags = prompts
-            .into_iter()
-            .flatten()
-            .map(crate::prompt::lora_tags)
-            .collect::<std::result::Result<Vec<_>, String>>()
+        let tags = crate::prompt::request_lora_tags(&request.prompt, request.negative_prompt.as_deref())
             .map_err(|e| SdError::usage(format!("«prompt»: {e}")))?;
-        for tag in tags.into_iter().flatten() {
+        for tag in tags {
             if let Some(given) = request.loras.iter().find(|l| l.name == tag.name) {
                 if given.scale != tag.scale {
                     return Err(SdError::usage(format!(

@@ -15,6 +15,7 @@ use crate::models::checkpoint;
 use crate::pipeline::{bench_unet, generate_job, Event, Generated, Hooks, JobHooks};
 use crate::request::{apply_preset, GenerateRequest};
 use args::{parse_args, worded, CliArgs, Command};
+use jobs::PromptLine;
 use outputs::{check_output_dir, output_paths, preview_base, Written};
 use progress::StderrProgress;
 use std::sync::Arc;
@@ -60,39 +61,43 @@ fn run_inner(args: &[String]) -> Result<()> {
         Command::Generate(cli) => *cli,
     };
     crate::models::threads::use_threads(cli.threads)?;
-    let Some(prompts_path) = cli.prompts_file.clone() else {
-        if !cli.seed_given {
-            cli.request.seed = clock_seed();
-            eprintln!("seed: {} (pass --seed {} to reproduce)", cli.request.seed, cli.request.seed);
-        }
-        check_output_dir(&cli)?;
-        let files = model_files(&cli)?;
-        let mut request = cli.request.clone();
-        apply_preset(&mut request, &ModelDir::open(&*files)?, &|key| cli.given.contains(&key))?;
-        loras::TaggedLoras::new(&cli).add_to(&mut request).map_err(worded)?;
-        return render(&cli, &[request], None, &*files);
-    };
+    if cli.prompts_file.is_none() && !cli.seed_given {
+        cli.request.seed = clock_seed();
+        eprintln!("seed: {} (pass --seed {} to reproduce)", cli.request.seed, cli.request.seed);
+    }
     check_output_dir(&cli)?;
-    let text = std::fs::read_to_string(&prompts_path)
-        .map_err(|e| SdError::usage(format!("--prompts {}: cannot read it ({e})", prompts_path.display())))?;
-    let lines = jobs::parse_prompts(&text, &cli.request, cli.seed_given.then_some(cli.request.seed))?;
-    let total = lines.len();
-    let (index, count) = jobs::partition_from_env(|k| std::env::var(k).ok())?;
-    let share = jobs::partition(lines, index, count);
-    eprintln!("prompts: {} of {total} lines for partition {index} of {count}", share.len());
+    // The command line's request, or this partition's lines of the prompt file (with their
+    // line numbers, for messages).
+    let (share, line_numbers) = match &cli.prompts_file {
+        None => (vec![PromptLine { index: 0, request: cli.request.clone(), keys: Vec::new() }], None),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| SdError::usage(format!("--prompts {}: cannot read it ({e})", path.display())))?;
+            let lines = jobs::parse_prompts(&text, &cli.request, cli.seed_given.then_some(cli.request.seed))?;
+            let total = lines.len();
+            let (index, count) = jobs::partition_from_env(|k| std::env::var(k).ok())?;
+            let share = jobs::partition(lines, index, count);
+            eprintln!("prompts: {} of {total} lines for partition {index} of {count}", share.len());
+            let numbers: Vec<usize> = share.iter().map(|line| line.index + 1).collect();
+            (share, Some(numbers))
+        }
+    };
     let files = model_files(&cli)?;
     let dir = ModelDir::open(&*files)?;
-    let line_numbers: Vec<usize> = share.iter().map(|line| line.index + 1).collect();
     let mut requests = Vec::with_capacity(share.len());
     let mut tagged = loras::TaggedLoras::new(&cli);
     for mut line in share {
         let given = |key: &str| cli.given.contains(&key) || line.keys.iter().any(|k| k == key);
+        let at = line_numbers.is_some().then(|| format!("--prompts line {}", line.index + 1));
         apply_preset(&mut line.request, &dir, &given)
             .and_then(|()| tagged.add_to(&mut line.request))
-            .map_err(|e| worded(e).context(&format!("--prompts line {}", line.index + 1)))?;
+            .map_err(|e| match &at {
+                Some(at) => worded(e).context(at),
+                None => worded(e),
+            })?;
         requests.push(line.request);
     }
-    render(&cli, &requests, Some(&line_numbers), &*files)
+    render(&cli, &requests, line_numbers.as_deref(), &*files)
 }
 
 /// `--bench-unet`: one JSON line with the UNet's load and evaluation times.

@@ -81,7 +81,7 @@ pub fn files_on_disk(models: &Path, checkpoint: Option<&Path>, vae: Option<&Path
     let dir: Arc<dyn ModelFiles> = Arc::new(DirFiles::open(models)?);
     let Some(checkpoint) = checkpoint else {
         return match vae {
-            Some(_) => Err(SdError::usage("a VAE file replaces a checkpoint's VAE; give the checkpoint too")),
+            Some(_) => Err(SdError::usage("a VAE file (--vae-file) replaces a checkpoint's VAE; give the checkpoint (--checkpoint) too")),
             None => Ok(dir),
         };
     };

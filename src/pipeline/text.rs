@@ -46,8 +46,20 @@ impl Embeddings {
     }
 }
 
+/// The model dir's tokenizer, which must make the 77 ids ([`prompt::chunks`]) a CLIP text
+/// encoder takes.
 pub fn load_tokenizer(dir: &ModelDir) -> Result<ClipTokenizer> {
-    ClipTokenizer::from_files(&dir.tokenizer).map_err(|e| SdError::model(format!("{}/tokenizer: {e}", dir.files.describe())))
+    let tokenizer = ClipTokenizer::from_files(&dir.tokenizer)
+        .map_err(|e| SdError::model(format!("{}/tokenizer: {e}", dir.files.describe())))?;
+    if tokenizer.max_length() != prompt::CHUNK_TOKENS + 2 {
+        return Err(SdError::model(format!(
+            "{}/tokenizer/tokenizer_config.json: model_max_length {}; a CLIP text encoder takes {}",
+            dir.files.describe(),
+            tokenizer.max_length(),
+            prompt::CHUNK_TOKENS + 2
+        )));
+    }
+    Ok(tokenizer)
 }
 
 /// The Clip skip that applies. Automatic1111 applies it to SD 1.x's CLIP text encoder only:
@@ -81,13 +93,6 @@ pub fn tokenize(
     clip_skip: usize,
     run: &mut Run,
 ) -> Result<Tokens> {
-    if tokenizer.max_length() != prompt::CHUNK_TOKENS + 2 {
-        return Err(SdError::model(format!(
-            "tokenizer/tokenizer_config.json: model_max_length {}; a CLIP text encoder takes {}",
-            tokenizer.max_length(),
-            prompt::CHUNK_TOKENS + 2
-        )));
-    }
     let mut chunks = |text: &str| {
         let (text, tags) = prompt::extra_networks(text);
         for tag in tags {

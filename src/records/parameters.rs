@@ -18,10 +18,9 @@ pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
     let mut text = req.prompt.clone();
     // LoRAs given apart from the prompt (`--lora`) as Automatic1111 records every LoRA: a
     // `<lora:NAME:WEIGHT>` tag in the prompt, read back by `--params-from`.
-    let tagged: Vec<String> = [Some(req.prompt.as_str()), req.negative_prompt.as_deref()]
+    let tagged: Vec<String> = crate::prompt::request_lora_tags(&req.prompt, req.negative_prompt.as_deref())
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .flat_map(|p| crate::prompt::lora_tags(p).unwrap_or_default())
         .map(|t| t.name)
         .collect();
     for lora in req.loras.iter().filter(|l| !tagged.contains(&l.name)) {
@@ -124,7 +123,7 @@ pub fn parse_parameters(text: &str) -> Result<Patch, String> {
     // is what we always do.
     let mut used = vec!["Scheduler", "Sampler", "Schedule type", "Size", "Model hash", "Model", "Version", "Pad conds"];
     // "Lora hashes" names the files the prompts' <lora:…> tags load (those are found by name).
-    if [Some(prompt), negative].into_iter().flatten().any(|p| !crate::prompt::lora_tags(p).unwrap_or_default().is_empty()) {
+    if !crate::prompt::request_lora_tags(prompt, negative).unwrap_or_default().is_empty() {
         used.push("Lora hashes");
     }
     for (key, value) in &fields {

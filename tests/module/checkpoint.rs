@@ -50,7 +50,7 @@ fn a_checkpoint_without_its_vae_or_template_is_a_usage_error_before_any_work() {
     assert!(files_in(&out).is_empty());
     let r = run(&out, &["--vae-file", "/ckpt/tiny-vae.safetensors"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("give --checkpoint too"), "{}", r.stderr);
+    assert!(r.stderr.contains("give the checkpoint (--checkpoint) too"), "{}", r.stderr);
     let r = run_wasm_dirs(
         &[(&tiny_model(), "/models"), (&fixture(), "/ckpt"), (&out, "/outputs")],
         &["--prompt", "x", "--checkpoint", "/ckpt/tiny-fp32-ema.safetensors"],
