@@ -11,7 +11,7 @@ network load, text encoding, denoising and decoding included), for the jobs a us
 
 each under wasmtime (dist/sd.wasm, one thread), under wasi-runner (Bacalhau v1.9.3's engine and
 settings, one thread), as the native build (target/release/sd, when built: cargo build
---release; at its default, every core), and by the peer sd.wasm replaces: OpenVINO-compiled
+--release; --threads 1), and by the peer sd.wasm replaces: OpenVINO-compiled
 networks driven by a Python loop with diffusers' scheduler (bes-dev/stable_diffusion.openvino's
 way; scripts/bench_pictures_openvino.py, run as a child process like the others, its Python
 imports counted) on the same model dirs, at one thread (openvino-1t) and at every core
@@ -83,7 +83,7 @@ def command(engine, args, models, out):
                 "--dir", f"{out}::/outputs", args.wasm, "--"]
     if engine == "wasi-runner":
         return [args.wasi_runner, "--memory", "4GiB", "-i", f"{models}:/models", "-o", f"outputs:{out}", args.wasm, "--"]
-    return [args.native, "--models", models, "--output", out]
+    return [args.native, "--models", models, "--output", out, "--threads", "1"]
 
 
 def timed(cmd, out):
