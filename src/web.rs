@@ -7,10 +7,12 @@
 use crate::error::{ErrorKind, Result, SdError};
 use crate::codecs::png::encode_png;
 use crate::model_dir::ModelFiles;
+use crate::models::checkpoint::{with_checkpoint, FileRef};
 use crate::pipeline::{self, Event, Hooks};
 use crate::records::finish;
 use crate::request::{GenerateRequest, NoInputs};
 use js_sys::{Object, Reflect, Uint8Array};
+use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -24,6 +26,10 @@ extern "C" {
     fn size(this: &JsModelFiles, rel: &str) -> Option<f64>;
     #[wasm_bindgen(method, catch, js_name = readRange)]
     fn read_range(this: &JsModelFiles, rel: &str, offset: f64, len: f64) -> std::result::Result<Uint8Array, JsValue>;
+    /// For a single file (a picked or fetched checkpoint or VAE): its name among `size` and
+    /// `readRange`'s, which `describe()` says where it is.
+    #[wasm_bindgen(method, getter)]
+    fn name(this: &JsModelFiles) -> Option<String>;
 
     /// `{ event(object), cancelled() }` from web/worker.js.
     pub type JsHooks;
@@ -181,16 +187,33 @@ fn parse_request(json: &str) -> Result<(GenerateRequest, Vec<String>)> {
     Ok((request, object.keys().cloned().collect()))
 }
 
-/// Generates one picture. Resolves to `{ png: Uint8Array, parameters, fileName, metadata }`
-/// (metadata: the CLI's JSON sidecar as a string); throws `{ type: "error", kind, message }`.
+/// A picked or fetched single file, as the checkpoint seam takes it.
+fn single_file(file: JsModelFiles, kind: &str) -> Result<FileRef> {
+    let name = file.name().ok_or_else(|| SdError::usage(format!("the {kind} file has no name")))?;
+    Ok((Arc::new(BrowserFiles(file)), name))
+}
+
+/// Generates one picture from the model dir `files`; with `checkpoint` (and `vae`), a
+/// single-file checkpoint (and a separate VAE) run with `files` as their template, as the
+/// command line's --checkpoint and --vae-file. Resolves to `{ png: Uint8Array, parameters,
+/// fileName, metadata }` (metadata: the CLI's JSON sidecar as a string); throws
+/// `{ type: "error", kind, message }`.
 #[wasm_bindgen]
-pub fn generate(files: JsModelFiles, request_json: &str, hooks: JsHooks) -> std::result::Result<JsValue, JsValue> {
+pub fn generate(
+    files: JsModelFiles,
+    request_json: &str,
+    hooks: JsHooks,
+    checkpoint: Option<JsModelFiles>,
+    vae: Option<JsModelFiles>,
+) -> std::result::Result<JsValue, JsValue> {
     let (mut request, given) = parse_request(request_json).map_err(to_js_error)?;
-    let files = BrowserFiles(files);
-    let dir = crate::model_dir::ModelDir::open(&files).map_err(to_js_error)?;
+    let checkpoint = checkpoint.map(|f| single_file(f, "checkpoint")).transpose().map_err(to_js_error)?;
+    let vae = vae.map(|f| single_file(f, "VAE")).transpose().map_err(to_js_error)?;
+    let files = with_checkpoint(Arc::new(BrowserFiles(files)), checkpoint, vae).map_err(to_js_error)?;
+    let dir = crate::model_dir::ModelDir::open(&*files).map_err(to_js_error)?;
     crate::request::apply_preset(&mut request, &dir, &|key| given.iter().any(|g| g == key)).map_err(to_js_error)?;
     let mut hooks = BrowserHooks(hooks);
-    let out = pipeline::generate(&files, &request, &mut hooks).map_err(to_js_error)?;
+    let out = pipeline::generate(&*files, &request, &mut hooks).map_err(to_js_error)?;
     let done = finish(&request, &out, None).map_err(to_js_error)?;
     Ok(object(
         "result",

@@ -142,13 +142,22 @@ function readSource() {
   return { kind: "files", name: (files[0].webkitRelativePath || "folder").split("/")[0], files };
 }
 
+/** The checkpoint and VAE to run with the model as their template: picked files or a URL. */
+function readWeights() {
+  const picked = (id) => ($(id).files.length ? { kind: "file", file: $(id).files[0] } : undefined);
+  const url = $("checkpoint-url").value.trim();
+  const checkpoint = picked("checkpoint-file") || (url ? { kind: "url", url: new URL(url, location.href).href } : undefined);
+  return { checkpoint, vae: picked("vae-file") };
+}
+
 $("form").addEventListener("submit", (e) => {
   e.preventDefault();
   if (running) return;
   showError("");
-  let source, request;
+  let source, weights, request;
   try {
     source = readSource();
+    weights = readWeights();
     request = readRequest();
   } catch (err) {
     showError(err.message);
@@ -163,7 +172,7 @@ $("form").addEventListener("submit", (e) => {
   $("download").hidden = true;
   document.body.dataset.state = "running";
   setStatus("Starting…");
-  worker.postMessage({ type: "generate", source, request, cancelBuffer });
+  worker.postMessage({ type: "generate", source, ...weights, request, cancelBuffer });
 });
 
 $("cancel").addEventListener("click", () => {

@@ -7,6 +7,8 @@
 // the Cache API; a cached copy is used only when its size and hashes match the manifest,
 // otherwise it is deleted and downloaded again.
 // Models from a picked folder: the File objects themselves.
+// A single-file checkpoint (and a separate VAE), picked or from a URL with no manifest, runs
+// with the model dir as its template (src/models/checkpoint.rs), as the CLI's --checkpoint.
 // Either way the wasm side reads byte ranges on demand (FileReaderSync over Blobs): only the
 // network being loaded is held in wasm memory.
 
@@ -54,34 +56,44 @@ async function cachedCopy(cache, url, file, chunkBytes) {
   return null;
 }
 
-async function download(cache, url, file, chunkBytes) {
+/**
+ * Fetches `url` into the cache, streamed (a multi-GB weights file is never held in this
+ * worker's memory), posting progress for `path`; resolves to the stored Response (null if the
+ * cache lost it) and the size the server announced (0: none). `total`: the expected size for
+ * progress (0: unknown). With `keepSize`, the announced size is stored with it (x-sd-size).
+ */
+async function streamToCache(cache, url, path, total, keepSize = false) {
   let response;
   try {
     response = await fetch(url, { cache: "no-store" });
   } catch (e) {
-    throw new Failure("model", `Could not download ${url} (${e.message}). Check the model URL and that the server allows it (CORS).`);
+    throw new Failure("model", `Could not download ${url} (${e.message}). Check the address and that the server allows it (CORS).`);
   }
   if (!response.ok) throw new Failure("model", `Could not download ${url}: the server answered ${response.status} ${response.statusText}.`);
-  // Streamed straight into the cache (on disk), counting bytes on the way: a multi-GB weights
-  // file is never held in this worker's memory.
+  const announced = Number(response.headers.get("content-length")) || 0;
   let loaded = 0, lastPost = 0;
   const counted = response.body.pipeThrough(new TransformStream({
     transform(chunk, controller) {
       if (isCancelled()) { controller.error(new Failure("cancelled", "cancelled")); return; }
       loaded += chunk.length;
       const now = performance.now();
-      if (now - lastPost > 100) { post({ type: "download", path: file.path, state: "downloading", loaded, total: file.size }); lastPost = now; }
+      if (now - lastPost > 100) { post({ type: "download", path, state: "downloading", loaded, total: total || announced || loaded }); lastPost = now; }
       controller.enqueue(chunk);
     },
   }));
   try {
-    await cache.put(url, new Response(counted, { headers: { "content-type": "application/octet-stream" } }));
+    const size = keepSize && announced ? { "x-sd-size": String(announced) } : {};
+    await cache.put(url, new Response(counted, { headers: { "content-type": "application/octet-stream", ...size } }));
   } catch (e) {
     await cache.delete(url);
     if (isCancelled()) throw new Failure("cancelled", "cancelled");
     throw new Failure("model", `Could not download ${url} (${e.message}).`);
   }
-  const stored = await cache.match(url);
+  return { stored: await cache.match(url), announced };
+}
+
+async function download(cache, url, file, chunkBytes) {
+  const { stored } = await streamToCache(cache, url, file.path, file.size);
   const blob = stored ? await stored.blob() : null;
   if (!blob || !(await matchesManifest(blob, file, chunkBytes))) {
     await cache.delete(url);
@@ -135,7 +147,50 @@ function modelFiles({ name, blobs }) {
   };
 }
 
-async function run({ source, request, cancelBuffer }) {
+/** One file (a checkpoint or VAE) as model files holding just it, under its `name`. */
+function singleFile(where, fileName, blob) {
+  return { ...modelFiles({ name: where, blobs: new Map([[fileName, blob]]) }), name: fileName };
+}
+
+/**
+ * A single file from a URL, with no manifest: kept in the Cache API with the size the server
+ * announced (Content-Length); a cached copy is used only when it has that size, otherwise it
+ * is fetched again (a file sent without a Content-Length is fetched every time).
+ */
+async function fileFromUrl(address) {
+  const url = new URL(address, self.location.href);
+  const fileName = decodeURIComponent(url.pathname.split("/").pop());
+  if (!fileName) throw new Failure("usage", `${url.href} names a folder, not a .safetensors file.`);
+  const where = url.href.slice(0, url.href.lastIndexOf("/"));
+  const cache = await caches.open(CACHE);
+  const hit = await cache.match(url.href);
+  if (hit) {
+    const blob = await hit.blob();
+    if (String(blob.size) === hit.headers.get("x-sd-size")) {
+      post({ type: "download", path: fileName, state: "cached", loaded: blob.size, total: blob.size });
+      return singleFile(where, fileName, blob);
+    }
+    await cache.delete(url.href);
+    post({ type: "download", path: fileName, state: "corrupt", loaded: 0, total: blob.size });
+  }
+  const { stored, announced } = await streamToCache(cache, url.href, fileName, 0, true);
+  const blob = stored ? await stored.blob() : null;
+  if (!blob || (announced && blob.size !== announced)) {
+    await cache.delete(url.href);
+    throw new Failure("model", `${url.href}: the download was cut short (${blob ? blob.size : 0} of ${announced} bytes). Try again.`);
+  }
+  post({ type: "download", path: fileName, state: "downloaded", loaded: blob.size, total: blob.size });
+  return singleFile(where, fileName, blob);
+}
+
+/** A checkpoint or VAE the page names: a picked File, or a URL. */
+async function weightsFile(source) {
+  if (!source) return undefined;
+  if (source.kind === "url") return fileFromUrl(source.url);
+  return singleFile("your files", source.file.name, source.file);
+}
+
+async function run({ source, checkpoint, vae, request, cancelBuffer }) {
   cancelFlag = cancelBuffer ? new Int32Array(cancelBuffer) : null;
   cancelRequested = false;
   try {
@@ -149,7 +204,8 @@ async function run({ source, request, cancelBuffer }) {
       },
       cancelled: isCancelled,
     };
-    const result = generate(modelFiles(files), JSON.stringify(request), hooks);
+    const weights = [await weightsFile(checkpoint), await weightsFile(vae)];
+    const result = generate(modelFiles(files), JSON.stringify(request), hooks, ...weights);
     post(result, [result.png.buffer]);
   } catch (e) {
     if (e instanceof Failure) post({ type: "error", kind: e.kind, message: e.message });

@@ -78,19 +78,27 @@ pub fn open(files: Arc<dyn ModelFiles>, rel: &str, kind: &'static str) -> Result
 /// The model dir at `models` with `checkpoint`'s weights (and `vae`'s), all files on disk: what
 /// the command line and the component run with `--checkpoint`; without one, the dir itself.
 pub fn files_on_disk(models: &Path, checkpoint: Option<&Path>, vae: Option<&Path>) -> Result<Arc<dyn ModelFiles>> {
-    let dir: Arc<dyn ModelFiles> = Arc::new(DirFiles::open(models)?);
-    let Some(checkpoint) = checkpoint else {
+    let template: Arc<dyn ModelFiles> = Arc::new(DirFiles::open(models)?);
+    let on_disk = |path: &Path, kind: &str| DirFiles::file(path).map_err(|e| SdError::usage(format!("{kind} {e}")));
+    let checkpoint = checkpoint.map(|p| on_disk(p, "checkpoint")).transpose()?;
+    let vae = vae.map(|p| on_disk(p, "VAE")).transpose()?;
+    with_checkpoint(template, checkpoint, vae)
+}
+
+/// A single file a front end hands over: the files holding it and its name among them.
+pub type FileRef = (Arc<dyn ModelFiles>, String);
+
+/// The template with `checkpoint`'s weights (and `vae`'s); without a checkpoint, the template
+/// itself. Every front end comes through here, wherever its files live (disk, the browser).
+pub fn with_checkpoint(template: Arc<dyn ModelFiles>, checkpoint: Option<FileRef>, vae: Option<FileRef>) -> Result<Arc<dyn ModelFiles>> {
+    let Some((files, rel)) = checkpoint else {
         return match vae {
             Some(_) => Err(SdError::usage("a VAE file (--vae-file) replaces a checkpoint's VAE; give the checkpoint (--checkpoint) too")),
-            None => Ok(dir),
+            None => Ok(template),
         };
     };
-    let open_path = |path: &Path, kind| -> Result<TensorFile> {
-        let (folder, rel) = DirFiles::file(path).map_err(|e| SdError::usage(format!("{kind} {e}")))?;
-        open(folder, &rel, kind)
-    };
-    let vae = vae.map(|p| open_path(p, "VAE")).transpose()?;
-    Ok(Arc::new(CheckpointFiles::new(dir, open_path(checkpoint, "checkpoint")?, vae)?))
+    let vae = vae.map(|(files, rel)| open(files, &rel, "VAE")).transpose()?;
+    Ok(Arc::new(CheckpointFiles::new(template, open(files, &rel, "checkpoint")?, vae)?))
 }
 
 impl CheckpointFiles {

@@ -1,9 +1,12 @@
 // Drives web/ in a real headless chromium (Debian's, through playwright-core) and reports what
 // happened as JSON; tests/platforms/browser.rs makes the assertions (PNG bytes against the CLI's, request
 // counts, error texts). Usage:
-//   node driver.mjs --model DIR --out DIR [--chromium /usr/bin/chromium]
-// It serves the page with web/serve.py (the model dir at /models/tiny/) and counts the model
-// file requests from the server's log.
+//   node driver.mjs --model DIR --out DIR [--checkpoints DIR] [--chromium /usr/bin/chromium]
+// It serves the page with web/serve.py (the model dir at /models/tiny/, --checkpoints' dir at
+// /models/ckpt/) and counts the model file requests from the server's log. With --checkpoints
+// (fixtures/tiny-checkpoint: template/ and single files), it also runs checkpoints with the
+// picked template folder: picked, fetched by URL (then from the cache), with a picked VAE,
+// and two that must fail.
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
@@ -13,14 +16,15 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const { values: opts } = parseArgs({
-  options: { model: { type: "string" }, out: { type: "string" }, chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" } },
+  options: { model: { type: "string" }, out: { type: "string" }, checkpoints: { type: "string" }, chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" } },
 });
 const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 mkdirSync(opts.out, { recursive: true });
 
 /** Starts web/serve.py; resolves to { url, requests(): model file paths fetched so far, stop }. */
 function serve(extra = []) {
-  const child = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", "--models", `tiny=${opts.model}`, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
+  const models = ["--models", `tiny=${opts.model}`, ...(opts.checkpoints ? ["--models", `ckpt=${opts.checkpoints}`] : [])];
+  const child = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", ...models, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
   const log = [];
   let errText = "";
   child.stderr.on("data", (d) => {
@@ -139,6 +143,35 @@ try {
   results.folder = await generate(page, "from-folder");
   results.folderRequests = server.requests().slice(before);
   await page.check("input[name=source][value=url]");
+
+  if (opts.checkpoints) {
+    // Single-file checkpoints with the picked template folder (named "template", as the CLI's).
+    const file = (name) => join(opts.checkpoints, name);
+    const weights = async (checkpoint, vae, url = "") => {
+      await page.setInputFiles("#checkpoint-file", checkpoint ? file(checkpoint) : []);
+      await page.setInputFiles("#vae-file", vae ? file(vae) : []);
+      await page.fill("#checkpoint-url", url);
+    };
+    await page.check("input[name=source][value=folder]");
+    await page.setInputFiles("#model-folder", join(opts.checkpoints, "template"));
+    await weights("tiny-fp32-ema.safetensors");
+    results.ckptPicked = await generate(page, "ckpt-picked");
+    await weights(null, null, "models/ckpt/tiny-fp32-ema.safetensors");
+    before = server.requests().length;
+    results.ckptFetched = await generate(page, "ckpt-fetched");
+    results.ckptFetchedRequests = server.requests().slice(before);
+    before = server.requests().length;
+    results.ckptCached = await generate(page, "ckpt-cached");
+    results.ckptCachedRequests = server.requests().slice(before);
+    await weights("tiny-fp16-novae.safetensors", "tiny-vae.safetensors");
+    results.ckptVae = await generate(page, "ckpt-vae");
+    await weights("tiny-fp16-novae.safetensors");
+    results.ckptNoVae = await generate(page, "ckpt-novae");
+    await weights("ema.png");
+    results.ckptNotSafetensors = await generate(page, "ckpt-not-safetensors");
+    await weights(null);
+    await page.check("input[name=source][value=url]");
+  }
 
   // A plain static server (no cross-origin isolation): Cancel terminates the worker.
   const plainPage = await context.newPage();

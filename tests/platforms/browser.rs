@@ -3,7 +3,8 @@
 //! sd.wasm's under wasmtime; Cancel stops within one step and the next run still matches;
 //! a reload takes every model file from the cache; a partial cached file is fetched again; a
 //! broken model URL, a bad size and a size too large for wasm32 end as plain-words errors in
-//! the page.
+//! the page. Single-file checkpoints (picked, fetched, with a VAE file) make the CLI's
+//! --checkpoint pictures.
 
 use crate::common::*;
 use std::process::Command;
@@ -19,6 +20,22 @@ fn page_in_chromium_matches_the_cli() {
     let cli = run_wasm(&models, &out, &args);
     assert_eq!(cli.code, 0, "{}", cli.stderr);
     let cli_png = std::fs::read(out.join("cli.png")).unwrap();
+    // The checkpoint runs' pictures from the CLI: the fixture's template (named "template" on
+    // both sides) with a checkpoint, and with one without a VAE plus a VAE file.
+    let checkpoints = repo().join("fixtures/tiny-checkpoint");
+    let cli_checkpoint = |name: &str, weights: &[&str]| {
+        let output = format!("/outputs/{name}.png");
+        let args = [&["--models", "/ckpt/template", "--output", output.as_str()][..], weights, FRONT_END_PICTURE].concat();
+        let r = run_wasm_dirs(&[(&checkpoints, "/ckpt"), (&out, "/outputs")], &args, 4 << 30, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        std::fs::read(out.join(format!("{name}.png"))).unwrap()
+    };
+    let cli_ckpt = cli_checkpoint("cli-ckpt", &["--checkpoint", "/ckpt/tiny-fp32-ema.safetensors"]);
+    let cli_ckpt_vae = cli_checkpoint(
+        "cli-ckpt-vae",
+        &["--checkpoint", "/ckpt/tiny-fp16-novae.safetensors", "--vae-file", "/ckpt/tiny-vae.safetensors"],
+    );
+    assert!(cli_ckpt != cli_png && cli_ckpt != cli_ckpt_vae, "the checkpoints' pictures differ from the model dir's and each other");
 
     // 64 KiB pieces, so the tiny model's files span many and the per-piece check is exercised.
     let manifest = Command::new("python3").arg(repo().join("scripts/web-manifest.py")).args(["--chunk-bytes", "65536"]).arg(&tiny).output().unwrap();
@@ -32,6 +49,8 @@ fn page_in_chromium_matches_the_cli() {
         .arg(&tiny)
         .arg("--out")
         .arg(&results_dir)
+        .arg("--checkpoints")
+        .arg(&checkpoints)
         .output()
         .expect("running node (scripts/test.sh installs tests/browser's packages)");
     let text = std::fs::read_to_string(results_dir.join("results.json"))
@@ -87,6 +106,20 @@ fn page_in_chromium_matches_the_cli() {
 
     // A picked folder is read in place.
     assert_eq!(r["folderRequests"], serde_json::json!([]));
+
+    // Single-file checkpoints with a picked template folder: picked, fetched by URL (once,
+    // then from the cache), with a picked VAE: the CLI's bytes.
+    for (name, want) in [("ckpt-picked", &cli_ckpt), ("ckpt-fetched", &cli_ckpt), ("ckpt-cached", &cli_ckpt), ("ckpt-vae", &cli_ckpt_vae)] {
+        assert!(png(name) == *want, "{name}.png from the page differs from the CLI's --checkpoint picture");
+    }
+    assert_eq!(r["ckptFetchedRequests"], serde_json::json!(["tiny-fp32-ema.safetensors 200"]));
+    assert_eq!(r["ckptCachedRequests"], serde_json::json!([]), "a fetched checkpoint is taken from the cache the second time");
+    assert_eq!(r["ckptCached"]["downloads"]["tiny-fp32-ema.safetensors"], "cached");
+    for (key, words) in [("ckptNoVae", &["has no VAE", "vae-file"][..]), ("ckptNotSafetensors", &["ema.png"][..])] {
+        assert_eq!(r[key]["state"], "error", "{key}: {}", r[key]);
+        let text = r[key]["error"].as_str().unwrap();
+        assert!(words.iter().all(|w| text.contains(w)), "{key}: {text}");
+    }
 
     // Errors in plain words.
     assert_eq!(r["brokenUrl"]["state"], "error");
