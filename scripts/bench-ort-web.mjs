@@ -1,17 +1,24 @@
-// UNet evaluation time of onnxruntime-web's wasm backend under Node: the peer scripts/bench.py
-// runs as `onnxruntime-web`, on the converted model (the same files sd.wasm runs). Usage:
-//   node scripts/bench-ort-web.mjs UNET_DIR LATENT RUNS
-// Prints one JSON line on stdout, as `sd --bench-unet` and bench.py's other peers do:
-//   {"network": "unet", "latent", "load_s", "warmup_s", "runs_s": [...], "threads": 1, "config"}
+// One network's evaluation time in onnxruntime-web's wasm backend under Node: the peer
+// scripts/bench.py runs as `onnxruntime-web`, on the converted model (the same files sd.wasm
+// runs). Usage:
+//   node scripts/bench-ort-web.mjs NETWORK_DIR LATENT RUNS [NETWORK]
+// NETWORK: unet (default), vae-decoder, taesd-decoder or text-encoder, whose model.onnx is in
+// NETWORK_DIR (the model dir's unet/, vae_decoder/, vae_decoder_taesd/, text_encoder/); LATENT is
+// "-" for the text encoder, which has none. Prints one JSON line on stdout, as
+// `sd --bench NETWORK` and bench.py's other peers do:
+//   {"network", "latent", "load_s", "warmup_s", "runs_s": [...], "threads": 1, "config"}
 // or {"error": "..."} when it cannot load or run the model. onnxruntime-web is imported from the
 // npm prefix $ORT_WEB_PREFIX (default ~/.cache/sd-wasm/npm, where bench.py installs it).
 
 import { openSync, readSync, closeSync, fstatSync, existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { homedir } from "node:os";
 import { pathToFileURL } from "node:url";
 
 const TEXT_LEN = 77;
+// bench.py's TOKENS and END_TOKEN: start, "a photo of", then the end token as padding.
+const TOKENS = [49406, 320, 1125, 539];
+const END_TOKEN = 49407;
 const TIMESTEP = 500;
 const SEED = 0;
 const EXTERNAL_DATA = "model.onnx_data";
@@ -33,11 +40,14 @@ function errorText(e) {
 process.on("uncaughtException", (e) => fail(`crashed: ${errorText(e)}`));
 process.on("unhandledRejection", (e) => fail(`crashed: ${errorText(e)}`));
 
-const [unetDir, latentArg, runsArg] = process.argv.slice(2);
-const latent = Number(latentArg);
+const [networkDir, latentArg, runsArg, network = "unet"] = process.argv.slice(2);
+const latent = latentArg === "-" ? null : Number(latentArg);
 const runs = Number(runsArg);
-if (!unetDir || !(latent > 0) || !(runs >= 1)) {
-  console.error("usage: node bench-ort-web.mjs UNET_DIR LATENT RUNS");
+const NETWORK_NAMES = ["unet", "vae-decoder", "taesd-decoder", "text-encoder"];
+if (!networkDir || !(latent === null ? network === "text-encoder" : latent > 0) || !(runs >= 1)
+    || !NETWORK_NAMES.includes(network)) {
+  console.error(`usage: node bench-ort-web.mjs NETWORK_DIR LATENT RUNS [${NETWORK_NAMES.join("|")}]` +
+    " (LATENT: - for the text encoder)");
   process.exit(2);
 }
 
@@ -92,39 +102,86 @@ function toHalf(x) {
   return sign | (exp << 10) | (mant >> 13);
 }
 
-function tensor(type, dims, values) {
+/** A tensor of `type` with element i = value(i) (a float, rounded for the integer types). */
+function tensor(type, dims, value) {
   const n = dims.reduce((a, b) => a * b, 1);
   const data = {
-    float32: () => Float32Array.from({ length: n }, values),
-    float64: () => Float64Array.from({ length: n }, values),
-    float16: () => Uint16Array.from({ length: n }, () => toHalf(values())),
-    int64: () => BigInt64Array.from({ length: n }, () => BigInt(Math.round(values()))),
-    int32: () => Int32Array.from({ length: n }, () => Math.round(values())),
+    float32: () => Float32Array.from({ length: n }, (_, i) => value(i)),
+    float64: () => Float64Array.from({ length: n }, (_, i) => value(i)),
+    float16: () => Uint16Array.from({ length: n }, (_, i) => toHalf(value(i))),
+    int64: () => BigInt64Array.from({ length: n }, (_, i) => BigInt(Math.round(value(i)))),
+    int32: () => Int32Array.from({ length: n }, (_, i) => Math.round(value(i))),
   }[type];
   if (!data) throw new Error(`unsupported input type ${type}`);
   return new ort.Tensor(type, data(), dims);
 }
 
+const fixed = (dim, otherwise) => (typeof dim === "number" && dim > 0 ? dim : otherwise);
+
+function unexpected(name) {
+  return new Error(`unexpected ${network} input ${JSON.stringify(name)}`);
+}
+
+/** The graph's latent channel count when it fixes one, else the model dir's
+ * vae_decoder/config.json latent_channels (as bench.py and sd.wasm read it), else 4. */
+function latentChannels(dim) {
+  if (typeof dim === "number" && dim > 0) return dim;
+  try {
+    const config = JSON.parse(readFileSync(join(dirname(networkDir), "vae_decoder", "config.json"), "utf8"));
+    return Number(config.latent_channels) || 4;
+  } catch {
+    return 4;
+  }
+}
+
 /** Inputs shaped from the graph, as bench.py's unet_feeds: batch 1 unless the graph fixes it,
  * the latent channels and text width from the graph, a scalar or [1] timestep per its rank. */
-function unetFeeds(session) {
-  const normal = normals(SEED);
-  const fixed = (dim, otherwise) => (typeof dim === "number" && dim > 0 ? dim : otherwise);
+function unetFeeds(session, normal) {
   const feeds = {};
   for (const meta of session.inputMetadata) {
     const shape = meta.shape ?? [];
     if (meta.name === "sample") {
-      feeds.sample = tensor(meta.type, [fixed(shape[0], 1), fixed(shape[1], 4), latent, latent], normal);
+      feeds.sample = tensor(meta.type, [fixed(shape[0], 1), latentChannels(shape[1]), latent, latent], normal);
     } else if (meta.name === "encoder_hidden_states") {
       feeds.encoder_hidden_states = tensor(meta.type, [fixed(shape[0], 1), TEXT_LEN, fixed(shape[2], 768)], normal);
     } else if (meta.name === "timestep") {
       feeds.timestep = tensor(meta.type, shape.map(() => 1), () => TIMESTEP);
     } else {
-      throw new Error(`unexpected UNet input ${JSON.stringify(meta.name)}`);
+      throw unexpected(meta.name);
     }
   }
   return feeds;
 }
+
+/** The VAE and TAESD decoders, as bench.py's decoder_feeds: latent_sample [1, C, L, L]. */
+function decoderFeeds(session, normal) {
+  const feeds = {};
+  for (const meta of session.inputMetadata) {
+    if (meta.name !== "latent_sample") throw unexpected(meta.name);
+    const shape = meta.shape ?? [];
+    feeds.latent_sample = tensor(meta.type, [fixed(shape[0], 1), latentChannels(shape[1]), latent, latent], normal);
+  }
+  return feeds;
+}
+
+/** The text encoder, as bench.py's text_feeds: input_ids [1, 77] in the graph's integer type. */
+function textFeeds(session) {
+  const ids = [...TOKENS, ...Array(TEXT_LEN - TOKENS.length).fill(END_TOKEN)];
+  const feeds = {};
+  for (const meta of session.inputMetadata) {
+    if (meta.name !== "input_ids") throw unexpected(meta.name);
+    feeds.input_ids = tensor(meta.type, [1, TEXT_LEN], (i) => ids[i]);
+  }
+  return feeds;
+}
+
+/** Per network: its feeds and the output the pipeline reads (fetched alone when the graph has it). */
+const NETWORKS = {
+  unet: { feeds: unetFeeds, output: "out_sample" },
+  "vae-decoder": { feeds: decoderFeeds, output: "sample" },
+  "taesd-decoder": { feeds: decoderFeeds, output: "sample" },
+  "text-encoder": { feeds: textFeeds, output: "last_hidden_state" },
+};
 
 ort.env.wasm.numThreads = 1; // no worker threads: the single-threaded peer
 ort.env.wasm.simd = true;
@@ -147,8 +204,8 @@ const config = {
 let session;
 let start = performance.now();
 try {
-  const model = readAll(join(unetDir, "model.onnx"));
-  const dataPath = join(unetDir, EXTERNAL_DATA);
+  const model = readAll(join(networkDir, "model.onnx"));
+  const dataPath = join(networkDir, EXTERNAL_DATA);
   if (existsSync(dataPath)) options.externalData = [{ path: EXTERNAL_DATA, data: readAll(dataPath) }];
   session = await ort.InferenceSession.create(model, options);
   delete options.externalData; // the session copied it into the wasm heap
@@ -159,10 +216,15 @@ const loadS = (performance.now() - start) / 1000;
 
 const times = [];
 try {
-  const feeds = unetFeeds(session);
+  const spec = NETWORKS[network];
+  const feeds = spec.feeds(session, normals(SEED));
+  // Only the output the pipeline reads (the text encoder also gives pooler_output and the
+  // clip_skip_N hidden states); all of them when the graph names it otherwise.
+  const fetches = session.outputNames.includes(spec.output) ? [spec.output] : undefined;
+  config.outputs = fetches ?? null;
   for (let i = 0; i <= runs; i++) {
     start = performance.now();
-    const out = await session.run(feeds);
+    const out = await (fetches ? session.run(feeds, fetches) : session.run(feeds));
     times.push((performance.now() - start) / 1000);
     for (const value of Object.values(out)) value.dispose?.();
   }
@@ -171,6 +233,6 @@ try {
 }
 // Peak resident set of the whole process (the Node heap, the file buffers and the wasm heap).
 config.max_rss_gib = Math.round((process.resourceUsage().maxRSS / (1 << 20)) * 100) / 100;
-console.log(JSON.stringify({ network: "unet", latent, load_s: loadS, warmup_s: times[0], runs_s: times.slice(1), threads: 1, config }));
+console.log(JSON.stringify({ network, latent, load_s: loadS, warmup_s: times[0], runs_s: times.slice(1), threads: 1, config }));
 await session.release();
 process.exit(0);

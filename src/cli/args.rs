@@ -4,6 +4,7 @@
 use crate::codecs::png::read_parameters;
 use crate::error::{Result, SdError};
 use crate::records::parameters::parse_parameters;
+use crate::pipeline::BenchNetwork;
 use crate::request::{param_by_flag, GenerateRequest, Inputs, ParamValue, Raw, MAX_SIDE, PARAMS};
 use std::path::PathBuf;
 
@@ -41,8 +42,9 @@ const OWN_OPTIONS: &[(&str, &str, &str)] = &[
     ("--quiet", "", "no per-step progress lines"),
     ("--verbose", "", "also summarize each intermediate tensor (mean, std, range, NaNs)"),
     ("--help, --version", "", ""),
-    ("--bench-unet", "[--latent L] [--runs N]", "time N UNet evaluations at an LxL latent (default 64, 2 runs);\n\
-        prints one JSON line (scripts/bench.py reads it)"),
+    ("--bench", "NETWORK [--latent L] [--runs N]", "time N runs of one network (unet, vae-decoder, taesd-decoder,\n\
+        text-encoder) at an LxL latent (default 64, 2 runs); prints one JSON line\n\
+        (scripts/bench.py reads it). --bench-unet: --bench unet"),
 ];
 
 /// `--help`: the request table's rows, then the command line's own options.
@@ -93,7 +95,7 @@ pub struct CliArgs {
 
 pub enum Command {
     Generate(Box<CliArgs>),
-    BenchUnet { models: PathBuf, latent: usize, runs: usize, threads: usize },
+    Bench { network: BenchNetwork, models: PathBuf, latent: usize, runs: usize, threads: usize },
     Help,
     Version,
 }
@@ -123,7 +125,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
     let mut seed_given = recorded.iter().any(|(key, _)| *key == "seed");
     let mut flagged: Vec<&str> = Vec::new();
     let (mut models, mut output, mut quiet, mut verbose) = (PathBuf::from("/models"), None, false, false);
-    let (mut bench, mut bench_latent, mut bench_runs) = (false, 64usize, 2usize);
+    let (mut bench, mut bench_latent, mut bench_runs) = (None, 64usize, 2usize);
     let (mut prompts_file, mut lora_dir, mut checkpoint, mut vae_file) = (None, None, None, None);
     let mut threads = crate::models::threads::default_threads();
     let mut it = args.iter();
@@ -151,7 +153,14 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             "--verbose" | "-v" => verbose = true,
             "--tokenizer" => drop(value()?),
             "--threads" => threads = number(flag, &value()?)?,
-            "--bench-unet" => bench = true,
+            "--bench-unet" => bench = Some(BenchNetwork::Unet),
+            "--bench" => {
+                let name = value()?;
+                let names = || BenchNetwork::ALL.map(BenchNetwork::name).join(", ");
+                bench = Some(BenchNetwork::from_name(&name).ok_or_else(|| {
+                    SdError::usage(format!("--bench {name:?}: the networks are {}", names()))
+                })?);
+            }
             "--latent" => bench_latent = number(flag, &value()?)?,
             "--runs" => bench_runs = number(flag, &value()?)?,
             _ => match param_by_flag(flag) {
@@ -171,11 +180,11 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         }
     }
     crate::models::threads::check_threads(threads)?;
-    if bench {
+    if let Some(network) = bench {
         if bench_latent == 0 || bench_latent > (MAX_SIDE / 8) as usize || bench_runs == 0 {
-            return Err(SdError::usage("--bench-unet needs --latent between 1 and 256 and --runs of at least 1"));
+            return Err(SdError::usage("--bench needs --latent between 1 and 256 and --runs of at least 1"));
         }
-        return Ok(Command::BenchUnet { models, latent: bench_latent, runs: bench_runs, threads });
+        return Ok(Command::Bench { network, models, latent: bench_latent, runs: bench_runs, threads });
     }
     match (prompt_given, &prompts_file) {
         (true, Some(_)) => return Err(SdError::usage("give --prompt or --prompts, not both")),

@@ -12,7 +12,7 @@ pub mod progress;
 use crate::error::{Result, SdError};
 use crate::model_dir::{DirFiles, ModelDir, ModelFiles};
 use crate::models::checkpoint;
-use crate::pipeline::{bench_unet, generate_job, Event, Generated, Hooks, JobHooks};
+use crate::pipeline::{bench_network, generate_job, BenchNetwork, Event, Generated, Hooks, JobHooks};
 use crate::request::{apply_preset, GenerateRequest};
 use args::{parse_args, worded, CliArgs, Command};
 use jobs::PromptLine;
@@ -57,7 +57,7 @@ fn run_inner(args: &[String]) -> Result<()> {
             println!("sd.wasm {}", crate::VERSION);
             return Ok(());
         }
-        Command::BenchUnet { models, latent, runs, threads } => return bench(&models, latent, runs, threads),
+        Command::Bench { network, models, latent, runs, threads } => return bench(network, &models, latent, runs, threads),
         Command::Generate(cli) => *cli,
     };
     crate::models::threads::use_threads(cli.threads)?;
@@ -100,14 +100,14 @@ fn run_inner(args: &[String]) -> Result<()> {
     render(&cli, &requests, line_numbers.as_deref(), &*files)
 }
 
-/// `--bench-unet`: one JSON line with the UNet's load and evaluation times.
-fn bench(models: &std::path::Path, latent: usize, runs: usize, threads: usize) -> Result<()> {
+/// `--bench NETWORK`: one JSON line with the network's load and run times.
+fn bench(network: BenchNetwork, models: &std::path::Path, latent: usize, runs: usize, threads: usize) -> Result<()> {
     crate::models::threads::use_threads(threads)?;
     let files = DirFiles::open(models)?;
     let mut hooks = StderrProgress::new(false, false, None);
-    let b = bench_unet(&files, latent, runs, &mut hooks)?;
+    let b = bench_network(&files, network, latent, runs, &mut hooks)?;
     let line = serde_json::json!({
-        "network": "unet", "latent": b.latent, "load_s": b.load_seconds, "runs_s": b.run_seconds, "threads": threads,
+        "network": b.network.name(), "latent": b.latent, "load_s": b.load_seconds, "runs_s": b.run_seconds, "threads": threads,
         "peak_memory_bytes": crate::models::memory::peak_bytes(),
     });
     println!("{line}");

@@ -17,7 +17,7 @@ pub mod preview;
 pub mod slot;
 pub mod text;
 
-pub use bench::{bench_unet, UnetBench};
+pub use bench::{bench_network, BenchNetwork, NetworkBench};
 pub use decode::to_rgb8;
 pub use events::{Event, Hooks, TensorStats, Timings};
 pub use plan::strength_start;

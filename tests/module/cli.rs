@@ -74,19 +74,39 @@ fn an_over_long_prompt_is_encoded_whole() {
     assert!(max_pixel_diff(&pictures[0], &pictures[1]) > 2, "the words after token 75 were ignored");
 }
 
-/// `--bench-unet` (what scripts/bench.py runs) prints one JSON line with load and run times
-/// and the peak linear memory.
+/// `--bench NETWORK` (what scripts/bench.py runs; `--bench-unet` is `--bench unet`) prints one
+/// JSON line with load and run times and the peak linear memory, for each network; an unknown
+/// network is a usage error naming the others.
 #[test]
-fn bench_unet_prints_one_json_line() {
+fn bench_prints_one_json_line_per_network() {
     let out = scratch("bench");
-    let run = run_wasm(&tiny_model(), &out, &["--bench-unet", "--models", "/models", "--latent", "8", "--runs", "2"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
-    assert_eq!(line["latent"], 8);
-    assert_eq!(line["runs_s"].as_array().unwrap().len(), 2);
-    assert!(line["load_s"].as_f64().unwrap() > 0.0);
-    let peak = line["peak_memory_bytes"].as_u64().unwrap();
-    assert!(peak > (1 << 20) && peak < (1 << 30), "peak linear memory {peak}");
+    let turbo = repo().join("fixtures/tiny-sd-turbo");
+    let cases: [(&[&str], &std::path::Path, &str); 5] = [
+        (&["--bench-unet"], &tiny_model(), "unet"),
+        (&["--bench", "unet"], &tiny_model(), "unet"),
+        (&["--bench", "vae-decoder"], &tiny_model(), "vae-decoder"),
+        (&["--bench", "taesd-decoder"], &turbo, "taesd-decoder"),
+        (&["--bench", "text-encoder"], &tiny_model(), "text-encoder"),
+    ];
+    let mut peaks = Vec::new();
+    for (flags, models, network) in cases {
+        let args = [flags, &["--models", "/models", "--latent", "8", "--runs", "2"]].concat();
+        let run = run_wasm(models, &out, &args);
+        assert_eq!(run.code, 0, "{network}: {}", run.stderr);
+        let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
+        assert_eq!(line["network"], network);
+        assert_eq!(line["latent"], 8);
+        assert_eq!(line["runs_s"].as_array().unwrap().len(), 2);
+        assert!(line["load_s"].as_f64().unwrap() > 0.0);
+        let peak = line["peak_memory_bytes"].as_u64().unwrap();
+        assert!(peak > (1 << 20) && peak < (1 << 30), "{network}: peak linear memory {peak}");
+        peaks.push(peak);
+    }
+    // Each network loads its own graph: the decoders' and the encoder's memory is not the UNet's.
+    assert!(peaks[2] != peaks[0] && peaks[4] != peaks[0], "{peaks:?}");
+    let run = run_wasm(&tiny_model(), &out, &["--bench", "vae", "--models", "/models"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("unet, vae-decoder, taesd-decoder, text-encoder"), "{}", run.stderr);
 }
 
 /// `--preview-every K` writes a latent preview after every K-th step (not after the last),
