@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """One evaluation of a network (the UNet by default; --networks also the VAE decoder, the TAESD
-decoder and the text encoder): its time in sd.wasm (under wasmtime), the native build,
+decoder and the text encoder): its time in sd.wasm (under wasmtime, and under wasi-runner:
+Bacalhau's engine and settings, its ratio to wasmtime against the 1.25x goal), the native build,
 onnxruntime, OpenVINO and onnxruntime-web (wasm backend, under Node) on the same ONNX files,
 latent sizes and thread count, with the ratios to OpenVINO and to onnxruntime-web.
 
@@ -62,7 +63,8 @@ from typing import Callable, NamedTuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CACHE = os.path.join(os.path.expanduser("~"), ".cache", "sd-wasm", "models")
+CACHE_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "sd-wasm")
+CACHE = os.path.join(CACHE_ROOT, "models")
 NPM_PREFIX = os.path.join(os.path.expanduser("~"), ".cache", "sd-wasm", "npm")
 ORT_WEB_PACKAGE = "onnxruntime-web@1.30"  # pinned minor: the version the 0.8x goal was set against
 ORT_WEB_SCRIPT = os.path.join(HERE, "bench-ort-web.mjs")
@@ -79,6 +81,9 @@ CONVERTED, PLAIN = "converted", "plain fp32"
 PEERS = ("onnxruntime", "openvino")  # Python packages, run by this script in a child process
 ORT_WEB = "onnxruntime-web"          # npm package, run by bench-ort-web.mjs under node
 ALL_PEERS = PEERS + (ORT_WEB,)
+WASI_RUNNER = "wasi-runner"          # sd.wasm under Bacalhau's engine and settings
+# Bacalhau's engine against wasmtime on the same module: per run, and on load.
+WAZERO_GOALS = (("median_s", 1.25), ("load_s", 2.0))
 REFERENCE = ("openvino", PLAIN)
 WEB_REFERENCE = (ORT_WEB, CONVERTED)
 GOALS = (("sd.wasm", CONVERTED, 1.5), ("sd-relaxed.wasm", CONVERTED, 1.5), ("native", CONVERTED, 1.0))
@@ -332,6 +337,11 @@ def measurements(args, network, latent, wasmtime):
                                       "--dir", f"{args.models}::/models", module, *ours,
                                       "--threads", str(args.threads), "--models", "/models"], \
                 [wasmtime or "wasmtime", module], args.models
+        if not args.skip_wasi_runner:
+            # Bacalhau's engine and settings (wazero v1.12.0, scripts/build-wasi-runner.sh).
+            yield WASI_RUNNER, CONVERTED, [args.wasi_runner, "--memory", "4GiB", "-i", f"{args.models}:/models",
+                                          args.wasm, "--", *ours, "--models", "/models"], \
+                [args.wasi_runner, args.wasm], args.models
     if not args.skip_native:
         # Always named: the native build's own default is every core.
         for threads in args.native_threads or [args.threads]:
@@ -447,6 +457,15 @@ def print_table(rows):
                 parts.append(f"{engine}/{peers[key]} {verdict}")
         if parts:
             print(f"goals, {network} at {size_text(latent)}: " + "; ".join(parts))
+    # Bacalhau's engine over wasmtime, the same module and work.
+    for network, latent in cases(rows):
+        same = {r["engine"]: r for r in rows if (r["network"], r["latent"]) == (network, latent)
+                and r["engine"] in ("sd.wasm", WASI_RUNNER) and "median_s" in r}
+        if len(same) == 2:
+            print(f"{WASI_RUNNER}/wasmtime, {network} at {size_text(latent)}: " + "; ".join(
+                f"{'run' if key == 'median_s' else 'load'} {same[WASI_RUNNER][key] / same['sd.wasm'][key]:.2f}x "
+                f"(goal <= {goal}x: {'met' if same[WASI_RUNNER][key] / same['sd.wasm'][key] <= goal else 'NOT met'})"
+                for key, goal in WAZERO_GOALS))
     # The native build's speed-up over its own single-threaded run (the issue's goal: >= 1.8x
     # at 2 threads on a 2-core machine), when --native-threads measured more than one count.
     for network, latent in cases(rows):
@@ -476,6 +495,9 @@ def main(argv=None):
                    help="measure the native build at each of these thread counts (default: --threads)")
     p.add_argument("--skip-wasm", action="store_true")
     p.add_argument("--skip-native", action="store_true")
+    p.add_argument("--wasi-runner", default=os.path.join(CACHE_ROOT, "bin", "wasi-runner"),
+                   help="Bacalhau's engine (scripts/build-wasi-runner.sh builds it)")
+    p.add_argument("--skip-wasi-runner", action="store_true", help="no sd.wasm under wasi-runner (minutes per UNet run)")
     p.add_argument("--skip-peers", action="store_true", help="no peers at all (and no plain fp32 dir needed)")
     p.add_argument("--peers", nargs="+", choices=ALL_PEERS, default=list(ALL_PEERS), metavar="PEER",
                    help=f"the peers to measure (default all: {' '.join(ALL_PEERS)}); the plain fp32 dir "

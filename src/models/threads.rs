@@ -57,3 +57,24 @@ pub fn pool(n: usize) -> Result<tract_linalg::multithread::Executor> {
         .map_err(|e| SdError::runtime(format!("cannot start {n} threads: {e}")))?;
     Ok(tract_linalg::multithread::Executor::MultiThread(std::sync::Arc::new(pool)))
 }
+
+/// How many threads tract's executor runs on now (1 in the wasm modules).
+pub fn current() -> usize {
+    #[cfg(not(target_family = "wasm"))]
+    if let tract_linalg::multithread::Executor::MultiThread(pool) = tract_linalg::multithread::current_tract_executor() {
+        return pool.current_num_threads();
+    }
+    1
+}
+
+/// Runs `task(part)` for every part in `0..parts` on tract's executor: natively spread over the
+/// `--threads` pool, in the wasm modules one after the other. The first error wins. Our own ops
+/// split their work this way, into parts whose results do not depend on which thread runs them.
+pub fn try_for_each_part<E: Send>(parts: usize, task: impl Fn(usize) -> std::result::Result<(), E> + Sync) -> std::result::Result<(), E> {
+    #[cfg(not(target_family = "wasm"))]
+    if let tract_linalg::multithread::Executor::MultiThread(pool) = tract_linalg::multithread::current_tract_executor() {
+        use rayon::prelude::*;
+        return pool.install(|| (0..parts).into_par_iter().try_for_each(&task));
+    }
+    (0..parts).try_for_each(task)
+}

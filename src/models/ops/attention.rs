@@ -9,7 +9,7 @@
 //! scaling fused into its store, straight into the output. Exact softmax per row (every key
 //! of a row is in the block), so no online rescaling; memory is the block's scores, not the
 //! S_q × S_k matrix: flash attention's memory behaviour with GEMM-class kernels. Every buffer
-//! is allocated once per evaluation and reused across heads and blocks.
+//! is allocated once per evaluation (natively: per thread) and reused across heads and blocks.
 //!
 //! Replaces FlashSdpaOp nodes without mask and without causal masking (what the SD UNets
 //! have); anything else keeps tract's op.
@@ -137,19 +137,24 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
     ensure!(sk > 0, "attention over zero keys");
     let block = BLOCK.min(sq);
     let (mmm, packing, pack_a, pack_b) = kernel(block, d, sk)?;
-    let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
-    let mut kbuf = pack_b.new_packed_buffer(d, sk)?; // Kᵀ: k = D, n = S_k
-    let mut vbuf = pack_b.new_packed_buffer(sk, d)?; // V: k = S_k, n = D
-    // Q and P buffers per block height: full blocks, and the last partial one.
-    let mut abufs: Vec<(usize, EagerPackedInput, EagerPackedInput)> = Vec::new();
-    let mut scores = unsafe { Tensor::uninitialized::<f32>(&[block, sk])? };
-    let mut inv = Tensor::zero::<f32>(&[block])?;
     let scale_t = tensor0(scale);
     let q_head = sq * d;
     let kv_head = sk * d;
     let (kv_shape, kv_strides) = ([sk, d], [d as isize, 1]);
-    for bi in 0..b {
-        for h in 0..hq {
+    // Heads are independent: natively they are split over the `--threads` pool in contiguous
+    // runs, each run with its own buffers, each head computed as on one thread (same bytes).
+    let heads = b * hq;
+    let parts = super::super::threads::current().clamp(1, heads);
+    super::super::threads::try_for_each_part(parts, |part| -> TractResult<()> {
+        let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
+        let mut kbuf = pack_b.new_packed_buffer(d, sk)?; // Kᵀ: k = D, n = S_k
+        let mut vbuf = pack_b.new_packed_buffer(sk, d)?; // V: k = S_k, n = D
+        // Q and P buffers per block height: full blocks, and the last partial one.
+        let mut abufs: Vec<(usize, EagerPackedInput, EagerPackedInput)> = Vec::new();
+        let mut scores = unsafe { Tensor::uninitialized::<f32>(&[block, sk])? };
+        let mut inv = Tensor::zero::<f32>(&[block])?;
+        for head_index in part * heads / parts..(part + 1) * heads / parts {
+            let (bi, h) = (head_index / hq, head_index % hq);
             let kvh = bi * hkv + h / group;
             unsafe {
                 let kview = TensorView::from_bytes(k, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
@@ -157,7 +162,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
                 let vview = TensorView::from_bytes(v, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
                 pack_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
             }
-            let head = (bi * hq + h) * q_head;
+            let head = head_index * q_head;
             let mut i0 = 0;
             while i0 < sq {
                 let rows = block.min(sq - i0);
@@ -199,6 +204,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
                 unsafe {
                     let sview = TensorView::from_bytes(&scores, 0, &s_shape, &s_strides);
                     pack_a.repack_tensor_view(pbuf, &sview, 1, 0)?;
+                    // This head's rows of the output: no other part writes them.
                     let oview = TensorView::from_bytes(&out, offset, &q_shape, &q_strides);
                     let store = mmm.c_view(Some(0), Some(1)).wrap(&oview);
                     let inv_shape = [rows];
@@ -218,7 +224,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
                 i0 += rows;
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -261,5 +268,22 @@ mod tests {
         check(&[2, 4, 65, 16], &[2, 2, 33, 16], None); // grouped heads, batch 2
         check(&[1, 100, 8], &[1, 5, 8], None); // rank 3
         check(&[1, 1, 1, 3], &[1, 1, 1, 3], None);
+    }
+
+    /// Natively the heads are split over the `--threads` pool: the same bits at 1, 2 and 3
+    /// threads (3 splits 8 heads unevenly), for grouped heads and a batch of 2 too.
+    #[cfg(not(target_family = "wasm"))]
+    #[test]
+    fn the_same_bits_on_any_number_of_threads() {
+        use crate::models::threads::pool;
+        use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
+        for (q, kv) in [([1, 8, 256, 40], [1, 8, 77, 40]), ([2, 4, 65, 16], [2, 2, 33, 16])] {
+            let (qt, kt, vt) = (random(&q, 4), random(&kv, 5), random(&kv, 6));
+            let one = attention(&qt, &kt, &vt, None).unwrap();
+            for n in [2, 3] {
+                let many = multithread_tract_scope(pool(n).unwrap(), || attention(&qt, &kt, &vt, None)).unwrap();
+                assert!(one == many, "{q:?} at {n} threads: different bits than at 1");
+            }
+        }
     }
 }
