@@ -70,7 +70,8 @@ async function streamToCache(cache, url, path, total, keepSize = false) {
     throw new Failure("model", `Could not download ${url} (${e.message}). Check the address and that the server allows it (CORS).`);
   }
   if (!response.ok) throw new Failure("model", `Could not download ${url}: the server answered ${response.status} ${response.statusText}.`);
-  const announced = Number(response.headers.get("content-length")) || 0;
+  // A compressed transfer's Content-Length is not the file's size: then the size is unknown.
+  const announced = response.headers.get("content-encoding") ? 0 : Number(response.headers.get("content-length")) || 0;
   let loaded = 0, lastPost = 0;
   const counted = response.body.pipeThrough(new TransformStream({
     transform(chunk, controller) {
