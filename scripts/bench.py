@@ -200,14 +200,9 @@ def load_onnxruntime(path, feeds, outputs, threads):
     return (lambda: session.run(outputs, feeds)), {"intra_op_num_threads": threads, "outputs": outputs}
 
 
-def load_openvino(path, feeds, outputs, threads):
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(path)
-    # Static shapes, as sd.wasm gets for one latent size: OpenVINO's fastest configuration.
-    model.reshape({name: list(a.shape) for name, a in feeds.items()})
-    compiled = core.compile_model(model, "CPU", {
+def openvino_config(threads):
+    """OpenVINO's CPU settings for every measurement (scripts/bench_pictures_openvino.py too)."""
+    return {
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
@@ -215,7 +210,17 @@ def load_openvino(path, feeds, outputs, threads):
         # activations of layers with compressed (here fp16) weights to int8.
         "INFERENCE_PRECISION_HINT": "f32",
         "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
-    })
+    }
+
+
+def load_openvino(path, feeds, outputs, threads):
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(path)
+    # Static shapes, as sd.wasm gets for one latent size: OpenVINO's fastest configuration.
+    model.reshape({name: list(a.shape) for name, a in feeds.items()})
+    compiled = core.compile_model(model, "CPU", openvino_config(threads))
     request = compiled.create_infer_request()
     effective = {k: compiled.get_property(k) for k in
                  ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT")}

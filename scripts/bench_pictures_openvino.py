@@ -33,7 +33,8 @@ import sys
 import time
 
 START = time.monotonic()
-TEXT_LEN = 77
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import TEXT_LEN, openvino_config  # noqa: E402  (the per-network benchmark's settings)
 
 
 def parse(argv):
@@ -152,15 +153,7 @@ class Networks:
         import openvino as ov
 
         self.ov, self.core, self.models, self.threads = ov, ov.Core(), models, threads
-        self.config = {
-            "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
-            # Otherwise OpenVINO computes in bf16/f16 on CPUs that have it, and quantizes the
-            # activations of layers with compressed (here fp16) weights to int8.
-            "INFERENCE_PRECISION_HINT": "f32",
-            "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
-        }
+        self.config = openvino_config(threads)
 
     def compile(self, folder, shapes, needs_outputs):
         """Reads folder/model.onnx, pins `shapes` (input name -> shape; each must be an input of
