@@ -12,17 +12,19 @@ fn a1111_sampler_name(scheduler: &str) -> String {
 
 /// Automatic1111's format: prompt line(s), "Negative prompt: …", then "Key: value, …".
 /// Holds nothing that varies between runs (no timings), so PNG bytes are reproducible.
+/// The `<lora:…>` tags of a record's prompt and negative prompt, read leniently: a prompt whose
+/// tags do not parse gives none, and the other prompt's tags still count.
+fn recorded_lora_tags<'a>(prompt: &'a str, negative: Option<&'a str>) -> impl Iterator<Item = crate::prompt::LoraTag> + 'a {
+    [Some(prompt), negative].into_iter().flatten().flat_map(|p| crate::prompt::lora_tags(p).unwrap_or_default())
+}
+
 /// The head describes the picture as made (steps, sampler, seed, size, model); then every
 /// request row that records itself, in table order.
 pub fn parameters_text(req: &GenerateRequest, out: &Generated) -> String {
     let mut text = req.prompt.clone();
     // LoRAs given apart from the prompt (`--lora`) as Automatic1111 records every LoRA: a
     // `<lora:NAME:WEIGHT>` tag in the prompt, read back by `--params-from`.
-    let tagged: Vec<String> = crate::prompt::request_lora_tags(&req.prompt, req.negative_prompt.as_deref())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let tagged: Vec<String> = recorded_lora_tags(&req.prompt, req.negative_prompt.as_deref()).map(|t| t.name).collect();
     for lora in req.loras.iter().filter(|l| !tagged.contains(&l.name)) {
         if !text.is_empty() {
             text.push(' ');
@@ -123,7 +125,7 @@ pub fn parse_parameters(text: &str) -> Result<Patch, String> {
     // is what we always do.
     let mut used = vec!["Scheduler", "Sampler", "Schedule type", "Size", "Model hash", "Model", "Version", "Pad conds"];
     // "Lora hashes" names the files the prompts' <lora:…> tags load (those are found by name).
-    if !crate::prompt::request_lora_tags(prompt, negative).unwrap_or_default().is_empty() {
+    if recorded_lora_tags(prompt, negative).next().is_some() {
         used.push("Lora hashes");
     }
     for (key, value) in &fields {
@@ -224,6 +226,10 @@ mod tests {
         assert_eq!(p.notes, vec!["not used: Lora hashes".to_string()], "no <lora:…> tag in the prompt");
         let tagged = text.replace("with stars\n", "with stars <lora:a:1> <lora:b:0.5>\n");
         assert!(parse_parameters(&tagged).unwrap().notes.is_empty());
+        // Each prompt's tags count on their own: a tag that does not parse in the negative
+        // prompt does not hide the prompt's.
+        let bad_negative = tagged.replace("low quality\n", "low quality <lora:c:x>\n");
+        assert!(parse_parameters(&bad_negative).unwrap().notes.is_empty());
     }
 
     /// "Clip skip: N" is written as Automatic1111 writes it: only when it is not 1.
