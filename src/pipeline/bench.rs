@@ -56,10 +56,12 @@ pub fn bench_network(
 ) -> Result<NetworkBench> {
     let dir = ModelDir::open(files)?;
     let mut rng = TorchRng::new(0);
+    // The ids of one prompt chunk, as the pipeline's text encoder and UNet take them.
+    let text_len = crate::prompt::CHUNK_TOKENS + 2;
     let (run, load_seconds): (Box<dyn Fn() -> Result<()>>, f64) = match network {
         BenchNetwork::Unet => {
             let latent_shape = [1, dir.unet_config_usize("in_channels", 4), latent, latent];
-            let text_shape = [1, 77, dir.unet_config_usize("cross_attention_dim", 768)];
+            let text_shape = [1, text_len, dir.unet_config_usize("cross_attention_dim", 768)];
             let guidance_dim = dir.unet_guidance_embedding_dim();
             let (unet, seconds) = load_network(hooks, "UNet", || {
                 Unet::load(files, latent_shape, text_shape, guidance_dim, &Default::default())
@@ -81,10 +83,10 @@ pub fn bench_network(
         }
         BenchNetwork::TextEncoder => {
             let (encoder, seconds) =
-                load_network(hooks, "text encoder", || TextEncoder::load(files, 77, 1, &Default::default()))?;
+                load_network(hooks, "text encoder", || TextEncoder::load(files, text_len, 1, &Default::default()))?;
             // Start, a few words, then end tokens as padding (CLIP's ids).
             let mut ids = vec![49406, 320, 1125, 539, 320, 2103];
-            ids.resize(77, 49407);
+            ids.resize(text_len, 49407);
             (Box::new(move || encoder.encode(&ids).map(drop)), seconds)
         }
     };
