@@ -23,6 +23,8 @@ pub mod tensor;
 pub mod tokenizer;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod web;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown", target_feature = "atomics"))]
+pub mod web_threads;
 
 pub use error::{ErrorKind, Result, SdError};
 pub use pipeline::{generate, Generated};

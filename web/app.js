@@ -102,6 +102,7 @@ function onMessage(m) {
     case "preview": $("preview").src = URL.createObjectURL(new Blob([m.png], { type: "image/png" })); break;
     case "warning": showError(`Warning: ${m.message}`); break;
     case "result": case "error": finish(m); break;
+    case "build": $("build").textContent = `${m.build === "pkg-threads" ? "threaded build" : "single-threaded build"}, ${m.threads} thread${m.threads > 1 ? "s" : ""}`; break;
   }
 }
 
@@ -172,7 +173,8 @@ $("form").addEventListener("submit", (e) => {
   $("download").hidden = true;
   document.body.dataset.state = "running";
   setStatus("Starting…");
-  worker.postMessage({ type: "generate", source, ...weights, request, cancelBuffer });
+  const threads = Number(new URLSearchParams(location.search).get("threads")) || undefined; // the threaded build's pool (default: every core)
+  worker.postMessage({ type: "generate", source, ...weights, request, cancelBuffer, threads });
 });
 
 $("cancel").addEventListener("click", () => {

@@ -12,10 +12,22 @@
 // Either way the wasm side reads byte ranges on demand (FileReaderSync over Blobs): only the
 // network being loaded is held in wasm memory.
 
-import init, { generate, last_panic } from "./pkg/sd_wasm.js";
-
+// The threaded build (web/pkg-threads/, scripts/build-web-threads.sh) when the page is
+// cross-origin isolated and it was built; otherwise the single-threaded web/pkg/.
 const CACHE = "sd-wasm-models-v1";
-const ready = init();
+let generate, last_panic, pool = null;
+const load = async (path) => { const pkg = await import(path); await pkg.default(); return pkg; };
+const ready = (async () => {
+  const pkg = (self.crossOriginIsolated && (await load("./pkg-threads/sd_wasm.js").catch(() => null))) || (await load("./pkg/sd_wasm.js"));
+  ({ generate, last_panic } = pkg);
+  return pkg;
+})();
+/** Starts the threaded build's pool once (`threads` from the first run, else every core). */
+async function startThreads(pkg, threads) {
+  if (!pkg.initThreads) return { build: "pkg", threads: 1 };
+  pool ||= pkg.initThreads(Math.max(1, threads || navigator.hardwareConcurrency || 1)).then(() => pkg.threads());
+  return { build: "pkg-threads", threads: await pool };
+}
 let cancelFlag = null; // Int32Array over a SharedArrayBuffer when the page is cross-origin isolated
 let cancelRequested = false;
 
@@ -191,11 +203,11 @@ async function weightsFile(source) {
   return singleFile("your files", source.file.name, source.file);
 }
 
-async function run({ source, checkpoint, vae, request, cancelBuffer }) {
+async function run({ source, checkpoint, vae, request, cancelBuffer, threads }) {
   cancelFlag = cancelBuffer ? new Int32Array(cancelBuffer) : null;
   cancelRequested = false;
   try {
-    await ready;
+    post({ type: "build", ...(await startThreads(await ready, threads)) });
     const files = source.kind === "url" ? await filesFromUrl(source.base) : filesFromFolder(source.name, source.files);
     const hooks = {
       event(e) {

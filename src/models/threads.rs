@@ -6,31 +6,53 @@
 //! (element-wise, reductions, softmax, norms, pooling) split on row boundaries, so the bytes
 //! do not depend on the thread count. The wasm modules are single-threaded: wasmtime 47+
 //! removed wasi-threads and Bacalhau's wazero has no threads, so only 1 is accepted there.
+//! The one exception is the threaded browser build (web/pkg-threads/: wasm32-unknown-unknown
+//! with `+atomics`, scripts/build-web-threads.sh): `multithread-mm` is on there too, and the
+//! pool is rayon's *global* pool, whose threads are the Web Workers that wasm-bindgen-rayon
+//! starts (`initThreads`, src/web_threads.rs, once per page worker). tract runs on it as
+//! `Executor::RayonGlobal`: a private rayon pool cannot spawn threads in a browser.
 
 use crate::error::{Result, SdError};
 
 /// What to say when a build cannot run more than one thread.
-#[cfg(target_family = "wasm")]
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
 const SINGLE: &str = "this build is single-threaded: WebAssembly threads need wasi-threads, which \
      wasmtime removed in version 47, and Bacalhau's wazero has no threads at all; use the native \
      build (`sd`) for more";
 
-/// The default: every core the OS gives the process natively, 1 in the wasm modules.
+/// The threaded browser build's pool size: 0 until `initThreads` has started it.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown", target_feature = "atomics"))]
+pub(crate) static WEB_POOL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The default: every core the OS gives the process natively, 1 in the wasm modules, the
+/// pool's size in the threaded browser build.
 pub fn default_threads() -> usize {
-    #[cfg(target_family = "wasm")]
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown", target_feature = "atomics"))]
+    return WEB_POOL.load(std::sync::atomic::Ordering::Relaxed).max(1);
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
     return 1;
     #[cfg(not(target_family = "wasm"))]
     return std::thread::available_parallelism().map_or(1, |n| n.get());
 }
 
 /// Checks a thread count before any work: at least 1, and 1 in a wasm module (usage errors).
+/// The threaded browser build takes 1 or its pool's size (rayon's global pool is started once).
 pub fn check_threads(n: usize) -> Result<()> {
     if n == 0 {
         return Err(SdError::usage("--threads must be at least 1"));
     }
-    #[cfg(target_family = "wasm")]
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
     if n > 1 {
         return Err(SdError::usage(format!("--threads {n}: {SINGLE}")));
+    }
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown", target_feature = "atomics"))]
+    {
+        let pool = WEB_POOL.load(std::sync::atomic::Ordering::Relaxed);
+        if n > 1 && n != pool {
+            return Err(SdError::usage(format!(
+                "threads {n}: this page's pool has {pool} threads (started once per worker); use 1 or {pool}"
+            )));
+        }
     }
     Ok(())
 }
@@ -43,6 +65,11 @@ pub fn use_threads(n: usize) -> Result<()> {
         use tract_linalg::multithread::{set_default_executor, Executor};
         let executor = if n == 1 { Executor::SingleThread } else { pool(n)? };
         set_default_executor(executor);
+    }
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown", target_feature = "atomics"))]
+    {
+        use tract_linalg::multithread::{set_default_executor, Executor};
+        set_default_executor(if n == 1 { Executor::SingleThread } else { Executor::RayonGlobal });
     }
     Ok(())
 }
@@ -64,17 +91,27 @@ pub fn current() -> usize {
     if let tract_linalg::multithread::Executor::MultiThread(pool) = tract_linalg::multithread::current_tract_executor() {
         return pool.current_num_threads();
     }
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown", target_feature = "atomics"))]
+    if let tract_linalg::multithread::Executor::RayonGlobal = tract_linalg::multithread::current_tract_executor() {
+        return rayon::current_num_threads();
+    }
     1
 }
 
 /// Runs `task(part)` for every part in `0..parts` on tract's executor: natively spread over the
-/// `--threads` pool, in the wasm modules one after the other. The first error wins. Our own ops
-/// split their work this way, into parts whose results do not depend on which thread runs them.
+/// `--threads` pool, in the threaded browser build over rayon's global pool, in the other wasm
+/// modules one after the other. The first error wins. Our own ops split their work this way,
+/// into parts whose results do not depend on which thread runs them.
 pub fn try_for_each_part<E: Send>(parts: usize, task: impl Fn(usize) -> std::result::Result<(), E> + Sync) -> std::result::Result<(), E> {
     #[cfg(not(target_family = "wasm"))]
     if let tract_linalg::multithread::Executor::MultiThread(pool) = tract_linalg::multithread::current_tract_executor() {
         use rayon::prelude::*;
         return pool.install(|| (0..parts).into_par_iter().try_for_each(&task));
+    }
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown", target_feature = "atomics"))]
+    if let tract_linalg::multithread::Executor::RayonGlobal = tract_linalg::multithread::current_tract_executor() {
+        use rayon::prelude::*;
+        return (0..parts).into_par_iter().try_for_each(&task);
     }
     (0..parts).try_for_each(task)
 }

@@ -1,0 +1,106 @@
+// The threaded browser build (web/pkg-threads/, scripts/build-web-threads.sh) in a real
+// headless chromium: the page on a cross-origin isolated server runs it at ?threads=N, on a
+// plain server the single-threaded web/pkg/; each run's PNG and the per-step seconds the worker
+// reports are written out, for tests/platforms/browser_threads.rs to compare. Usage:
+//   node threads.mjs --model DIR --out DIR [--threads 1,2] [--size 16] [--steps 12] [--chromium /usr/bin/chromium]
+// Runs: plain (single-threaded build), then isolated at each thread count, each in a fresh page
+// (a worker starts its pool once).
+
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import { writeFileSync, mkdirSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const { values: opts } = parseArgs({
+  options: {
+    model: { type: "string" },
+    out: { type: "string" },
+    threads: { type: "string", default: "1,2" },
+    size: { type: "string", default: "16" },
+    steps: { type: "string", default: "12" },
+    chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
+  },
+});
+const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
+mkdirSync(opts.out, { recursive: true });
+
+function serve(extra = []) {
+  const child = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", "--models", `tiny=${opts.model}`, ...extra], { stdio: ["ignore", "pipe", "ignore"] });
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.stdout.once("data", (d) => resolve({ url: d.toString().trim(), stop: () => child.kill() }));
+  });
+}
+
+const results = { date: new Date().toISOString(), size: Number(opts.size), steps: Number(opts.steps), runs: {} };
+const isolated = await serve();
+const plain = await serve(["--no-isolation"]);
+const browser = await chromium.launch({ executablePath: opts.chromium, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
+const context = await browser.newContext();
+// The worker's own messages (build, step seconds), seen beside the page's handler.
+await context.addInitScript(() => {
+  const Base = window.Worker;
+  window.__events = [];
+  window.Worker = class extends Base {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (e) => {
+        const m = e.data;
+        if (m && (m.type === "build" || m.type === "step" || m.type === "loaded")) window.__events.push({ ...m, png: undefined });
+      });
+    }
+  };
+});
+
+async function run(name, url) {
+  const page = await context.newPage();
+  const lines = [];
+  page.on("console", (m) => lines.push(`${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => lines.push(`pageerror: ${e.message}`));
+  await page.goto(url);
+  const v = { prompt: "a red cube on a table", negative: "blurry", steps: opts.steps, guidance: "7.5", seed: "42", width: opts.size, height: opts.size };
+  for (const [id, value] of Object.entries(v)) await page.fill(`#${id}`, value);
+  await page.selectOption("#scheduler", "euler");
+  await page.fill("#model-url", "models/tiny/");
+  const t0 = Date.now();
+  await page.click("#generate");
+  await page.waitForFunction(() => ["done", "error", "cancelled"].includes(document.body.dataset.state), null, { timeout: 1800000 });
+  const r = await page.evaluate(() => ({
+    state: document.body.dataset.state,
+    error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
+    shown: document.getElementById("build").textContent,
+    isolated: self.crossOriginIsolated,
+    events: window.__events,
+  }));
+  r.wallSeconds = (Date.now() - t0) / 1000;
+  const build = r.events.find((e) => e.type === "build");
+  r.build = build && build.build;
+  r.threads = build && build.threads;
+  r.stepSeconds = r.events.filter((e) => e.type === "step").map((e) => e.seconds);
+  r.loaded = r.events.filter((e) => e.type === "loaded").map((e) => [e.network, e.seconds]);
+  delete r.events;
+  if (r.state === "done") {
+    const bytes = await page.evaluate(async () => Array.from(new Uint8Array(await (await fetch(document.getElementById("download").href)).arrayBuffer())));
+    writeFileSync(join(opts.out, `${name}.png`), Buffer.from(bytes));
+    r.png = `${name}.png`;
+  }
+  r.console = lines;
+  await page.close();
+  return r;
+}
+
+try {
+  results.runs.plain = await run("plain", plain.url);
+  for (const n of opts.threads.split(",")) results.runs[`threads-${n}`] = await run(`threads-${n}`, `${isolated.url}?threads=${n}`);
+} catch (e) {
+  results.failure = String(e.stack || e);
+} finally {
+  writeFileSync(join(opts.out, "results.json"), JSON.stringify(results, null, 1));
+  await browser.close();
+  isolated.stop();
+  plain.stop();
+}
+console.log(JSON.stringify(results, null, 1));
+process.exit(results.failure ? 1 : 0);
