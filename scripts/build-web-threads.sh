@@ -8,8 +8,10 @@
 # A threaded std needs a nightly Rust with rust-src (-Z build-std, as wasm-bindgen-rayon's
 # README says): the pinned nightly below is installed once (SD_NIGHTLY overrides it).
 # Its own target dir ($CARGO_TARGET_DIR/web-threads): the flags and std differ from web/pkg's.
-# The memory may grow to 4 GiB, as a single-threaded tab's (rustc's default for a shared
-# memory is 1 GiB).
+# The link: this nightly's rustc no longer asks wasm-ld for a shared memory when +atomics is
+# on, so the module's memory is made shared and imported here (else it cannot be sent to the
+# pool's workers), up to 4 GiB as a single-threaded tab's; wasm-bindgen's thread transform needs
+# the TLS symbols and __heap_base exported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 toolchain=${SD_NIGHTLY:-nightly-2026-05-20}
@@ -26,7 +28,10 @@ rustup component list --toolchain "$toolchain" --installed | grep -q '^rust-src'
   || rustup component add rust-src --toolchain "$toolchain" >&2
 RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 -C link-arg=--max-memory=4294967296" \
   cargo "+$toolchain" rustc --locked --lib --profile dist --target wasm32-unknown-unknown \
-  --target-dir "$target_dir/web-threads" -Z build-std=panic_abort,std --crate-type cdylib >&2
+  --target-dir "$target_dir/web-threads" -Z build-std=panic_abort,std --crate-type cdylib -- \
+  -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--export=__wasm_init_tls \
+  -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base \
+  -C link-arg=--export=__heap_base -C link-arg=--export=__data_end >&2
 rm -rf web/pkg-threads
 "$root/bin/wasm-bindgen" --target web --no-typescript --out-dir web/pkg-threads \
   "$target_dir/web-threads/wasm32-unknown-unknown/dist/sd_wasm.wasm"

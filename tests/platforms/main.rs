@@ -7,5 +7,6 @@ mod common;
 
 mod bacalhau;
 mod browser;
+mod browser_threads;
 mod component;
 mod wasi_runner;
