@@ -33,6 +33,6 @@ RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 -C 
   -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base \
   -C link-arg=--export=__heap_base -C link-arg=--export=__data_end >&2
 rm -rf web/pkg-threads
-"$root/bin/wasm-bindgen" --target web --no-typescript --out-dir web/pkg-threads \
+"$root/bin/wasm-bindgen" --target web --no-typescript --remove-name-section --out-dir web/pkg-threads \
   "$target_dir/web-threads/wasm32-unknown-unknown/dist/sd_wasm.wasm"
 echo "web/pkg-threads: $(stat -c %s web/pkg-threads/sd_wasm_bg.wasm) bytes of wasm" >&2
