@@ -8,7 +8,7 @@
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
-import { writeFileSync, mkdirSync } from "node:fs";
+import { writeFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -54,6 +54,24 @@ await context.addInitScript(() => {
   };
 });
 
+/** CPU seconds (user + system) used so far by the live processes under `root` (Linux /proc):
+ *  the browser's renderers and workers, to see how many cores a run kept busy. */
+function cpuSeconds(root) {
+  const procs = [];
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ").pop().split(" ");
+      procs.push({ pid: Number(pid), ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+    } catch {}
+  }
+  const tree = new Set([root]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const p of procs) if (!tree.has(p.pid) && tree.has(p.ppid)) { tree.add(p.pid); grew = true; }
+  }
+  return procs.filter((p) => tree.has(p.pid)).reduce((s, p) => s + p.ticks, 0) / 100;
+}
+
 async function run(name, url) {
   const page = await context.newPage();
   const lines = [];
@@ -64,6 +82,8 @@ async function run(name, url) {
   for (const [id, value] of Object.entries(v)) await page.fill(`#${id}`, value);
   await page.selectOption("#scheduler", "euler");
   await page.fill("#model-url", "models/tiny/");
+  const root = process.pid; // node, its servers and the browser it launched
+  const cpu0 = root ? cpuSeconds(root) : 0;
   const t0 = Date.now();
   await page.click("#generate");
   await page.waitForFunction(() => ["done", "error", "cancelled"].includes(document.body.dataset.state), null, { timeout: 1800000 });
@@ -75,6 +95,7 @@ async function run(name, url) {
     events: window.__events,
   }));
   r.wallSeconds = (Date.now() - t0) / 1000;
+  if (root) r.cpuSeconds = cpuSeconds(root) - cpu0;
   const build = r.events.find((e) => e.type === "build");
   r.build = build && build.build;
   r.threads = build && build.threads;
