@@ -9,6 +9,7 @@
 // Models from a picked folder: the File objects themselves.
 // A single-file checkpoint (and a separate VAE), picked or from a URL with no manifest, runs
 // with the model dir as its template (src/models/checkpoint.rs), as the CLI's --checkpoint.
+// Picked pictures (the init picture, the painted mask) and LoRA files go the same way, by name.
 // Either way the wasm side reads byte ranges on demand (FileReaderSync over Blobs): only the
 // network being loaded is held in wasm memory.
 
@@ -18,6 +19,9 @@ const CACHE = "sd-wasm-models-v1";
 const ready = init();
 let cancelFlag = null; // Int32Array over a SharedArrayBuffer when the page is cross-origin isolated
 let cancelRequested = false;
+// For the tests (?slowReads=MS on the page): each model read waits MS ms, as from a slow disk,
+// and wakes at once on Cancel; so a test can press Cancel while a network loads.
+const slowReadsMs = Number(new URL(self.location.href).searchParams.get("slowReads")) || 0;
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 
@@ -144,7 +148,10 @@ function modelFiles({ name, blobs }) {
   return {
     describe: () => name,
     size: (rel) => blobs.get(rel)?.size,
-    readRange: (rel, offset, len) => new Uint8Array(reader.readAsArrayBuffer(blobs.get(rel).slice(offset, offset + len))),
+    readRange: (rel, offset, len) => {
+      if (slowReadsMs && cancelFlag) Atomics.wait(cancelFlag, 0, 0, slowReadsMs);
+      return new Uint8Array(reader.readAsArrayBuffer(blobs.get(rel).slice(offset, offset + len)));
+    },
   };
 }
 
@@ -191,7 +198,12 @@ async function weightsFile(source) {
   return singleFile("your files", source.file.name, source.file);
 }
 
-async function run({ source, checkpoint, vae, request, cancelBuffer }) {
+/** Picked files by name ([{ name, blob }] from the page), as model files. */
+function pickedFiles(where, list) {
+  return list ? modelFiles({ name: where, blobs: new Map(list.map((f) => [f.name, f.blob || f])) }) : undefined;
+}
+
+async function run({ source, checkpoint, vae, pictures, loras, request, cancelBuffer }) {
   cancelFlag = cancelBuffer ? new Int32Array(cancelBuffer) : null;
   cancelRequested = false;
   try {
@@ -205,9 +217,14 @@ async function run({ source, checkpoint, vae, request, cancelBuffer }) {
       },
       cancelled: isCancelled,
     };
-    const weights = [await weightsFile(checkpoint), await weightsFile(vae)];
-    const result = generate(modelFiles(files), JSON.stringify(request), hooks, ...weights);
-    post(result, [result.png.buffer]);
+    const extras = {
+      checkpoint: await weightsFile(checkpoint),
+      vae: await weightsFile(vae),
+      pictures: pickedFiles("your pictures", pictures),
+      loras: pickedFiles("your LoRA files", loras),
+    };
+    const result = generate(modelFiles(files), JSON.stringify(request), hooks, extras);
+    post(result, result.pictures.map((p) => p.png.buffer));
   } catch (e) {
     if (e instanceof Failure) post({ type: "error", kind: e.kind, message: e.message });
     else if (e && e.type === "error") post(e);
