@@ -9,7 +9,7 @@ const UNDO_DEPTH = 30;
 export class PictureAndMask {
   constructor({ input, area, image, canvas, brush, undo, clear, remove, help, tools, links, maskLink }) {
     Object.assign(this, { input, area, image, canvas, brush, undoButton: undo, clearButton: clear, help, tools, links, maskLink });
-    this.ctx = canvas.getContext("2d");
+    this.ctx = canvas.getContext("2d", { willReadFrequently: true }); // undo snapshots read it back
     this.picture = null; // { name, blob, width, height }
     this.history = [];
     this.painted = false;
@@ -48,6 +48,7 @@ export class PictureAndMask {
     this.picture = { name: file.name.replace(/\.[^.]*$/, "") + ".png", blob, width: bitmap.width, height: bitmap.height };
     this.canvas.width = bitmap.width;
     this.canvas.height = bitmap.height;
+    this.area.style.aspectRatio = `${bitmap.width} / ${bitmap.height}`; // the canvas's size before the image loads
     this.image.src = URL.createObjectURL(blob);
   }
 

@@ -107,7 +107,11 @@ async function download(cache, url, file, chunkBytes) {
   return blob;
 }
 
-async function filesFromUrl(base) {
+/** Whether a run needs the manifest's `path`: the VAE encoder only with a picture to start from. */
+const ENCODER = "vae_encoder/";
+const needed = (path, request) => !path.startsWith(ENCODER) || "init_image" in request;
+
+async function filesFromUrl(base, request) {
   base = new URL(base, self.location.href);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
   const manifestUrl = new URL("sd-manifest.json", base);
@@ -121,7 +125,7 @@ async function filesFromUrl(base) {
   }
   const cache = await caches.open(CACHE);
   const blobs = new Map();
-  for (const file of manifest.files) {
+  for (const file of manifest.files.filter((f) => needed(f.path, request))) {
     const url = new URL(file.path, base).href;
     let blob = await cachedCopy(cache, url, file, manifest.chunk_bytes);
     const fromCache = blob !== null;
@@ -208,7 +212,7 @@ async function run({ source, checkpoint, vae, pictures, loras, request, cancelBu
   cancelRequested = false;
   try {
     await ready;
-    const files = source.kind === "url" ? await filesFromUrl(source.base) : filesFromFolder(source.name, source.files);
+    const files = source.kind === "url" ? await filesFromUrl(source.base, request) : filesFromFolder(source.name, source.files);
     const hooks = {
       event(e) {
         if (e.type === "step" && cancelFlag) Atomics.store(cancelFlag, 1, e.index);

@@ -58,11 +58,12 @@ const consoleLines = [];
 page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
 page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
 
-const params = { prompt: "a red cube on a table", negative: "blurry", steps: "12", guidance: "7.5", seed: "42", width: "16", height: "16", scheduler: "euler", decoder: "full", "num-images": "1", strength: "0.5" };
+const params = { prompt: "a red cube on a table", negative: "blurry", steps: "12", guidance: "7.5", seed: "42", width: "16", height: "16", scheduler: "euler", decoder: "full", "num-images": "1" };
 
 async function fill(p, overrides = {}) {
   const v = { ...params, ...overrides };
-  for (const id of ["prompt", "negative", "steps", "guidance", "seed", "width", "height", "num-images", "strength"]) await p.fill(`#${id}`, v[id]);
+  for (const id of ["prompt", "negative", "steps", "guidance", "seed", "width", "height", "num-images"]) await p.fill(`#${id}`, v[id]);
+  if (overrides.strength) await p.fill("#strength", v.strength); // shown with a picture only
   await p.selectOption("#scheduler", v.scheduler);
   await p.selectOption("#decoder", v.decoder);
   await p.fill("#model-url", v.url || "models/tiny/");
@@ -96,6 +97,7 @@ async function generate(p, name, overrides) {
 
 /** A stroke over the mask canvas from (x0, y0) to (x1, y1), in fractions of its size. */
 async function paint(p, [x0, y0], [x1, y1]) {
+  await p.locator("#mask-canvas").scrollIntoViewIfNeeded(); // the mouse works in the viewport
   const box = await p.locator("#mask-canvas").boundingBox();
   await p.mouse.move(box.x + box.width * x0, box.y + box.height * y0);
   await p.mouse.down();
@@ -209,6 +211,7 @@ try {
     await paint(page, [0.1, 0.85], [0.9, 0.9]);
     await page.click("#undo");
     results.inpaint = await generate(page, "inpaint", { strength: "0.6", "num-images": "2" });
+    await page.screenshot({ path: join(opts.out, "screenshot-inpaint.png"), fullPage: true });
     await saveLink(page, "#mask-download", "mask.png");
     await page.click("#clear-mask");
     results.img2img = await generate(page, "img2img", { strength: "0.6" });

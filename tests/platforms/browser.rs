@@ -111,10 +111,12 @@ fn page_in_chromium_matches_the_cli() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| format!("{} 200", f["path"].as_str().unwrap()))
+        .map(|f| f["path"].as_str().unwrap())
+        .filter(|path| !path.starts_with("vae_encoder/"))
+        .map(|path| format!("{path} 200"))
         .collect();
     let requested: Vec<String> = r["firstRequests"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    assert_eq!(requested, listed, "first visit downloads each file once");
+    assert_eq!(requested, listed, "first visit downloads each file once (the VAE encoder only for image-to-image)");
     assert!(r["first"]["downloads"].as_object().unwrap().values().all(|s| s == "downloaded"), "{}", r["first"]["downloads"]);
 
     // Cancel: cooperative (SharedArrayBuffer, page cross-origin isolated) stops within one step.
