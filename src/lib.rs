@@ -11,6 +11,7 @@ pub mod codecs;
 #[cfg(all(target_os = "wasi", target_env = "p2"))]
 pub mod component;
 pub mod error;
+pub mod math;
 pub mod model_dir;
 pub mod models;
 pub mod pipeline;

@@ -1,8 +1,9 @@
 //! The browser front end (wasm-bindgen, wasm32-unknown-unknown): a thin layer over
-//! [`pipeline::generate`] and the [`ModelFiles`] seam. The page's Web Worker (web/worker.js)
+//! [`pipeline::generate_all`] and the [`ModelFiles`] seam. The page's Web Worker (web/worker.js)
 //! hands over the model dir as an object that reads byte ranges of Blobs synchronously
 //! (FileReaderSync over Cache API entries or picked files), so only the network being loaded
-//! is ever in wasm memory, as in the CLI.
+//! is ever in wasm memory, as in the CLI. Picked pictures (init picture, mask) and LoRA files
+//! come the same way and are read through the request's [`Inputs`], as the CLI's files.
 
 use crate::error::{ErrorKind, Result, SdError};
 use crate::codecs::png::encode_png;
@@ -10,7 +11,7 @@ use crate::model_dir::ModelFiles;
 use crate::models::checkpoint::{with_checkpoint, FileRef};
 use crate::pipeline::{self, Event, Hooks};
 use crate::records::finish;
-use crate::request::{GenerateRequest, NoInputs};
+use crate::request::{GenerateRequest, Inputs, TaggedLoras};
 use js_sys::{Object, Reflect, Uint8Array};
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
@@ -31,7 +32,21 @@ extern "C" {
     #[wasm_bindgen(method, getter)]
     fn name(this: &JsModelFiles) -> Option<String>;
 
+    /// `{ checkpoint?, vae?, pictures?, loras? }` from web/worker.js, each a `JsModelFiles`:
+    /// a single-file checkpoint and VAE (as --checkpoint, --vae-file), the picked pictures the
+    /// request names (init_image, mask) and the picked LoRA files (the CLI's --lora-dir).
+    pub type JsExtras;
+    #[wasm_bindgen(method, getter)]
+    fn checkpoint(this: &JsExtras) -> Option<JsModelFiles>;
+    #[wasm_bindgen(method, getter)]
+    fn vae(this: &JsExtras) -> Option<JsModelFiles>;
+    #[wasm_bindgen(method, getter)]
+    fn pictures(this: &JsExtras) -> Option<JsModelFiles>;
+    #[wasm_bindgen(method, getter)]
+    fn loras(this: &JsExtras) -> Option<JsModelFiles>;
+
     /// `{ event(object), cancelled() }` from web/worker.js.
+    #[derive(Clone)]
     pub type JsHooks;
     #[wasm_bindgen(method)]
     fn event(this: &JsHooks, event: &JsValue);
@@ -43,7 +58,18 @@ extern "C" {
 /// full-size copy outside wasm memory.
 const READ_CHUNK: usize = 16 << 20;
 
-struct BrowserFiles(JsModelFiles);
+/// Model files read through the worker; with `cancel`, a Cancel pressed while a network loads
+/// stops the load at the next read (a full-size UNet takes many seconds to read).
+struct BrowserFiles {
+    files: JsModelFiles,
+    cancel: Option<JsHooks>,
+}
+
+impl BrowserFiles {
+    fn new(files: JsModelFiles, cancel: Option<&JsHooks>) -> Self {
+        BrowserFiles { files, cancel: cancel.cloned() }
+    }
+}
 
 // wasm32-unknown-unknown without threads: one thread only, so the JS handle never crosses one.
 unsafe impl Send for BrowserFiles {}
@@ -51,7 +77,7 @@ unsafe impl Sync for BrowserFiles {}
 
 impl ModelFiles for BrowserFiles {
     fn read_range(&self, rel: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>> {
-        let size = self.size(rel).ok_or_else(|| SdError::model(format!("{}: missing file {rel}", self.describe())))?;
+        let size = ModelFiles::size(self, rel).ok_or_else(|| SdError::model(format!("{}: missing file {rel}", self.describe())))?;
         let len = len.unwrap_or(size.saturating_sub(offset));
         let mut buf = Vec::new();
         buf.try_reserve_exact(len as usize).map_err(|_| {
@@ -63,7 +89,7 @@ impl ModelFiles for BrowserFiles {
     }
 
     fn read_into(&self, rel: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let size = self.size(rel).unwrap_or(0);
+        let size = ModelFiles::size(self, rel).unwrap_or(0);
         if offset + buf.len() as u64 > size {
             return Err(SdError::model(format!(
                 "{}/{rel} is truncated: {size} bytes, but the model refers to bytes {offset}..{}",
@@ -73,7 +99,10 @@ impl ModelFiles for BrowserFiles {
         }
         let mut at = offset;
         for chunk in buf.chunks_mut(READ_CHUNK) {
-            let bytes = self.0.read_range(rel, at as f64, chunk.len() as f64).map_err(|e| {
+            if self.cancel.as_ref().is_some_and(|hooks| hooks.cancelled()) {
+                return Err(SdError::new(ErrorKind::Cancelled, "cancelled"));
+            }
+            let bytes = self.files.read_range(rel, at as f64, chunk.len() as f64).map_err(|e| {
                 SdError::model(format!("{}/{rel}: read failed ({})", self.describe(), js_message(&e)))
             })?;
             if bytes.length() as usize != chunk.len() {
@@ -91,11 +120,11 @@ impl ModelFiles for BrowserFiles {
     }
 
     fn size(&self, rel: &str) -> Option<u64> {
-        self.0.size(rel).map(|s| s as u64)
+        self.files.size(rel).map(|s| s as u64)
     }
 
     fn describe(&self) -> String {
-        self.0.describe()
+        self.files.describe()
     }
 }
 
@@ -172,58 +201,96 @@ fn to_js_error(e: SdError) -> JsValue {
     object("error", &[("kind", kind_name(e.kind).into()), ("message", e.to_string().into())])
 }
 
+/// The page's picked files as the request's [`Inputs`]: pictures by name ("init_image":
+/// "NAME" in the request), LoRA files by name («loras» and `<lora:NAME:W>` tags).
+struct PickedFiles {
+    pictures: Option<Arc<dyn ModelFiles>>,
+    loras: Option<Arc<dyn ModelFiles>>,
+}
+
+impl Inputs for PickedFiles {
+    fn read(&self, path: &str) -> std::result::Result<Vec<u8>, String> {
+        match &self.pictures {
+            Some(files) if files.exists(path) => files.read_range(path, 0, None).map_err(|e| e.message),
+            _ => Err(format!("{path} was not picked")),
+        }
+    }
+
+    fn folder(&self, path: &str) -> std::result::Result<(Arc<dyn ModelFiles>, String), String> {
+        match &self.loras {
+            Some(files) if files.exists(path) => Ok((files.clone(), path.to_string())),
+            _ => Err(format!("{path} is not among the LoRA files picked")),
+        }
+    }
+}
+
 /// The request from the page: a JSON object of request-table keys (prompt, negative_prompt,
-/// seed, steps, guidance_scale, width, height, scheduler, eta, vae, preview_every, …). The seed
-/// is required: the page chooses and shows it.
+/// seed, steps, guidance_scale, width, height, scheduler, vae, init_image, mask, strength,
+/// num_images, preview_every, …). The seed is required: the page chooses and shows it.
 /// Also returns the keys the request gives (a preset fills in only the others).
-fn parse_request(json: &str) -> Result<(GenerateRequest, Vec<String>)> {
+fn parse_request(json: &str, inputs: &PickedFiles) -> Result<(GenerateRequest, Vec<String>)> {
     let object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(json).map_err(|e| SdError::usage(format!("the request is not a JSON object ({e})")))?;
     if !object.contains_key("seed") {
         return Err(SdError::usage("the request has no seed"));
     }
     let mut request = GenerateRequest::default();
-    request.apply_json(&object, &NoInputs)?;
+    request.apply_json(&object, inputs)?;
     Ok((request, object.keys().cloned().collect()))
 }
 
 /// A picked or fetched single file, as the checkpoint seam takes it.
-fn single_file(file: JsModelFiles, kind: &str) -> Result<FileRef> {
+fn single_file(file: JsModelFiles, kind: &str, hooks: &JsHooks) -> Result<FileRef> {
     let name = file.name().ok_or_else(|| SdError::usage(format!("the {kind} file has no name")))?;
-    Ok((Arc::new(BrowserFiles(file)), name))
+    Ok((Arc::new(BrowserFiles::new(file, Some(hooks))), name))
 }
 
-/// Generates one picture from the model dir `files`; with `checkpoint` (and `vae`), a
-/// single-file checkpoint (and a separate VAE) run with `files` as their template, as the
-/// command line's --checkpoint and --vae-file. Resolves to `{ png: Uint8Array, parameters,
-/// fileName, metadata }` (metadata: the CLI's JSON sidecar as a string); throws
-/// `{ type: "error", kind, message }`.
+/// `<lora:NAME:W>` in the prompts loads NAME.safetensors from the LoRA files picked.
+fn page_loras(loras: Option<Arc<dyn ModelFiles>>) -> TaggedLoras {
+    TaggedLoras::new(
+        Box::new(move || loras.clone().ok_or_else(|| SdError::usage("no LoRA files picked"))),
+        Box::new(|name| {
+            SdError::usage(format!(
+                "the prompt names <lora:{name}:…>, but {name}.safetensors is not among the LoRA files picked: pick it too"
+            ))
+        }),
+    )
+}
+
+/// Generates the request's pictures (`num_images` of them) from the model dir `files`, with
+/// the `extras` the page picked (see [`JsExtras`]). Resolves to `{ pictures: [{ png: Uint8Array,
+/// parameters, fileName, metadata }] }` (metadata: the CLI's JSON sidecar as a string, the
+/// file name the CLI's default one); throws `{ type: "error", kind, message }`.
 #[wasm_bindgen]
-pub fn generate(
-    files: JsModelFiles,
-    request_json: &str,
-    hooks: JsHooks,
-    checkpoint: Option<JsModelFiles>,
-    vae: Option<JsModelFiles>,
-) -> std::result::Result<JsValue, JsValue> {
-    let (mut request, given) = parse_request(request_json).map_err(to_js_error)?;
-    let checkpoint = checkpoint.map(|f| single_file(f, "checkpoint")).transpose().map_err(to_js_error)?;
-    let vae = vae.map(|f| single_file(f, "VAE")).transpose().map_err(to_js_error)?;
-    let files = with_checkpoint(Arc::new(BrowserFiles(files)), checkpoint, vae).map_err(to_js_error)?;
-    let dir = crate::model_dir::ModelDir::open(&*files).map_err(to_js_error)?;
-    crate::request::apply_preset(&mut request, &dir, &|key| given.iter().any(|g| g == key)).map_err(to_js_error)?;
+pub fn generate(files: JsModelFiles, request_json: &str, hooks: JsHooks, extras: JsExtras) -> std::result::Result<JsValue, JsValue> {
+    run(files, request_json, hooks, extras).map_err(to_js_error)
+}
+
+fn run(files: JsModelFiles, request_json: &str, hooks: JsHooks, extras: JsExtras) -> Result<JsValue> {
+    let picked = |files: Option<JsModelFiles>| files.map(|f| Arc::new(BrowserFiles::new(f, Some(&hooks))) as Arc<dyn ModelFiles>);
+    let inputs = PickedFiles { pictures: picked(extras.pictures()), loras: picked(extras.loras()) };
+    let (mut request, given) = parse_request(request_json, &inputs)?;
+    let checkpoint = extras.checkpoint().map(|f| single_file(f, "checkpoint", &hooks)).transpose()?;
+    let vae = extras.vae().map(|f| single_file(f, "VAE", &hooks)).transpose()?;
+    let files = with_checkpoint(Arc::new(BrowserFiles::new(files, Some(&hooks))), checkpoint, vae)?;
+    let dir = crate::model_dir::ModelDir::open(&*files)?;
+    crate::request::apply_preset(&mut request, &dir, &|key| given.iter().any(|g| g == key))?;
+    page_loras(inputs.loras.clone()).add_to(&mut request)?;
     let mut hooks = BrowserHooks(hooks);
-    let out = pipeline::generate(&*files, &request, &mut hooks).map_err(to_js_error)?;
-    let done = finish(&request, &out, None).map_err(to_js_error)?;
-    Ok(object(
-        "result",
-        &[
-            ("png", Uint8Array::from(done.png.as_slice()).into()),
-            ("parameters", done.parameters.into()),
-            ("fileName", done.file_name.into()),
-            ("metadata", done.sidecar.to_string().into()),
-        ],
-    ))
+    let pictures = js_sys::Array::new();
+    for out in pipeline::generate_all(&*files, &request, &mut hooks)? {
+        let done = finish(&request, &out, None)?;
+        pictures.push(&object(
+            "picture",
+            &[
+                ("png", Uint8Array::from(done.png.as_slice()).into()),
+                ("parameters", done.parameters.into()),
+                ("fileName", done.file_name.into()),
+                ("metadata", done.sidecar.to_string().into()),
+            ],
+        ));
+    }
+    Ok(object("result", &[("pictures", pictures.into())]))
 }
 
 thread_local! {

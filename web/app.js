@@ -2,7 +2,10 @@
 // result and errors. Cancel: when the page is cross-origin isolated (web/serve.py sends the
 // headers) a SharedArrayBuffer flag that sd.wasm checks before every UNet evaluation
 // (Hooks::cancelled), so the worker stops within one step and stays loaded; on a plain static
-// server the worker is terminated and a fresh one started.
+// server the worker is terminated and a fresh one started (also during a network load: each
+// read of the model checks the flag, so Cancel stops a load too).
+
+import { PictureAndMask } from "./paint.js";
 
 const $ = (id) => document.getElementById(id);
 let worker = null;
@@ -10,7 +13,9 @@ let running = null; // { cancelFlag, steps, cancelled }
 const downloads = new Map();
 
 function startWorker() {
-  worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
+  // The page's query goes to the worker: ?slowReads=MS makes each model read wait MS ms (as a
+  // full-size model from a slow disk would), which the tests use to cancel during a load.
+  worker = new Worker(new URL(`worker.js${location.search}`, import.meta.url), { type: "module" });
   worker.onmessage = (e) => onMessage(e.data);
   worker.onerror = (e) => finish({ type: "error", kind: "crash", message: e.message || "the worker failed to start" });
 }
@@ -60,19 +65,25 @@ function finish(outcome) {
   $("generate").disabled = false;
   $("cancel").disabled = true;
   if (outcome.type === "result") {
-    const url = URL.createObjectURL(new Blob([outcome.png], { type: "image/png" }));
-    $("result").src = url;
-    $("download").href = url;
-    $("download").download = outcome.fileName;
+    const pictures = outcome.pictures.map((p) => ({ ...p, url: URL.createObjectURL(new Blob([p.png], { type: "image/png" })) }));
+    const [first] = pictures;
+    $("result").src = first.url;
+    $("download").href = first.url;
+    $("download").download = first.fileName;
     $("download").hidden = false;
-    $("parameters").textContent = outcome.parameters;
+    $("gallery").replaceChildren(...(pictures.length > 1 ? pictures.map(galleryItem) : []));
+    $("parameters").textContent = first.parameters;
     $("parameters").hidden = false;
-    const t = JSON.parse(outcome.metadata).timings_seconds;
+    const metadata = pictures.map((p) => JSON.parse(p.metadata));
+    window.lastMetadata = metadata[0]; // for tests/browser/bench.mjs
+    const total = metadata.reduce((sum, m) => sum + m.timings_seconds.total, 0);
     $("progress").value = 1;
-    setStatus(`Done in ${t.total.toFixed(2)} s (${(t.seconds_per_step).toFixed(3)} s/step). Seed ${JSON.parse(outcome.metadata).seed}.`);
+    setStatus(`Done in ${total.toFixed(2)} s (${metadata[0].timings_seconds.seconds_per_step.toFixed(3)} s/step). ` +
+      (pictures.length > 1 ? `${pictures.length} pictures, seeds ${metadata[0].seed}–${metadata.at(-1).seed}.` : `Seed ${metadata[0].seed}.`));
     document.body.dataset.state = "done";
   } else if (outcome.kind === "cancelled") {
-    setStatus(`Cancelled${run && run.step ? ` after step ${run.step}/${run.steps}` : ""}. Ready.`);
+    const where = run && run.loading ? ` while loading ${run.loading}` : run && run.step ? ` after step ${run.step}/${run.steps}` : "";
+    setStatus(`Cancelled${where}. Ready.`);
     // For the tests: steps finished when Cancel was pressed, and when the run ended.
     document.body.dataset.cancelAt = run ? run.cancelAt : "";
     document.body.dataset.stoppedAt = run ? run.step : "";
@@ -86,12 +97,30 @@ function finish(outcome) {
   }
 }
 
+/** One of several pictures: a thumbnail that shows it above, and its download link. */
+function galleryItem(p) {
+  const figure = document.createElement("figure");
+  figure.innerHTML = "<img alt='a picture of this run'><figcaption><a>Download</a></figcaption>";
+  const [img, link] = [figure.querySelector("img"), figure.querySelector("a")];
+  img.src = link.href = p.url;
+  link.download = p.fileName;
+  img.title = p.fileName;
+  img.addEventListener("click", () => {
+    $("result").src = p.url;
+    $("download").href = p.url;
+    $("download").download = p.fileName;
+    $("parameters").textContent = p.parameters;
+  });
+  return figure;
+}
+
 function onMessage(m) {
+  if (m.type === "build") { $("build").textContent = m.text; return; }
   if (!running) return;
   switch (m.type) {
     case "download": onDownload(m); setStatus(`Fetching model files…`); break;
-    case "loading": setStatus(`Loading ${m.network}…`); break;
-    case "loaded": setStatus(`Loaded ${m.network} in ${m.seconds.toFixed(2)} s.`); break;
+    case "loading": running.loading = m.network; setStatus(`Loading ${m.network}…`); break;
+    case "loaded": running.loading = null; setStatus(`Loaded ${m.network} in ${m.seconds.toFixed(2)} s.`); break;
     case "step": {
       running.step = m.index;
       const eta = (m.elapsed / m.index) * (m.total - m.index);
@@ -125,6 +154,9 @@ function readRequest() {
     seed,
     preview_every: 1,
   };
+  const pictures = numberOrNull("num-images") ?? 1;
+  if (pictures !== 1) request.num_images = pictures;
+  if ($("decoder").value === "taesd") request.vae = "taesd";
   for (const [key, id] of [["width", "width"], ["height", "height"]]) {
     const v = numberOrNull(id);
     if (v !== null) request[key] = v;
@@ -148,19 +180,38 @@ function readWeights() {
   const picked = (id) => ($(id).files.length ? { kind: "file", file: $(id).files[0] } : undefined);
   const url = $("checkpoint-url").value.trim();
   const checkpoint = picked("checkpoint-file") || (url ? { kind: "url", url: new URL(url, location.href).href } : undefined);
-  return { checkpoint, vae: picked("vae-file") };
+  const loras = Array.from($("lora-files").files);
+  return { checkpoint, vae: picked("vae-file"), loras: loras.length ? loras : undefined };
 }
 
-$("form").addEventListener("submit", (e) => {
+const picture = new PictureAndMask({
+  input: $("init-file"), area: $("paint-area"), image: $("init-preview"), canvas: $("mask-canvas"), brush: $("brush"),
+  undo: $("undo"), clear: $("clear-mask"), remove: $("remove-init"), help: $("paint-help"), tools: $("paint-tools"),
+  links: $("paint-links"), maskLink: $("mask-download"),
+});
+picture.onError = (text) => showError(text);
+
+/** The picture to start from and the painted mask, named in the request and sent as files. */
+async function addPictures(request) {
+  const files = await picture.files();
+  for (const f of files) request[f.key] = f.name;
+  if (files.length) request.strength = numberOrNull("strength") ?? 0.5;
+  return files.length ? files.map(({ name, blob }) => ({ name, blob })) : undefined;
+}
+
+$("form").addEventListener("submit", async (e) => {
   e.preventDefault();
   if (running) return;
   showError("");
-  let source, weights, request;
+  let source, weights, request, pictures;
+  running = { starting: true };
   try {
     source = readSource();
     weights = readWeights();
     request = readRequest();
+    pictures = await addPictures(request);
   } catch (err) {
+    running = null;
     showError(err.message);
     return;
   }
@@ -173,15 +224,15 @@ $("form").addEventListener("submit", (e) => {
   $("download").hidden = true;
   document.body.dataset.state = "running";
   setStatus("Starting…");
-  const threads = Number(new URLSearchParams(location.search).get("threads")) || undefined; // the threaded build's pool (default: every core)
-  worker.postMessage({ type: "generate", source, ...weights, request, cancelBuffer, threads });
+  worker.postMessage({ type: "generate", source, ...weights, pictures, request, cancelBuffer });
 });
 
 $("cancel").addEventListener("click", () => {
-  if (!running) return;
+  if (!running || running.starting) return;
   setStatus("Cancelling…");
   if (running.cancelFlag) {
-    Atomics.store(running.cancelFlag, 0, 1); // seen before the next UNet evaluation
+    Atomics.store(running.cancelFlag, 0, 1); // seen before the next UNet evaluation and model read
+    Atomics.notify(running.cancelFlag, 0); // wakes a read that waits (?slowReads)
     running.cancelAt = Atomics.load(running.cancelFlag, 1);
     worker.postMessage({ type: "cancel" }); // seen while downloading
   } else {

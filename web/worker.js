@@ -9,6 +9,7 @@
 // Models from a picked folder: the File objects themselves.
 // A single-file checkpoint (and a separate VAE), picked or from a URL with no manifest, runs
 // with the model dir as its template (src/models/checkpoint.rs), as the CLI's --checkpoint.
+// Picked pictures (the init picture, the painted mask) and LoRA files go the same way, by name.
 // Either way the wasm side reads byte ranges on demand (FileReaderSync over Blobs): only the
 // network being loaded is held in wasm memory.
 
@@ -22,14 +23,18 @@ const ready = (async () => {
   ({ generate, last_panic } = pkg);
   return pkg;
 })();
-/** Starts the threaded build's pool once (`threads` from the first run, else every core). */
-async function startThreads(pkg, threads) {
+/** Starts the threaded build's pool once: ?threads=N on the page, else every core. */
+async function startThreads(pkg) {
   if (!pkg.initThreads) return { build: "pkg", threads: 1 };
-  pool ||= pkg.initThreads(Math.max(1, threads || navigator.hardwareConcurrency || 1)).then(() => pkg.threads());
+  const threads = Number(new URL(self.location.href).searchParams.get("threads")) || navigator.hardwareConcurrency || 1;
+  pool ||= pkg.initThreads(Math.max(1, threads)).then(() => pkg.threads());
   return { build: "pkg-threads", threads: await pool };
 }
 let cancelFlag = null; // Int32Array over a SharedArrayBuffer when the page is cross-origin isolated
 let cancelRequested = false;
+// For the tests (?slowReads=MS on the page): each model read waits MS ms, as from a slow disk,
+// and wakes at once on Cancel; so a test can press Cancel while a network loads.
+const slowReadsMs = Number(new URL(self.location.href).searchParams.get("slowReads")) || 0;
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 
@@ -115,7 +120,11 @@ async function download(cache, url, file, chunkBytes) {
   return blob;
 }
 
-async function filesFromUrl(base) {
+/** Whether a run needs the manifest's `path`: the VAE encoder only with a picture to start from. */
+const ENCODER = "vae_encoder/";
+const needed = (path, request) => !path.startsWith(ENCODER) || "init_image" in request;
+
+async function filesFromUrl(base, request) {
   base = new URL(base, self.location.href);
   if (!base.pathname.endsWith("/")) base.pathname += "/";
   const manifestUrl = new URL("sd-manifest.json", base);
@@ -129,7 +138,7 @@ async function filesFromUrl(base) {
   }
   const cache = await caches.open(CACHE);
   const blobs = new Map();
-  for (const file of manifest.files) {
+  for (const file of manifest.files.filter((f) => needed(f.path, request))) {
     const url = new URL(file.path, base).href;
     let blob = await cachedCopy(cache, url, file, manifest.chunk_bytes);
     const fromCache = blob !== null;
@@ -156,7 +165,10 @@ function modelFiles({ name, blobs }) {
   return {
     describe: () => name,
     size: (rel) => blobs.get(rel)?.size,
-    readRange: (rel, offset, len) => new Uint8Array(reader.readAsArrayBuffer(blobs.get(rel).slice(offset, offset + len))),
+    readRange: (rel, offset, len) => {
+      if (slowReadsMs && cancelFlag) Atomics.wait(cancelFlag, 0, 0, slowReadsMs);
+      return new Uint8Array(reader.readAsArrayBuffer(blobs.get(rel).slice(offset, offset + len)));
+    },
   };
 }
 
@@ -203,12 +215,17 @@ async function weightsFile(source) {
   return singleFile("your files", source.file.name, source.file);
 }
 
-async function run({ source, checkpoint, vae, request, cancelBuffer, threads }) {
+/** Picked files by name ([{ name, blob }] from the page), as model files. */
+function pickedFiles(where, list) {
+  return list ? modelFiles({ name: where, blobs: new Map(list.map((f) => [f.name, f.blob || f])) }) : undefined;
+}
+
+async function run({ source, checkpoint, vae, pictures, loras, request, cancelBuffer }) {
   cancelFlag = cancelBuffer ? new Int32Array(cancelBuffer) : null;
   cancelRequested = false;
   try {
-    post({ type: "build", ...(await startThreads(await ready, threads)) });
-    const files = source.kind === "url" ? await filesFromUrl(source.base) : filesFromFolder(source.name, source.files);
+    post({ type: "build", ...(await startThreads(await ready)) });
+    const files = source.kind === "url" ? await filesFromUrl(source.base, request) : filesFromFolder(source.name, source.files);
     const hooks = {
       event(e) {
         if (e.type === "step" && cancelFlag) Atomics.store(cancelFlag, 1, e.index);
@@ -217,9 +234,14 @@ async function run({ source, checkpoint, vae, request, cancelBuffer, threads }) 
       },
       cancelled: isCancelled,
     };
-    const weights = [await weightsFile(checkpoint), await weightsFile(vae)];
-    const result = generate(modelFiles(files), JSON.stringify(request), hooks, ...weights);
-    post(result, [result.png.buffer]);
+    const extras = {
+      checkpoint: await weightsFile(checkpoint),
+      vae: await weightsFile(vae),
+      pictures: pickedFiles("your pictures", pictures),
+      loras: pickedFiles("your LoRA files", loras),
+    };
+    const result = generate(modelFiles(files), JSON.stringify(request), hooks, extras);
+    post(result, result.pictures.map((p) => p.png.buffer));
   } catch (e) {
     if (e instanceof Failure) post({ type: "error", kind: e.kind, message: e.message });
     else if (e && e.type === "error") post(e);

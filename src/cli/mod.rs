@@ -85,7 +85,7 @@ fn run_inner(args: &[String]) -> Result<()> {
     let files = model_files(&cli)?;
     let dir = ModelDir::open(&*files)?;
     let mut requests = Vec::with_capacity(share.len());
-    let mut tagged = loras::TaggedLoras::new(&cli);
+    let mut tagged = loras::tagged_loras(&cli);
     for mut line in share {
         let given = |key: &str| cli.given.contains(&key) || line.keys.iter().any(|k| k == key);
         let at = line_numbers.is_some().then(|| format!("--prompts line {}", line.index + 1));

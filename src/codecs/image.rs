@@ -179,7 +179,7 @@ fn lanczos(x: f64) -> f64 {
             1.0
         } else {
             let x = x * std::f64::consts::PI;
-            x.sin() / x
+            crate::math::sin(x) / x
         }
     }
     if (-3.0..3.0).contains(&x) {

@@ -147,11 +147,11 @@ pub fn guidance_embedding(guidance_scale: f32, dim: usize, batch: usize) -> ndar
     // guidance_scale - 1 is a Python float (f64), made an f32 tensor.
     let w = (guidance_scale as f64 - 1.0) as f32 * 1000.0;
     let half = dim / 2;
-    let step = 10000f32.ln() / (half as f32 - 1.0);
+    let step = crate::math::lnf(10000.0) / (half as f32 - 1.0);
     let mut row = vec![0f32; dim];
     for i in 0..half {
-        let x = w * (i as f32 * -step).exp();
-        (row[i], row[half + i]) = (x.sin(), x.cos());
+        let x = w * crate::math::expf(i as f32 * -step);
+        (row[i], row[half + i]) = (crate::math::sinf(x), crate::math::cosf(x));
     }
     let rows: Vec<f32> = (0..batch).flat_map(|_| row.iter().copied()).collect();
     ndarray::ArrayD::from_shape_vec(vec![batch, dim], rows).expect("batch × dim values")

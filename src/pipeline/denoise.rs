@@ -271,7 +271,7 @@ fn latents_of(encoded: &Encoded, rng: &mut dyn NoiseSource, scaling: f32) -> Lat
             let logvar = p.slice_axis(Axis(1), ndarray::Slice::from(c..));
             let mut out = rng.randn(mean.shape());
             ndarray::Zip::from(&mut out).and(&mean).and(&logvar).for_each(|n, &m, &lv| {
-                let std = (0.5 * lv.clamp(-30.0, 20.0)).exp();
+                let std = crate::math::expf(0.5 * lv.clamp(-30.0, 20.0));
                 *n = m + std * *n;
             });
             out * scaling

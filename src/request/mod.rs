@@ -8,12 +8,14 @@
 
 pub mod preset;
 mod table;
+pub mod tagged_loras;
 mod validate;
 mod value;
 
 use crate::error::{Result, SdError};
 pub use crate::rng::RngKind;
 pub use preset::{apply_preset, Preset};
+pub use tagged_loras::TaggedLoras;
 pub use validate::validate;
 pub use value::{Inputs, NoInputs, ParamValue, Raw};
 

@@ -66,7 +66,7 @@ fn box_muller_sin(x: u32, y: u32) -> f32 {
     let angle_step = f64::from(f32::from_bits(ANGLE_STEP_BITS));
     let u = f64::from(x) * U_STEP + U_STEP / 2.0;
     let v = f64::from(y) * angle_step + angle_step / 2.0;
-    ((-2.0 * u.ln()).sqrt() * v.sin()) as f32
+    ((-2.0 * crate::math::ln(u)).sqrt() * crate::math::sin(v)) as f32
 }
 
 /// A `torch.Generator("cuda")` after `manual_seed(seed)` (the whole 64-bit seed is the key).

@@ -116,10 +116,10 @@ impl TorchRng {
         }
         let u1 = self.uniform_f64();
         let u2 = self.uniform_f64();
-        let r = (-2.0 * (-u2).ln_1p()).sqrt();
+        let r = (-2.0 * crate::math::ln_1p(-u2)).sqrt();
         let theta = 2.0 * std::f64::consts::PI * u1;
-        self.next_double_normal = Some(r * theta.sin());
-        r * theta.cos()
+        self.next_double_normal = Some(r * crate::math::sin(theta));
+        r * crate::math::cos(theta)
     }
 
     /// `torch.rand(numel)` for float32, flat.
@@ -169,17 +169,17 @@ impl crate::tensor::NoiseSource for TorchRng {
 }
 
 /// torch's `normal_fill_16` (mean 0, std 1), with its f32 arithmetic. log/cos/sin go through
-/// f64 and are rounded once: about as close to SLEEF's ≤1-ulp results as f32 libm, and the
-/// same on every target (glibc, wasm's bundled libm), so native and wasm latents agree.
+/// f64 and are rounded once: about as close to SLEEF's ≤1-ulp results as f32 libm; through
+/// [`crate::math`], so native, WASI and browser latents agree to the bit.
 fn box_muller_16(d: &mut [f32]) {
     const TWO_PI: f32 = 2.0 * std::f32::consts::PI;
     for j in 0..8 {
         let u1 = 1.0f32 - d[j];
         let u2 = d[j + 8];
-        let r = (-2.0f32 * ((u1 as f64).ln() as f32)).sqrt();
+        let r = (-2.0f32 * (crate::math::ln(u1 as f64) as f32)).sqrt();
         let theta = (TWO_PI * u2) as f64;
-        d[j] = r * (theta.cos() as f32);
-        d[j + 8] = r * (theta.sin() as f32);
+        d[j] = r * (crate::math::cos(theta) as f32);
+        d[j + 8] = r * (crate::math::sin(theta) as f32);
     }
 }
 

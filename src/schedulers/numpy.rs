@@ -73,7 +73,7 @@ pub(crate) fn np_interp(x: f64, fp: &[f32]) -> f64 {
 /// Inputs here are positive normal floats (sigmas); other inputs fall back to f64 ln.
 pub(crate) fn numpy_logf(x: f32) -> f32 {
     if !(x.is_normal() && x > 0.0) || x.is_infinite() {
-        return (x as f64).ln() as f32;
+        return crate::math::ln(x as f64) as f32;
     }
     // NPY_COEFF_P0..P5_LOGf and NPY_COEFF_Q0..Q5_LOGf as float32 bits.
     const P: [u32; 6] = [

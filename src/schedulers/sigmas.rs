@@ -61,7 +61,7 @@ impl SigmaSpacing {
 /// diffusers' _sigma_to_t: piecewise-linear inversion of log(sigma) over the training log-sigmas
 /// (float32 `log_sigmas`, float64 arithmetic, with `low - high` in float32 as numpy does).
 pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
-    let log_sigma = sigma.max(1e-10).ln();
+    let log_sigma = crate::math::ln(sigma.max(1e-10));
     let n = log_sigmas.len();
     let mut low = 0usize;
     for (i, &ls) in log_sigmas.iter().enumerate() {
@@ -84,19 +84,19 @@ pub(crate) fn log_sigmas(sigmas: &[f32]) -> Vec<f32> {
 /// Karras et al. (2022) sigmas, rho = 7, descending from sigma_max to sigma_min (float64).
 pub(crate) fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
     let rho = 7.0f64;
-    let min_inv_rho = sigma_min.powf(1.0 / rho);
-    let max_inv_rho = sigma_max.powf(1.0 / rho);
+    let min_inv_rho = crate::math::powf(sigma_min, 1.0 / rho);
+    let max_inv_rho = crate::math::powf(sigma_max, 1.0 / rho);
     np_linspace(0.0, 1.0, n, true)
         .into_iter()
-        .map(|r| (max_inv_rho + r * (min_inv_rho - max_inv_rho)).powf(rho))
+        .map(|r| crate::math::powf(max_inv_rho + r * (min_inv_rho - max_inv_rho), rho))
         .collect()
 }
 
 /// exp(linspace(log sigma_max, log sigma_min, n)) (float64).
 pub(crate) fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
-    np_linspace(sigma_max.ln(), sigma_min.ln(), n, true)
+    np_linspace(crate::math::ln(sigma_max), crate::math::ln(sigma_min), n, true)
         .into_iter()
-        .map(f64::exp)
+        .map(crate::math::exp)
         .collect()
 }
 
@@ -108,6 +108,6 @@ pub(crate) fn lu_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
     let log_max = numpy_logf(sigma_max as f32) as f64;
     np_linspace(0.0, 1.0, n, true)
         .into_iter()
-        .map(|r| (log_max + r * (log_min - log_max)).exp())
+        .map(|r| crate::math::exp(log_max + r * (log_min - log_max)))
         .collect()
 }

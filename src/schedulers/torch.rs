@@ -38,11 +38,11 @@ pub(crate) fn cumprod_f32(x: &[f32]) -> Vec<f32> {
 /// f32 transcendental as torch computes it on a 0-d tensor, rounded from float64 (torch's MKL/SLEEF
 /// kernels are within ~1 ulp of this).
 pub(crate) fn ln_f32(x: f32) -> f32 {
-    (x as f64).ln() as f32
+    crate::math::ln(x as f64) as f32
 }
 
 pub(crate) fn exp_f32(x: f32) -> f32 {
-    (x as f64).exp() as f32
+    crate::math::exp(x as f64) as f32
 }
 
 /// torch.clamp(v, lo, hi) = min(max(v, lo), hi), NaN-propagating.

@@ -191,7 +191,7 @@ pub(crate) fn sigma_from_alpha_cumprod(a: f32) -> f32 {
 /// diffusers' betas_for_alpha_bar with the default cosine transform (float64, then float32).
 fn betas_for_alpha_bar(n: usize) -> Vec<f32> {
     let alpha_bar = |t: f64| {
-        let c = ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos();
+        let c = crate::math::cos((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0);
         c * c
     };
     (0..n)

@@ -1,12 +1,17 @@
 // Drives web/ in a real headless chromium (Debian's, through playwright-core) and reports what
 // happened as JSON; tests/platforms/browser.rs makes the assertions (PNG bytes against the CLI's, request
 // counts, error texts). Usage:
-//   node driver.mjs --model DIR --out DIR [--checkpoints DIR] [--chromium /usr/bin/chromium]
+//   node driver.mjs --model DIR --out DIR [--checkpoints DIR] [--turbo DIR] [--init PNG]
+//                   [--lora FILE] [--chromium /usr/bin/chromium]
 // It serves the page with web/serve.py (the model dir at /models/tiny/, --checkpoints' dir at
-// /models/ckpt/) and counts the model file requests from the server's log. With --checkpoints
-// (fixtures/tiny-checkpoint: template/ and single files), it also runs checkpoints with the
-// picked template folder: picked, fetched by URL (then from the cache), with a picked VAE,
-// and two that must fail.
+// /models/ckpt/, --turbo's at /models/turbo/) and counts the model file requests from the
+// server's log. With --checkpoints (fixtures/tiny-checkpoint: template/ and single files), it
+// also runs checkpoints with the picked template folder: picked, fetched by URL (then from the
+// cache), with a picked VAE, and two that must fail. With --init: image-to-image from that
+// picture, with a mask painted by the mouse (two strokes, the second undone; the mask the page
+// sent saved as mask.png) and two pictures, then without the mask; a file that is no picture.
+// With --lora: that LoRA named in the prompt, and a name not picked. With --turbo: one step
+// with TAESD. Always: Cancel while a network loads (?slowReads).
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
@@ -16,14 +21,15 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const { values: opts } = parseArgs({
-  options: { model: { type: "string" }, out: { type: "string" }, checkpoints: { type: "string" }, chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" } },
+  options: { model: { type: "string" }, out: { type: "string" }, checkpoints: { type: "string" }, turbo: { type: "string" }, init: { type: "string" }, lora: { type: "string" }, chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" } },
 });
 const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 mkdirSync(opts.out, { recursive: true });
 
 /** Starts web/serve.py; resolves to { url, requests(): model file paths fetched so far, stop }. */
 function serve(extra = []) {
-  const models = ["--models", `tiny=${opts.model}`, ...(opts.checkpoints ? ["--models", `ckpt=${opts.checkpoints}`] : [])];
+  const models = ["--models", `tiny=${opts.model}`, ...(opts.checkpoints ? ["--models", `ckpt=${opts.checkpoints}`] : []),
+    ...(opts.turbo ? ["--models", `turbo=${opts.turbo}`] : [])];
   const child = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", ...models, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
   const log = [];
   let errText = "";
@@ -52,12 +58,14 @@ const consoleLines = [];
 page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
 page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
 
-const params = { prompt: "a red cube on a table", negative: "blurry", steps: "12", guidance: "7.5", seed: "42", width: "16", height: "16", scheduler: "euler" };
+const params = { prompt: "a red cube on a table", negative: "blurry", steps: "12", guidance: "7.5", seed: "42", width: "16", height: "16", scheduler: "euler", decoder: "full", "num-images": "1" };
 
 async function fill(p, overrides = {}) {
   const v = { ...params, ...overrides };
-  for (const id of ["prompt", "negative", "steps", "guidance", "seed", "width", "height"]) await p.fill(`#${id}`, v[id]);
+  for (const id of ["prompt", "negative", "steps", "guidance", "seed", "width", "height", "num-images"]) await p.fill(`#${id}`, v[id]);
+  if (overrides.strength) await p.fill("#strength", v.strength); // shown with a picture only
   await p.selectOption("#scheduler", v.scheduler);
+  await p.selectOption("#decoder", v.decoder);
   await p.fill("#model-url", v.url || "models/tiny/");
 }
 
@@ -72,14 +80,35 @@ async function generate(p, name, overrides) {
     error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
     parameters: document.getElementById("parameters").textContent,
     fileName: document.getElementById("download").download,
+    fileNames: [...document.querySelectorAll("#gallery a")].map((a) => a.download),
     downloads: Object.fromEntries([...document.querySelectorAll("#downloads > div")].map((r) => [r.dataset.path, r.dataset.state])),
   }));
   if (state.state === "done") {
     const bytes = await p.evaluate(async () => Array.from(new Uint8Array(await (await fetch(document.getElementById("download").href)).arrayBuffer())));
     writeFileSync(join(opts.out, `${name}.png`), Buffer.from(bytes));
     state.png = `${name}.png`;
+    // Several pictures: each from its gallery link, as NAME-1.png, NAME-2.png, …
+    const all = await p.evaluate(async () => Promise.all([...document.querySelectorAll("#gallery a")].map(async (a) =>
+      Array.from(new Uint8Array(await (await fetch(a.href)).arrayBuffer())))));
+    all.forEach((b, i) => writeFileSync(join(opts.out, `${name}-${i + 1}.png`), Buffer.from(b)));
   }
   return state;
+}
+
+/** A stroke over the mask canvas from (x0, y0) to (x1, y1), in fractions of its size. */
+async function paint(p, [x0, y0], [x1, y1]) {
+  await p.locator("#mask-canvas").scrollIntoViewIfNeeded(); // the mouse works in the viewport
+  const box = await p.locator("#mask-canvas").boundingBox();
+  await p.mouse.move(box.x + box.width * x0, box.y + box.height * y0);
+  await p.mouse.down();
+  await p.mouse.move(box.x + box.width * x1, box.y + box.height * y1, { steps: 10 });
+  await p.mouse.up();
+}
+
+/** The file behind a link of the page, saved as `name`. */
+async function saveLink(p, selector, name) {
+  const bytes = await p.evaluate(async (sel) => Array.from(new Uint8Array(await (await fetch(document.querySelector(sel).href)).arrayBuffer())), selector);
+  writeFileSync(join(opts.out, name), Buffer.from(bytes));
 }
 
 /** Starts a long run, presses Cancel once step 5 has shown, and reports the steps finished
@@ -172,6 +201,57 @@ try {
     await weights(null);
     await page.check("input[name=source][value=url]");
   }
+
+  if (opts.init) {
+    // Image-to-image with a painted mask: a stroke across the top, one across the bottom that
+    // is undone; strength 0.6, two pictures. Then the mask cleared: image-to-image alone.
+    await page.setInputFiles("#init-file", opts.init);
+    await page.waitForSelector("#mask-canvas", { state: "visible" });
+    await paint(page, [0.1, 0.25], [0.9, 0.3]);
+    await paint(page, [0.1, 0.85], [0.9, 0.9]);
+    await page.click("#undo");
+    results.inpaint = await generate(page, "inpaint", { strength: "0.6", "num-images": "2" });
+    await page.screenshot({ path: join(opts.out, "screenshot-inpaint.png"), fullPage: true });
+    await saveLink(page, "#mask-download", "mask.png");
+    await page.click("#clear-mask");
+    results.img2img = await generate(page, "img2img", { strength: "0.6" });
+    results.img2imgMaskShown = await page.isVisible("#mask-download");
+    await page.click("#remove-init");
+    // A file that is no picture, picked as one.
+    await page.setInputFiles("#init-file", join(repo, "Cargo.toml"));
+    await page.waitForFunction(() => !document.getElementById("error").hidden, null, { timeout: 10000 });
+    results.notPicture = await page.evaluate(() => document.getElementById("error").textContent);
+    await page.click("#remove-init");
+  }
+
+  if (opts.lora) {
+    await page.setInputFiles("#lora-files", opts.lora);
+    results.lora = await generate(page, "lora", { prompt: "a red cube on a table <lora:style:0.8>" });
+    results.loraMissing = await generate(page, "lora-missing", { prompt: "a red cube on a table <lora:nothere:1>" });
+    await page.setInputFiles("#lora-files", []);
+  }
+
+  if (opts.turbo) {
+    results.turbo = await generate(page, "turbo-taesd", { url: "models/turbo/", steps: "1", guidance: "0", decoder: "taesd", scheduler: "euler" });
+  }
+
+  // Cancel while a network loads: every model read waits 50 ms (?slowReads=50), so the UNet
+  // takes seconds to load; Cancel must stop it at the next read, and the page be ready again.
+  const slow = await context.newPage();
+  await slow.goto(`${server.url}?slowReads=50`);
+  await fill(slow);
+  await slow.click("#generate");
+  await slow.waitForFunction(() => /Loading UNet/.test(document.getElementById("status").textContent), null, { timeout: 120000 });
+  const t0 = Date.now();
+  await slow.click("#cancel");
+  await slow.waitForFunction(() => document.body.dataset.state !== "running", null, { timeout: 60000 });
+  results.cancelLoad = await slow.evaluate(() => ({
+    state: document.body.dataset.state,
+    status: document.getElementById("status").textContent,
+    generateEnabled: !document.getElementById("generate").disabled,
+  }));
+  results.cancelLoad.seconds = (Date.now() - t0) / 1000;
+  await slow.close();
 
   // A plain static server (no cross-origin isolation): Cancel terminates the worker.
   const plainPage = await context.newPage();

@@ -4,10 +4,35 @@
 //! a reload takes every model file from the cache; a partial cached file is fetched again; a
 //! broken model URL, a bad size and a size too large for wasm32 end as plain-words errors in
 //! the page. Single-file checkpoints (picked, fetched, with a VAE file) make the CLI's
-//! --checkpoint pictures.
+//! --checkpoint pictures; image-to-image with a mask painted by the mouse, two pictures, a
+//! LoRA named in the prompt and TAESD make the CLI's pictures with the same inputs; Cancel
+//! stops a network load.
 
 use crate::common::*;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
+
+/// [`FRONT_END_PICTURE`] with some flags' values replaced, then `more` flags.
+fn picture_flags(replace: &[(&str, &str)], more: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = FRONT_END_PICTURE.iter().map(|s| s.to_string()).collect();
+    for (flag, value) in replace {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = value.to_string();
+    }
+    args.extend(more.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The CLI's pictures under their default names, with `dirs` mapped and /outputs a new dir.
+fn cli_pictures(name: &str, dirs: &[(&Path, &str)], args: &[String]) -> BTreeMap<String, Vec<u8>> {
+    let out = scratch(name);
+    let dirs = [dirs, &[(out.as_path(), "/outputs")][..]].concat();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run_wasm_dirs(&dirs, &args, 4 << 30, &[]);
+    assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+    pngs(&out)
+}
 
 #[test]
 fn page_in_chromium_matches_the_cli() {
@@ -43,6 +68,13 @@ fn page_in_chromium_matches_the_cli() {
 
     let results_dir = repo().join("target/browser-test");
     let _ = std::fs::remove_dir_all(&results_dir);
+    // SD-Turbo's tiny shapes with TAESD, also named alike on both sides.
+    let turbo = models.join("turbo");
+    std::fs::rename(model_copy(&repo().join("fixtures/tiny-sd-turbo"), "browser-turbo"), &turbo).unwrap();
+    let manifest = Command::new("python3").arg(repo().join("scripts/web-manifest.py")).arg(&turbo).output().unwrap();
+    assert!(manifest.status.success(), "{}", String::from_utf8_lossy(&manifest.stderr));
+    let init = repo().join("fixtures/tiny-img2img/init.png");
+    let lora = repo().join("fixtures/tiny-lora/style.safetensors");
     let driver = Command::new("node")
         .arg(repo().join("tests/browser/driver.mjs"))
         .arg("--model")
@@ -51,6 +83,12 @@ fn page_in_chromium_matches_the_cli() {
         .arg(&results_dir)
         .arg("--checkpoints")
         .arg(&checkpoints)
+        .arg("--turbo")
+        .arg(&turbo)
+        .arg("--init")
+        .arg(&init)
+        .arg("--lora")
+        .arg(&lora)
         .output()
         .expect("running node (scripts/test.sh installs tests/browser's packages)");
     let text = std::fs::read_to_string(results_dir.join("results.json"))
@@ -73,10 +111,12 @@ fn page_in_chromium_matches_the_cli() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| format!("{} 200", f["path"].as_str().unwrap()))
+        .map(|f| f["path"].as_str().unwrap())
+        .filter(|path| !path.starts_with("vae_encoder/"))
+        .map(|path| format!("{path} 200"))
         .collect();
     let requested: Vec<String> = r["firstRequests"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    assert_eq!(requested, listed, "first visit downloads each file once");
+    assert_eq!(requested, listed, "first visit downloads each file once (the VAE encoder only for image-to-image)");
     assert!(r["first"]["downloads"].as_object().unwrap().values().all(|s| s == "downloaded"), "{}", r["first"]["downloads"]);
 
     // Cancel: cooperative (SharedArrayBuffer, page cross-origin isolated) stops within one step.
@@ -132,4 +172,55 @@ fn page_in_chromium_matches_the_cli() {
     let large = r["tooLarge"]["error"].as_str().unwrap();
     assert!(large.starts_with("Out of memory: unet needs about") && large.contains("smaller size"), "{large}");
     assert!(results_dir.join("screenshot.png").exists());
+
+    // Image-to-image with the mask painted in the page: the mask has the first stroke (rows
+    // 4–5 of 16) and not the undone second (row 14).
+    let mask = read_png(&results_dir.join("mask.png"));
+    assert_eq!((mask.width, mask.height), (16, 16));
+    let at = |x: u32, y: u32| mask.pixels[((y * mask.width + x) * 3) as usize];
+    assert!((3..=5).any(|y| at(8, y) >= 128), "the painted stroke is not in the mask");
+    assert!((0..16).all(|x| at(x, 14) < 128), "the undone stroke is still in the mask");
+    let fixture_dir = repo().join("fixtures/tiny-img2img");
+    let inputs = [(models.as_path(), "/models"), (fixture_dir.as_path(), "/in"), (results_dir.as_path(), "/page")];
+    let image_flags = ["--models", "/models/tiny", "--init-image", "/in/init.png", "--strength", "0.6"];
+    let inpaint = cli_pictures("browser-inpaint", &inputs, &picture_flags(&[], &[&image_flags[..], &["--mask", "/page/mask.png", "--num-images", "2"]].concat()));
+    let page_names: Vec<&str> = r["inpaint"]["fileNames"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert_eq!(page_names, inpaint.keys().map(String::as_str).collect::<Vec<_>>(), "the page names its pictures as the CLI does");
+    for (i, bytes) in inpaint.values().enumerate() {
+        assert!(png(&format!("inpaint-{}", i + 1)) == *bytes, "inpaint picture {} differs from the CLI's", i + 1);
+    }
+    let img2img = cli_pictures("browser-img2img", &inputs, &picture_flags(&[], &image_flags));
+    let img2img = img2img.values().next().unwrap();
+    assert!(png("img2img") == *img2img, "img2img.png from the page differs from the CLI's");
+    assert!(inpaint.values().all(|p| p != img2img) && *img2img != cli_png, "the mask and the init picture change the picture");
+    assert_eq!(r["img2imgMaskShown"], false, "a cleared mask is not sent");
+    let not_picture = r["notPicture"].as_str().unwrap();
+    assert!(not_picture.contains("Cargo.toml is not a picture"), "{not_picture}");
+
+    // A LoRA picked and named in the prompt: the CLI's --lora-dir picture.
+    let lora_dir = repo().join("fixtures/tiny-lora");
+    let tagged = cli_pictures(
+        "browser-lora",
+        &[(models.as_path(), "/models"), (lora_dir.as_path(), "/loras")],
+        &picture_flags(&[("--prompt", "a red cube on a table <lora:style:0.8>")], &["--models", "/models/tiny", "--lora-dir", "/loras"]),
+    );
+    let tagged = tagged.values().next().unwrap();
+    assert!(png("lora") == *tagged && *tagged != cli_png, "lora.png from the page differs from the CLI's (or the LoRA did nothing)");
+    assert_eq!(r["loraMissing"]["state"], "error");
+    let missing = r["loraMissing"]["error"].as_str().unwrap();
+    assert!(missing.contains("nothere.safetensors is not among the LoRA files picked"), "{missing}");
+
+    // TAESD as the decoder, SD-Turbo's one step.
+    let taesd = cli_pictures(
+        "browser-turbo",
+        &[(models.as_path(), "/models")],
+        &picture_flags(&[("--steps", "1"), ("--guidance-scale", "0")], &["--models", "/models/turbo", "--vae", "taesd"]),
+    );
+    assert!(png("turbo-taesd") == *taesd.values().next().unwrap(), "turbo-taesd.png from the page differs from the CLI's");
+
+    // Cancel during a network load (each read slowed to 50 ms): stopped at the next read.
+    let c = &r["cancelLoad"];
+    assert_eq!(c["state"], "cancelled", "{c}");
+    assert!(c["status"].as_str().unwrap().contains("while loading UNet"), "{c}");
+    assert!(c["seconds"].as_f64().unwrap() < 3.0 && c["generateEnabled"] == true, "{c}");
 }

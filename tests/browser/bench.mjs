@@ -1,0 +1,81 @@
+// One picture through the page in headless chromium, timed, for scripts/bench_browser.py:
+//   node bench.mjs --models NAME=DIR --out DIR [--query "threads=2"] [--size 512] [--steps 1]
+//                  [--guidance 0] [--decoder taesd] [--chromium /usr/bin/chromium]
+// Prints one JSON line: the page's state and error, its metadata (timings, peak_memory_bytes:
+// the wasm memory's peak), the renderer processes' peak resident memory (VmHWM, which holds
+// the worker), the build the page says it runs, and the PNG written to OUT/page.png.
+
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import { readFileSync, readdirSync, writeFileSync, mkdirSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const { values: opts } = parseArgs({
+  options: {
+    models: { type: "string" }, out: { type: "string" }, query: { type: "string", default: "" },
+    size: { type: "string", default: "512" }, steps: { type: "string", default: "1" }, guidance: { type: "string", default: "0" },
+    decoder: { type: "string", default: "taesd" }, prompt: { type: "string", default: "a lighthouse at dusk, oil painting" },
+    chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
+  },
+});
+const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
+mkdirSync(opts.out, { recursive: true });
+const name = opts.models.split("=")[0];
+
+const server = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", "--models", opts.models], { stdio: ["ignore", "pipe", "ignore"] });
+const url = await new Promise((resolve, reject) => {
+  server.on("error", reject);
+  server.stdout.once("data", (d) => resolve(d.toString().trim()));
+});
+
+/** Peak resident memory (VmHWM, bytes) of each chromium renderer process. */
+function rendererPeaks() {
+  const peaks = [];
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--type=renderer")) continue;
+      const hwm = readFileSync(`/proc/${pid}/status`, "utf8").match(/VmHWM:\s+(\d+) kB/);
+      if (hwm) peaks.push(Number(hwm[1]) * 1024);
+    } catch { /* gone */ }
+  }
+  return peaks;
+}
+
+const result = {};
+const browser = await chromium.launch({ executablePath: opts.chromium, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
+try {
+  const page = await browser.newPage();
+  await page.goto(`${url}${opts.query ? "?" + opts.query : ""}`);
+  for (const [id, value] of [["prompt", opts.prompt], ["negative", ""], ["steps", opts.steps], ["guidance", opts.guidance], ["seed", "1"], ["width", opts.size], ["height", opts.size]]) {
+    await page.fill(`#${id}`, value);
+  }
+  await page.fill("#model-url", `models/${name}/`);
+  await page.selectOption("#decoder", opts.decoder);
+  const start = Date.now();
+  await page.click("#generate");
+  await page.waitForFunction(() => ["done", "error", "cancelled"].includes(document.body.dataset.state), null, { timeout: 3 * 3600 * 1000, polling: 1000 });
+  result.wall_seconds = (Date.now() - start) / 1000;
+  Object.assign(result, await page.evaluate(() => ({
+    state: document.body.dataset.state,
+    error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
+    status: document.getElementById("status").textContent,
+    build: document.getElementById("build").textContent,
+  })));
+  result.renderer_peak_bytes = Math.max(0, ...rendererPeaks());
+  if (result.state === "done") {
+    const { bytes, metadata } = await page.evaluate(async () => ({
+      bytes: Array.from(new Uint8Array(await (await fetch(document.getElementById("download").href)).arrayBuffer())),
+      metadata: window.lastMetadata,
+    }));
+    writeFileSync(join(opts.out, "page.png"), Buffer.from(bytes));
+    result.metadata = metadata;
+  }
+} catch (e) {
+  result.failure = String(e.stack || e);
+} finally {
+  await browser.close();
+  server.kill();
+}
+console.log(JSON.stringify(result));
