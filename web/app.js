@@ -131,7 +131,6 @@ function onMessage(m) {
     case "preview": $("preview").src = URL.createObjectURL(new Blob([m.png], { type: "image/png" })); break;
     case "warning": showError(`Warning: ${m.message}`); break;
     case "result": case "error": finish(m); break;
-    case "build": $("build").textContent = `${m.build === "pkg-threads" ? "threaded build" : "single-threaded build"}, ${m.threads} thread${m.threads > 1 ? "s" : ""}`; break;
   }
 }
 

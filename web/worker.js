@@ -25,10 +25,11 @@ const ready = (async () => {
 })();
 /** Starts the threaded build's pool once: ?threads=N on the page, else every core. */
 async function startThreads(pkg) {
-  if (!pkg.initThreads) return { build: "pkg", threads: 1 };
+  if (!pkg.initThreads) return { build: "pkg", threads: 1, text: "Single-threaded build." };
   const threads = Number(new URL(self.location.href).searchParams.get("threads")) || navigator.hardwareConcurrency || 1;
   pool ||= pkg.initThreads(Math.max(1, threads)).then(() => pkg.threads());
-  return { build: "pkg-threads", threads: await pool };
+  const n = await pool;
+  return { build: "pkg-threads", threads: n, text: `Threaded build, ${n} thread${n > 1 ? "s" : ""}.` };
 }
 let cancelFlag = null; // Int32Array over a SharedArrayBuffer when the page is cross-origin isolated
 let cancelRequested = false;
