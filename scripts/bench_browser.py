@@ -7,8 +7,9 @@ its bytes against sd.wasm's under wasmtime with the same request, and its time a
     nice -n 5 python3 scripts/bench_browser.py                   # each page build the site has
     python3 scripts/bench_browser.py --variants single threads=2 --size 256
 
-Variants: `single` is web/pkg (one thread); `threads=N` is web/pkg-threads on N threads (when
-scripts/build-web.sh built it). Prints a table: load and step seconds, the wasm memory's peak,
+Variants: `plain` is web/pkg (one thread, the page without cross-origin isolation);
+`threads=N` is web/pkg-threads on N threads (the isolated page, when scripts/build-web.sh built
+it). Prints a table: load and step seconds, the wasm memory's peak,
 the tab's peak resident memory (the renderer process, which holds the worker), and whether the
 PNG equals the CLI's. A benchmark, not a test: it fails only when it cannot measure, or when
 the page's PNG differs from the CLI's.
@@ -31,11 +32,8 @@ PROMPT = "a lighthouse at dusk, oil painting"
 
 
 def page_run(model, variant, args, out):
-    query = "" if variant == "single" else variant
-    if variant == "single" and os.path.isdir(os.path.join(ROOT, "web", "pkg-threads")):
-        query = "threads=1&build=single"
-    cmd = ["node", os.path.join(ROOT, "tests", "browser", "bench.mjs"), "--models", f"turbo={model}", "--out", out,
-           "--query", query, "--size", str(args.size), "--steps", "1", "--guidance", "0", "--decoder", "taesd", "--prompt", PROMPT]
+    plain = ["--plain"] if variant == "plain" else ["--query", variant]
+    cmd = ["node", os.path.join(ROOT, "tests", "browser", "bench.mjs"), "--models", f"turbo={model}", "--out", out, *plain, "--size", str(args.size), "--steps", "1", "--guidance", "0", "--decoder", "taesd", "--prompt", PROMPT]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.join(ROOT, "tests", "browser"))
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if not lines:
@@ -61,7 +59,7 @@ def main():
     p.add_argument("--model", help="an SD-Turbo-shaped model dir with vae_decoder_taesd/ (default: made under the cache)")
     p.add_argument("--wasm", default=os.path.join(ROOT, "dist", "sd.wasm"))
     p.add_argument("--size", type=int, default=512)
-    p.add_argument("--variants", nargs="+", help="single, threads=N (default: single, and threads=1 threads=2 with web/pkg-threads)")
+    p.add_argument("--variants", nargs="+", help="plain, threads=N (default: plain, and threads=1 threads=2 with web/pkg-threads)")
     args = p.parse_args()
     model = os.path.abspath(args.model or bench_pictures.ensure_model("sd-turbo"))
     if not os.path.isdir(os.path.join(model, "vae_decoder_taesd")):
@@ -69,7 +67,7 @@ def main():
     if not os.path.exists(os.path.join(model, "sd-manifest.json")):
         subprocess.run([sys.executable, os.path.join(HERE, "web-manifest.py"), model], check=True)
     threaded = os.path.isdir(os.path.join(ROOT, "web", "pkg-threads"))
-    variants = args.variants or (["single", "threads=1", "threads=2"] if threaded else ["single"])
+    variants = args.variants or (["plain", "threads=1", "threads=2"] if threaded else ["plain"])
 
     print(bench.machine())
     print(f"model: {model} (SD-Turbo shapes, random init), {args.size}x{args.size}, 1 step, guidance 0, TAESD, seed 1")

@@ -1,9 +1,10 @@
 // One picture through the page in headless chromium, timed, for scripts/bench_browser.py:
-//   node bench.mjs --models NAME=DIR --out DIR [--query "threads=2"] [--size 512] [--steps 1]
+//   node bench.mjs --models NAME=DIR --out DIR [--plain] [--query "threads=2"] [--size 512] [--steps 1]
 //                  [--guidance 0] [--decoder taesd] [--chromium /usr/bin/chromium]
 // Prints one JSON line: the page's state and error, its metadata (timings, peak_memory_bytes:
 // the wasm memory's peak), the renderer processes' peak resident memory (VmHWM, which holds
-// the worker), the build the page says it runs, and the PNG written to OUT/page.png.
+// the worker), the build the page says it runs, and the PNG written to OUT/page.png. --plain
+// serves the page without cross-origin isolation: the single-threaded web/pkg.
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
@@ -14,7 +15,7 @@ import { parseArgs } from "node:util";
 
 const { values: opts } = parseArgs({
   options: {
-    models: { type: "string" }, out: { type: "string" }, query: { type: "string", default: "" },
+    models: { type: "string" }, out: { type: "string" }, query: { type: "string", default: "" }, plain: { type: "boolean", default: false },
     size: { type: "string", default: "512" }, steps: { type: "string", default: "1" }, guidance: { type: "string", default: "0" },
     decoder: { type: "string", default: "taesd" }, prompt: { type: "string", default: "a lighthouse at dusk, oil painting" },
     chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
@@ -24,7 +25,7 @@ const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 mkdirSync(opts.out, { recursive: true });
 const name = opts.models.split("=")[0];
 
-const server = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", "--models", opts.models], { stdio: ["ignore", "pipe", "ignore"] });
+const server = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", "--models", opts.models, ...(opts.plain ? ["--no-isolation"] : [])], { stdio: ["ignore", "pipe", "ignore"] });
 const url = await new Promise((resolve, reject) => {
   server.on("error", reject);
   server.stdout.once("data", (d) => resolve(d.toString().trim()));
