@@ -13,6 +13,35 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+/// `scripts/web-manifest.py` over `dir` (with `--chunk-bytes`, when given).
+pub fn web_manifest(dir: &Path, chunk_bytes: Option<u64>) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("scripts/web-manifest.py"));
+    if let Some(bytes) = chunk_bytes {
+        cmd.arg("--chunk-bytes").arg(bytes.to_string());
+    }
+    let out = cmd.arg(dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs a tests/browser driver with `args` (then `--out results_dir`) and returns its
+/// results.json, which it must have written without a failure.
+pub fn run_driver(script: &str, args: &[&std::ffi::OsStr], results_dir: &Path) -> serde_json::Value {
+    let _ = std::fs::remove_dir_all(results_dir);
+    let driver = Command::new("node")
+        .arg(repo().join("tests/browser").join(script))
+        .args(args)
+        .arg("--out")
+        .arg(results_dir)
+        .output()
+        .expect("running node (scripts/test.sh installs tests/browser's packages)");
+    let text = std::fs::read_to_string(results_dir.join("results.json"))
+        .unwrap_or_else(|_| panic!("the driver wrote no results: {}", String::from_utf8_lossy(&driver.stderr)));
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(driver.status.success() && r.get("failure").is_none(), "driver failed: {}\n{}", r["failure"], String::from_utf8_lossy(&driver.stderr));
+    r
+}
+
 /// [`FRONT_END_PICTURE`] with some flags' values replaced, then `more` flags.
 fn picture_flags(replace: &[(&str, &str)], more: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = FRONT_END_PICTURE.iter().map(|s| s.to_string()).collect();
@@ -63,38 +92,16 @@ fn page_in_chromium_matches_the_cli() {
     assert!(cli_ckpt != cli_png && cli_ckpt != cli_ckpt_vae, "the checkpoints' pictures differ from the model dir's and each other");
 
     // 64 KiB pieces, so the tiny model's files span many and the per-piece check is exercised.
-    let manifest = Command::new("python3").arg(repo().join("scripts/web-manifest.py")).args(["--chunk-bytes", "65536"]).arg(&tiny).output().unwrap();
-    assert!(manifest.status.success(), "{}", String::from_utf8_lossy(&manifest.stderr));
-
-    let results_dir = repo().join("target/browser-test");
-    let _ = std::fs::remove_dir_all(&results_dir);
+    web_manifest(&tiny, Some(65536));
     // SD-Turbo's tiny shapes with TAESD, also named alike on both sides.
     let turbo = models.join("turbo");
     std::fs::rename(model_copy(&repo().join("fixtures/tiny-sd-turbo"), "browser-turbo"), &turbo).unwrap();
-    let manifest = Command::new("python3").arg(repo().join("scripts/web-manifest.py")).arg(&turbo).output().unwrap();
-    assert!(manifest.status.success(), "{}", String::from_utf8_lossy(&manifest.stderr));
-    let init = repo().join("fixtures/tiny-img2img/init.png");
-    let lora = repo().join("fixtures/tiny-lora/style.safetensors");
-    let driver = Command::new("node")
-        .arg(repo().join("tests/browser/driver.mjs"))
-        .arg("--model")
-        .arg(&tiny)
-        .arg("--out")
-        .arg(&results_dir)
-        .arg("--checkpoints")
-        .arg(&checkpoints)
-        .arg("--turbo")
-        .arg(&turbo)
-        .arg("--init")
-        .arg(&init)
-        .arg("--lora")
-        .arg(&lora)
-        .output()
-        .expect("running node (scripts/test.sh installs tests/browser's packages)");
-    let text = std::fs::read_to_string(results_dir.join("results.json"))
-        .unwrap_or_else(|_| panic!("the driver wrote no results: {}", String::from_utf8_lossy(&driver.stderr)));
-    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert!(driver.status.success() && r.get("failure").is_none(), "driver failed: {}\n{}", r["failure"], String::from_utf8_lossy(&driver.stderr));
+    web_manifest(&turbo, None);
+    let results_dir = repo().join("target/browser-test");
+    let (init, lora) = (repo().join("fixtures/tiny-img2img/init.png"), repo().join("fixtures/tiny-lora/style.safetensors"));
+    let flags = [("--model", &tiny), ("--checkpoints", &checkpoints), ("--turbo", &turbo), ("--init", &init), ("--lora", &lora)];
+    let args: Vec<&std::ffi::OsStr> = flags.iter().flat_map(|(flag, path)| [std::ffi::OsStr::new(*flag), path.as_os_str()]).collect();
+    let r = run_driver("driver.mjs", &args, &results_dir);
 
     let png = |name: &str| std::fs::read(results_dir.join(format!("{name}.png"))).unwrap();
     let runs = ["first", "after-cancel", "after-reload", "after-corrupt", "plain-after-cancel", "from-folder"];

@@ -4,8 +4,8 @@
 //! web/pkg/; the three PNGs must be the same bytes (tests/platforms/browser.rs checks the plain
 //! page's against the CLI's). SD_WEB_THREADS=0 (no threaded build) skips it, saying so.
 
+use crate::browser::{run_driver, web_manifest};
 use crate::common::*;
-use std::process::Command;
 
 #[test]
 fn threaded_page_makes_the_same_png() {
@@ -20,23 +20,10 @@ fn threaded_page_makes_the_same_png() {
     let models = scratch("browser-threads-models");
     let tiny = models.join("tiny");
     std::fs::rename(tiny_model_copy("browser-threads"), &tiny).unwrap();
-    let manifest = Command::new("python3").arg(repo().join("scripts/web-manifest.py")).args(["--chunk-bytes", "65536"]).arg(&tiny).output().unwrap();
-    assert!(manifest.status.success(), "{}", String::from_utf8_lossy(&manifest.stderr));
+    web_manifest(&tiny, Some(65536));
     let results_dir = repo().join("target/browser-threads-test");
-    let _ = std::fs::remove_dir_all(&results_dir);
-    let driver = Command::new("node")
-        .arg(repo().join("tests/browser/threads.mjs"))
-        .arg("--model")
-        .arg(&tiny)
-        .arg("--out")
-        .arg(&results_dir)
-        .args(["--threads", "1,2"])
-        .output()
-        .expect("running node (scripts/test.sh installs tests/browser's packages)");
-    let text = std::fs::read_to_string(results_dir.join("results.json"))
-        .unwrap_or_else(|_| panic!("the driver wrote no results: {}", String::from_utf8_lossy(&driver.stderr)));
-    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert!(driver.status.success() && r.get("failure").is_none(), "driver failed: {}\n{}", r["failure"], String::from_utf8_lossy(&driver.stderr));
+    let args = ["--model".as_ref(), tiny.as_os_str(), "--threads".as_ref(), "1,2".as_ref()];
+    let r = run_driver("threads.mjs", &args, &results_dir);
     for (run, build, threads) in [("plain", "pkg", 1), ("threads-1", "pkg-threads", 1), ("threads-2", "pkg-threads", 2)] {
         let v = &r["runs"][run];
         assert_eq!(v["state"], "done", "{run}: {v}");
