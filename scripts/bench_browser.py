@@ -33,7 +33,8 @@ PROMPT = "a lighthouse at dusk, oil painting"
 
 def page_run(model, variant, args, out):
     plain = ["--plain"] if variant == "plain" else ["--query", variant]
-    cmd = ["node", os.path.join(ROOT, "tests", "browser", "bench.mjs"), "--models", f"turbo={model}", "--out", out, *plain, "--size", str(args.size), "--steps", "1", "--guidance", "0", "--decoder", "taesd", "--prompt", PROMPT]
+    folder = ["--folder"] if args.folder else []
+    cmd = ["node", os.path.join(ROOT, "tests", "browser", "bench.mjs"), "--models", f"{os.path.basename(model)}={model}", "--out", out, *plain, *folder, "--size", str(args.size), "--steps", "1", "--guidance", "0", "--decoder", "taesd", "--prompt", PROMPT]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.join(ROOT, "tests", "browser"))
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if not lines:
@@ -42,8 +43,8 @@ def page_run(model, variant, args, out):
 
 
 def cli_run(model, args, out):
-    cmd = [bench.wasmtime_path(), "run", "-W", "max-memory-size=4294967296", "--dir", f"{model}::/models/turbo",
-           "--dir", f"{out}::/outputs", args.wasm, "--", "--models", "/models/turbo", "--prompt", PROMPT,
+    cmd = [bench.wasmtime_path(), "run", "-W", "max-memory-size=4294967296", "--dir", f"{model}::/models/{os.path.basename(model)}",
+           "--dir", f"{out}::/outputs", args.wasm, "--", "--models", f"/models/{os.path.basename(model)}", "--prompt", PROMPT,
            "--negative-prompt", "", "--steps", "1", "--guidance-scale", "0", "--vae", "taesd", "--seed", "1",
            "--width", str(args.size), "--height", str(args.size), "--output", "/outputs/cli.png", "--quiet"]
     start = time.monotonic()
@@ -59,6 +60,7 @@ def main():
     p.add_argument("--model", help="an SD-Turbo-shaped model dir with vae_decoder_taesd/ (default: made under the cache)")
     p.add_argument("--wasm", default=os.path.join(ROOT, "dist", "sd.wasm"))
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--folder", action="store_true", help="pick the model dir as a folder (no download into the Cache API)")
     p.add_argument("--variants", nargs="+", help="plain, threads=N (default: plain, and threads=1 threads=2 with web/pkg-threads)")
     args = p.parse_args()
     model = os.path.abspath(args.model or bench_pictures.ensure_model("sd-turbo"))

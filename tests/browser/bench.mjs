@@ -1,10 +1,11 @@
 // One picture through the page in headless chromium, timed, for scripts/bench_browser.py:
-//   node bench.mjs --models NAME=DIR --out DIR [--plain] [--query "threads=2"] [--size 512] [--steps 1]
+//   node bench.mjs --models NAME=DIR --out DIR [--plain] [--folder] [--query "threads=2"] [--size 512] [--steps 1]
 //                  [--guidance 0] [--decoder taesd] [--chromium /usr/bin/chromium]
 // Prints one JSON line: the page's state and error, its metadata (timings, peak_memory_bytes:
 // the wasm memory's peak), the renderer processes' peak resident memory (VmHWM, which holds
 // the worker), the build the page says it runs, and the PNG written to OUT/page.png. --plain
-// serves the page without cross-origin isolation: the single-threaded web/pkg.
+// serves the page without cross-origin isolation: the single-threaded web/pkg. --folder picks
+// DIR as a folder instead of downloading it into the Cache API by its manifest.
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
@@ -15,7 +16,7 @@ import { parseArgs } from "node:util";
 
 const { values: opts } = parseArgs({
   options: {
-    models: { type: "string" }, out: { type: "string" }, query: { type: "string", default: "" }, plain: { type: "boolean", default: false },
+    models: { type: "string" }, out: { type: "string" }, query: { type: "string", default: "" }, plain: { type: "boolean", default: false }, folder: { type: "boolean", default: false },
     size: { type: "string", default: "512" }, steps: { type: "string", default: "1" }, guidance: { type: "string", default: "0" },
     decoder: { type: "string", default: "taesd" }, prompt: { type: "string", default: "a lighthouse at dusk, oil painting" },
     chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
@@ -53,6 +54,10 @@ try {
     await page.fill(`#${id}`, value);
   }
   await page.fill("#model-url", `models/${name}/`);
+  if (opts.folder) {
+    await page.check("input[name=source][value=folder]");
+    await page.setInputFiles("#model-folder", opts.models.split("=").slice(1).join("="));
+  }
   await page.selectOption("#decoder", opts.decoder);
   const start = Date.now();
   await page.click("#generate");
