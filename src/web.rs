@@ -71,7 +71,8 @@ impl BrowserFiles {
     }
 }
 
-// wasm32-unknown-unknown without threads: one thread only, so the JS handle never crosses one.
+// Only the worker that calls `generate` touches these JS handles: web/pkg has one thread, and the
+// threaded build's pool threads (src/web_threads.rs) run tract's kernels, never a read or a hook.
 unsafe impl Send for BrowserFiles {}
 unsafe impl Sync for BrowserFiles {}
 
