@@ -20,8 +20,8 @@ cargo rustc --locked --lib --profile dist --target wasm32-unknown-unknown --crat
   "$target_dir/wasm32-unknown-unknown/dist/sd_wasm.wasm"
 echo "web/pkg: $(stat -c %s web/pkg/sd_wasm_bg.wasm) bytes of wasm" >&2
 # SD_WEB_THREADS=1: the threaded build beside it (web/pkg-threads/, used when the page is
-# cross-origin isolated): nightly Rust and a std rebuilt with atomics. Opt-in for now: with it,
-# tests/platforms/browser.rs's isolated page hangs at its first inpainting run (docs/browser.md).
+# cross-origin isolated): nightly Rust and a std rebuilt with atomics. Opt-in for now: one run of
+# tests/platforms/browser.rs hung with it at its first inpainting run, not reproduced (docs/browser.md).
 if [[ "${SD_WEB_THREADS:-0}" == 1 ]]; then
   scripts/build-web-threads.sh
 fi

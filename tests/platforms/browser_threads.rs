@@ -2,8 +2,8 @@
 //! headless chromium, driven by tests/browser/threads.mjs: on a cross-origin isolated page the
 //! worker runs it with a pool of 1 and of 2 threads, on a plain page the single-threaded
 //! web/pkg/; the three PNGs must be the same bytes (tests/platforms/browser.rs checks the plain
-//! page's against the CLI's). Ignored by default: the threaded build is opt-in for now (an
-//! isolated page with it hangs at tests/platforms/browser.rs's first inpainting run; see
+//! page's against the CLI's). Ignored by default: the threaded build is opt-in for now (one
+//! run of tests/platforms/browser.rs hung with it at its first inpainting run, not reproduced; see
 //! docs/browser.md). Run it with `SD_WEB_THREADS=1 scripts/build-web.sh` and
 //! `cargo test --test platforms browser_threads -- --ignored`.
 
