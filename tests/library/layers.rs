@@ -9,6 +9,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("tensor", 0),
     ("codecs", 0),
+    ("math", 0),
     ("VERSION", 0),
     ("Result", 0),
     ("SdError", 0),
@@ -24,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("records", 4),
     ("cli", 5),
     ("web", 5),
+    ("web_threads", 5),
     ("component", 5),
 ];
 
