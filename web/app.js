@@ -204,6 +204,8 @@ $("form").addEventListener("submit", async (e) => {
   showError("");
   let source, weights, request, pictures;
   running = { starting: true };
+  // Running from the click on: reading the picture and the mask takes a moment.
+  document.body.dataset.state = "running";
   try {
     source = readSource();
     weights = readWeights();
@@ -212,6 +214,7 @@ $("form").addEventListener("submit", async (e) => {
   } catch (err) {
     running = null;
     showError(err.message);
+    document.body.dataset.state = "error";
     return;
   }
   // [0]: cancel requested (page → worker); [1]: steps finished so far (worker → page).
