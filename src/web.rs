@@ -58,16 +58,16 @@ extern "C" {
 /// full-size copy outside wasm memory.
 const READ_CHUNK: usize = 16 << 20;
 
-/// Model files read through the worker; with `cancel`, a Cancel pressed while a network loads
-/// stops the load at the next read (a full-size UNet takes many seconds to read).
+/// Model files read through the worker; a Cancel pressed while a network loads stops the load
+/// at the next read of `cancel` (a full-size UNet takes many seconds to read).
 struct BrowserFiles {
     files: JsModelFiles,
-    cancel: Option<JsHooks>,
+    cancel: JsHooks,
 }
 
 impl BrowserFiles {
-    fn new(files: JsModelFiles, cancel: Option<&JsHooks>) -> Self {
-        BrowserFiles { files, cancel: cancel.cloned() }
+    fn new(files: JsModelFiles, cancel: &JsHooks) -> Self {
+        BrowserFiles { files, cancel: cancel.clone() }
     }
 }
 
@@ -100,7 +100,7 @@ impl ModelFiles for BrowserFiles {
         }
         let mut at = offset;
         for chunk in buf.chunks_mut(READ_CHUNK) {
-            if self.cancel.as_ref().is_some_and(|hooks| hooks.cancelled()) {
+            if self.cancel.cancelled() {
                 return Err(SdError::new(ErrorKind::Cancelled, "cancelled"));
             }
             let bytes = self.files.read_range(rel, at as f64, chunk.len() as f64).map_err(|e| {
@@ -243,7 +243,7 @@ fn parse_request(json: &str, inputs: &PickedFiles) -> Result<(GenerateRequest, V
 /// A picked or fetched single file, as the checkpoint seam takes it.
 fn single_file(file: JsModelFiles, kind: &str, hooks: &JsHooks) -> Result<FileRef> {
     let name = file.name().ok_or_else(|| SdError::usage(format!("the {kind} file has no name")))?;
-    Ok((Arc::new(BrowserFiles::new(file, Some(hooks))), name))
+    Ok((Arc::new(BrowserFiles::new(file, hooks)), name))
 }
 
 /// `<lora:NAME:W>` in the prompts loads NAME.safetensors from the LoRA files picked.
@@ -268,12 +268,12 @@ pub fn generate(files: JsModelFiles, request_json: &str, hooks: JsHooks, extras:
 }
 
 fn run(files: JsModelFiles, request_json: &str, hooks: JsHooks, extras: JsExtras) -> Result<JsValue> {
-    let picked = |files: Option<JsModelFiles>| files.map(|f| Arc::new(BrowserFiles::new(f, Some(&hooks))) as Arc<dyn ModelFiles>);
+    let picked = |files: Option<JsModelFiles>| files.map(|f| Arc::new(BrowserFiles::new(f, &hooks)) as Arc<dyn ModelFiles>);
     let inputs = PickedFiles { pictures: picked(extras.pictures()), loras: picked(extras.loras()) };
     let (mut request, given) = parse_request(request_json, &inputs)?;
     let checkpoint = extras.checkpoint().map(|f| single_file(f, "checkpoint", &hooks)).transpose()?;
     let vae = extras.vae().map(|f| single_file(f, "VAE", &hooks)).transpose()?;
-    let files = with_checkpoint(Arc::new(BrowserFiles::new(files, Some(&hooks))), checkpoint, vae)?;
+    let files = with_checkpoint(Arc::new(BrowserFiles::new(files, &hooks)), checkpoint, vae)?;
     let dir = crate::model_dir::ModelDir::open(&*files)?;
     crate::request::apply_preset(&mut request, &dir, &|key| given.iter().any(|g| g == key))?;
     page_loras(inputs.loras.clone()).add_to(&mut request)?;

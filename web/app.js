@@ -66,13 +66,9 @@ function finish(outcome) {
   $("cancel").disabled = true;
   if (outcome.type === "result") {
     const pictures = outcome.pictures.map((p) => ({ ...p, url: URL.createObjectURL(new Blob([p.png], { type: "image/png" })) }));
-    const [first] = pictures;
-    $("result").src = first.url;
-    $("download").href = first.url;
-    $("download").download = first.fileName;
+    showPicture(pictures[0]);
     $("download").hidden = false;
     $("gallery").replaceChildren(...(pictures.length > 1 ? pictures.map(galleryItem) : []));
-    $("parameters").textContent = first.parameters;
     $("parameters").hidden = false;
     const metadata = pictures.map((p) => JSON.parse(p.metadata));
     window.lastMetadata = metadata[0]; // for tests/browser/bench.mjs
@@ -97,6 +93,14 @@ function finish(outcome) {
   }
 }
 
+/** `p` as the result: the picture, its download link and its parameters text. */
+function showPicture(p) {
+  $("result").src = p.url;
+  $("download").href = p.url;
+  $("download").download = p.fileName;
+  $("parameters").textContent = p.parameters;
+}
+
 /** One of several pictures: a thumbnail that shows it above, and its download link. */
 function galleryItem(p) {
   const figure = document.createElement("figure");
@@ -105,12 +109,7 @@ function galleryItem(p) {
   img.src = link.href = p.url;
   link.download = p.fileName;
   img.title = p.fileName;
-  img.addEventListener("click", () => {
-    $("result").src = p.url;
-    $("download").href = p.url;
-    $("download").download = p.fileName;
-    $("parameters").textContent = p.parameters;
-  });
+  img.addEventListener("click", () => showPicture(p));
   return figure;
 }
 
@@ -153,8 +152,8 @@ function readRequest() {
     seed,
     preview_every: 1,
   };
-  const pictures = numberOrNull("num-images") ?? 1;
-  if (pictures !== 1) request.num_images = pictures;
+  const count = numberOrNull("num-images") ?? 1;
+  if (count !== 1) request.num_images = count;
   if ($("decoder").value === "taesd") request.vae = "taesd";
   for (const [key, id] of [["width", "width"], ["height", "height"]]) {
     const v = numberOrNull(id);
@@ -195,7 +194,7 @@ async function addPictures(request) {
   const files = await picture.files();
   for (const f of files) request[f.key] = f.name;
   if (files.length) request.strength = numberOrNull("strength") ?? 0.5;
-  return files.length ? files.map(({ name, blob }) => ({ name, blob })) : undefined;
+  return files.length ? files : undefined;
 }
 
 $("form").addEventListener("submit", async (e) => {
@@ -224,7 +223,6 @@ $("form").addEventListener("submit", async (e) => {
   $("cancel").disabled = false;
   $("progress").value = 0;
   $("download").hidden = true;
-  document.body.dataset.state = "running";
   setStatus("Starting…");
   worker.postMessage({ type: "generate", source, ...weights, pictures, request, cancelBuffer });
 });

@@ -216,7 +216,7 @@ async function weightsFile(source) {
   return singleFile("your files", source.file.name, source.file);
 }
 
-/** Picked files by name ([{ name, blob }] from the page), as model files. */
+/** Picked files by name ([{ name, blob }] from the page, or Files), as model files. */
 function pickedFiles(where, list) {
   return list ? modelFiles({ name: where, blobs: new Map(list.map((f) => [f.name, f.blob || f])) }) : undefined;
 }
