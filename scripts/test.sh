@@ -34,7 +34,7 @@ go_log=$(mktemp)
 log=$(mktemp)
 go_tools > "$go_out" 2> "$go_log" &
 go_pid=$!
-trap 'kill "$go_pid" 2>/dev/null; rm -f "$go_out" "$go_log" "$log"' EXIT
+trap 'kill "$go_pid" 2>/dev/null || true; rm -f "$go_out" "$go_log" "$log"' EXIT
 scripts/build-wasm.sh
 phase "dist/sd.wasm"
 scripts/build-web.sh

@@ -42,8 +42,12 @@ function onDownload(d) {
   name.textContent = d.path;
   bar.value = d.total ? d.loaded / d.total : 1;
   row.dataset.state = d.state;
+  // "uncached": the browser would not store the file (a private window keeps little), so the
+  // worker fetches it again into memory, for this run only.
+  const uncached = d.uncached ? " (not cached: the browser would not store it; kept for this run only)" : "";
   text.textContent = d.state === "cached" ? `cached, ${mb(d.total)}` :
-    d.state === "corrupt" ? "bad cached copy: fetching again" : `${mb(d.loaded)} / ${mb(d.total)}`;
+    d.state === "corrupt" ? "bad cached copy: fetching again" :
+    d.state === "downloaded" ? `${mb(d.total)}${uncached}` : `${mb(d.loaded)} / ${mb(d.total)}${uncached}`;
 }
 
 function plainError(e) {

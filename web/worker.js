@@ -5,7 +5,8 @@
 // its size and the SHA-256 of each of its `chunk_bytes` pieces (hashed piece by piece, so a
 // 1.7 GB UNet weights file is never held whole in this worker's memory). Each file is kept in
 // the Cache API; a cached copy is used only when its size and hashes match the manifest,
-// otherwise it is deleted and downloaded again.
+// otherwise it is deleted and downloaded again. A file the browser will not store (a private
+// window's Cache API refuses entries of a few hundred MB) is kept in memory for that run.
 // Models from a picked folder: the File objects themselves.
 // A single-file checkpoint (and a separate VAE), picked or from a URL with no manifest, runs
 // with the model dir as its template (src/models/checkpoint.rs), as the CLI's --checkpoint.
@@ -75,12 +76,11 @@ async function cachedCopy(cache, url, file, chunkBytes) {
 }
 
 /**
- * Fetches `url` into the cache, streamed (a multi-GB weights file is never held in this
- * worker's memory), posting progress for `path`; resolves to the stored Response (null if the
- * cache lost it) and the size the server announced (0: none). `total`: the expected size for
- * progress (0: unknown). With `keepSize`, the announced size is stored with it (x-sd-size).
+ * Fetches `url` for `path`, its body counted for progress (`total`: the expected size, 0:
+ * unknown; `uncached`: said with the progress) and stopped by Cancel; with the size the server
+ * announced (0: none).
  */
-async function streamToCache(cache, url, path, total, keepSize = false) {
+async function fetchCounted(url, path, total, uncached = false) {
   let response;
   try {
     response = await fetch(url, { cache: "no-store" });
@@ -91,34 +91,57 @@ async function streamToCache(cache, url, path, total, keepSize = false) {
   // A compressed transfer's Content-Length is not the file's size: then the size is unknown.
   const announced = response.headers.get("content-encoding") ? 0 : Number(response.headers.get("content-length")) || 0;
   let loaded = 0, lastPost = 0;
-  const counted = response.body.pipeThrough(new TransformStream({
+  const body = response.body.pipeThrough(new TransformStream({
     transform(chunk, controller) {
       if (isCancelled()) { controller.error(new Failure("cancelled", "cancelled")); return; }
       loaded += chunk.length;
       const now = performance.now();
-      if (now - lastPost > 100) { post({ type: "download", path, state: "downloading", loaded, total: total || announced || loaded }); lastPost = now; }
+      if (now - lastPost > 100) { post({ type: "download", path, state: "downloading", loaded, total: total || announced || loaded, uncached }); lastPost = now; }
       controller.enqueue(chunk);
     },
   }));
+  return { body, announced };
+}
+
+/**
+ * Fetches `url` into the cache, streamed (a multi-GB weights file is never held in this
+ * worker's memory), posting progress for `path`; resolves to the stored Blob (null if the cache
+ * lost it), whether it is `uncached`, and the size the server announced (0: none). With `keepSize`, the announced size is
+ * stored with it (x-sd-size).
+ * When the browser will not store it (a private window keeps only a few hundred MB per entry;
+ * a full disk), the file is fetched again into memory and used for this run only, uncached.
+ */
+async function streamToCache(cache, url, path, total, keepSize = false) {
+  const { body, announced } = await fetchCounted(url, path, total);
+  let refused;
   try {
     const size = keepSize && announced ? { "x-sd-size": String(announced) } : {};
-    await cache.put(url, new Response(counted, { headers: { "content-type": "application/octet-stream", ...size } }));
+    await cache.put(url, new Response(body, { headers: { "content-type": "application/octet-stream", ...size } }));
+    const stored = await cache.match(url);
+    return { stored: stored ? await stored.blob() : null, uncached: false, announced };
   } catch (e) {
-    await cache.delete(url);
-    if (isCancelled()) throw new Failure("cancelled", "cancelled");
-    throw new Failure("model", `Could not download ${url} (${e.message}).`);
+    await cache.delete(url).catch(() => {});
+    if (isCancelled() || e.kind === "cancelled") throw new Failure("cancelled", "cancelled");
+    if (e instanceof Failure) throw e;
+    refused = e;
   }
-  return { stored: await cache.match(url), announced };
+  try {
+    const again = await fetchCounted(url, path, total, true);
+    return { stored: await new Response(again.body).blob(), uncached: true, announced: again.announced };
+  } catch (e) {
+    if (isCancelled() || e.kind === "cancelled") throw new Failure("cancelled", "cancelled");
+    if (e instanceof Failure) throw e;
+    throw new Failure("model", `${path} from ${url} could not be kept: the browser would not store it (${refused.message}) nor hold it in memory (${e.message}). Open the page in a normal (not private) window, free some disk space, or pick the model's folder instead.`);
+  }
 }
 
 async function download(cache, url, file, chunkBytes) {
-  const { stored } = await streamToCache(cache, url, file.path, file.size);
-  const blob = stored ? await stored.blob() : null;
+  const { stored: blob, uncached } = await streamToCache(cache, url, file.path, file.size);
   if (!blob || !(await matchesManifest(blob, file, chunkBytes))) {
     await cache.delete(url);
     throw new Failure("model", `${url} does not match sd-manifest.json (got ${blob ? blob.size : 0} bytes, expected ${file.size}, or a different SHA-256): the download was cut short or the file changed. Try again, or regenerate the manifest.`);
   }
-  return blob;
+  return { blob, uncached };
 }
 
 /** Whether a run needs the manifest's `path`: the VAE encoder only with a picture to start from. */
@@ -141,10 +164,9 @@ async function filesFromUrl(base, request) {
   const blobs = new Map();
   for (const file of manifest.files.filter((f) => needed(f.path, request))) {
     const url = new URL(file.path, base).href;
-    let blob = await cachedCopy(cache, url, file, manifest.chunk_bytes);
-    const fromCache = blob !== null;
-    if (!blob) blob = await download(cache, url, file, manifest.chunk_bytes);
-    post({ type: "download", path: file.path, state: fromCache ? "cached" : "downloaded", loaded: file.size, total: file.size });
+    const cached = await cachedCopy(cache, url, file, manifest.chunk_bytes);
+    const { blob, uncached } = cached ? { blob: cached } : await download(cache, url, file, manifest.chunk_bytes);
+    post({ type: "download", path: file.path, state: cached ? "cached" : "downloaded", loaded: file.size, total: file.size, uncached });
     blobs.set(file.path, blob);
   }
   return { name: base.href.replace(/\/$/, ""), blobs };
@@ -199,13 +221,12 @@ async function fileFromUrl(address) {
     await cache.delete(url.href);
     post({ type: "download", path: fileName, state: "corrupt", loaded: 0, total: blob.size });
   }
-  const { stored, announced } = await streamToCache(cache, url.href, fileName, 0, true);
-  const blob = stored ? await stored.blob() : null;
+  const { stored: blob, uncached, announced } = await streamToCache(cache, url.href, fileName, 0, true);
   if (!blob || (announced && blob.size !== announced)) {
     await cache.delete(url.href);
     throw new Failure("model", `${url.href}: the download was cut short (${blob ? blob.size : 0} of ${announced} bytes). Try again.`);
   }
-  post({ type: "download", path: fileName, state: "downloaded", loaded: blob.size, total: blob.size });
+  post({ type: "download", path: fileName, state: "downloaded", loaded: blob.size, total: blob.size, uncached });
   return singleFile(where, fileName, blob);
 }
 

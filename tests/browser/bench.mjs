@@ -5,11 +5,14 @@
 // the wasm memory's peak), the renderer processes' peak resident memory (VmHWM, which holds
 // the worker), the build the page says it runs, and the PNG written to OUT/page.png. --plain
 // serves the page without cross-origin isolation: the single-threaded web/pkg. --folder picks
-// DIR as a folder instead of downloading it into the Cache API by its manifest.
+// DIR as a folder instead of downloading it into the Cache API by its manifest. The browser
+// runs with a new profile on disk (a user's normal window): a private window's Cache API
+// refuses the full-size model's files, and the page then holds them in memory.
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
-import { readFileSync, readdirSync, writeFileSync, mkdirSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -46,7 +49,8 @@ function rendererPeaks() {
 }
 
 const result = {};
-const browser = await chromium.launch({ executablePath: opts.chromium, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
+const profile = mkdtempSync(join(tmpdir(), "sd-wasm-bench-profile-"));
+const browser = await chromium.launchPersistentContext(profile, { executablePath: opts.chromium, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
 try {
   const page = await browser.newPage();
   await page.goto(`${url}${opts.query ? "?" + opts.query : ""}`);
@@ -83,5 +87,6 @@ try {
 } finally {
   await browser.close();
   server.kill();
+  rmSync(profile, { recursive: true, force: true });
 }
 console.log(JSON.stringify(result));

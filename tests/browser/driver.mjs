@@ -1,13 +1,15 @@
 // Drives web/ in a real headless chromium (Debian's, through playwright-core) and reports what
 // happened as JSON; tests/platforms/browser.rs makes the assertions (PNG bytes against the CLI's, request
 // counts, error texts). Usage:
-//   node driver.mjs --model DIR --out DIR [--checkpoints DIR] [--turbo DIR] [--init PNG]
-//                   [--lora FILE] [--chromium /usr/bin/chromium]
+//   node driver.mjs --model DIR --out DIR [--checkpoints DIR [--big DIR]] [--turbo DIR]
+//                   [--init PNG] [--lora FILE] [--chromium /usr/bin/chromium]
 // It serves the page with web/serve.py (the model dir at /models/tiny/, --checkpoints' dir at
-// /models/ckpt/, --turbo's at /models/turbo/) and counts the model file requests from the
-// server's log. With --checkpoints (fixtures/tiny-checkpoint: template/ and single files), it
-// also runs checkpoints with the picked template folder: picked, fetched by URL (then from the
-// cache), with a picked VAE, and two that must fail. With --init: image-to-image from that
+// /models/ckpt/, --big's at /models/big/, --turbo's at /models/turbo/) and counts the model file
+// requests from the server's log. With --checkpoints (fixtures/tiny-checkpoint: template/ and
+// single files), it also runs checkpoints with the picked template folder: picked, fetched by
+// URL (then from the cache, then again when the cached copy is cut short), with a picked VAE,
+// and two that must fail; with --big, its
+// padded.safetensors by URL, too large for the Cache API of this private context. With --init: image-to-image from that
 // picture, with a mask painted by the mouse (two strokes, the second undone; the mask the page
 // sent saved as mask.png) and two pictures, then without the mask; a file that is no picture.
 // With --lora: that LoRA named in the prompt, and a name not picked. With --turbo: one step
@@ -21,7 +23,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const { values: opts } = parseArgs({
-  options: { model: { type: "string" }, out: { type: "string" }, checkpoints: { type: "string" }, turbo: { type: "string" }, init: { type: "string" }, lora: { type: "string" }, chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" } },
+  options: { model: { type: "string" }, out: { type: "string" }, checkpoints: { type: "string" }, big: { type: "string" }, turbo: { type: "string" }, init: { type: "string" }, lora: { type: "string" }, chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" } },
 });
 const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 mkdirSync(opts.out, { recursive: true });
@@ -29,6 +31,7 @@ mkdirSync(opts.out, { recursive: true });
 /** Starts web/serve.py; resolves to { url, requests(): model file paths fetched so far, stop }. */
 function serve(extra = []) {
   const models = ["--models", `tiny=${opts.model}`, ...(opts.checkpoints ? ["--models", `ckpt=${opts.checkpoints}`] : []),
+    ...(opts.big ? ["--models", `big=${opts.big}`] : []),
     ...(opts.turbo ? ["--models", `turbo=${opts.turbo}`] : [])];
   const child = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", ...models, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
   const log = [];
@@ -82,6 +85,7 @@ async function generate(p, name, overrides) {
     fileName: document.getElementById("download").download,
     fileNames: [...document.querySelectorAll("#gallery a")].map((a) => a.download),
     downloads: Object.fromEntries([...document.querySelectorAll("#downloads > div")].map((r) => [r.dataset.path, r.dataset.state])),
+    downloadNotes: Object.fromEntries([...document.querySelectorAll("#downloads > div")].map((r) => [r.dataset.path, r.children[2].textContent])),
   }));
   if (state.state === "done") {
     const bytes = await p.evaluate(async () => Array.from(new Uint8Array(await (await fetch(document.getElementById("download").href)).arrayBuffer())));
@@ -192,6 +196,25 @@ try {
     before = server.requests().length;
     results.ckptCached = await generate(page, "ckpt-cached");
     results.ckptCachedRequests = server.requests().slice(before);
+    // The cached checkpoint cut to its first 1000 bytes, still labelled with the whole size
+    // (as a download cut short by a closed tab could leave it): fetched again, never used.
+    await page.evaluate(async () => {
+      const cache = await caches.open("sd-wasm-models-v1");
+      const url = new URL("models/ckpt/tiny-fp32-ema.safetensors", location.href).href;
+      const hit = await cache.match(url);
+      const bytes = await hit.arrayBuffer();
+      await cache.put(url, new Response(bytes.slice(0, 1000), { headers: { "x-sd-size": hit.headers.get("x-sd-size") } }));
+    });
+    before = server.requests().length;
+    results.ckptPartial = await generate(page, "ckpt-partial");
+    results.ckptPartialRequests = server.requests().slice(before);
+    if (opts.big) {
+      // --big DIR: padded.safetensors, too large for this (private) context's Cache API.
+      await weights(null, null, "models/big/padded.safetensors");
+      before = server.requests().length;
+      results.ckptUncached = await generate(page, "ckpt-uncached");
+      results.ckptUncachedRequests = server.requests().slice(before);
+    }
     await weights("tiny-fp16-novae.safetensors", "tiny-vae.safetensors");
     results.ckptVae = await generate(page, "ckpt-vae");
     await weights("tiny-fp16-novae.safetensors");

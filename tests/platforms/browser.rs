@@ -3,8 +3,9 @@
 //! sd.wasm's under wasmtime; Cancel stops within one step and the next run still matches;
 //! a reload takes every model file from the cache; a partial cached file is fetched again; a
 //! broken model URL, a bad size and a size too large for wasm32 end as plain-words errors in
-//! the page. Single-file checkpoints (picked, fetched, with a VAE file) make the CLI's
-//! --checkpoint pictures; image-to-image with a mask painted by the mouse, two pictures, a
+//! the page. Single-file checkpoints (picked, fetched, cached whole or in part, with a VAE file) make the CLI's
+//! --checkpoint pictures (one too large for the Cache API of a private window, kept in memory
+//! instead); image-to-image with a mask painted by the mouse, two pictures, a
 //! LoRA named in the prompt and TAESD make the CLI's pictures with the same inputs; Cancel
 //! stops a network load.
 
@@ -63,6 +64,25 @@ fn cli_pictures(name: &str, dirs: &[(&Path, &str)], args: &[String]) -> BTreeMap
     pngs(&out)
 }
 
+/// `src`, a safetensors file, with a tensor of `extra` zero bytes more that no network uses
+/// (as a checkpoint's EMA copy is), written to `dst`: a checkpoint as large as a test needs.
+fn padded_checkpoint(src: &Path, dst: &Path, extra: u64) {
+    let bytes = std::fs::read(src).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let data = &bytes[8 + header_len..];
+    let end = data.len() as u64;
+    header.insert("sd_wasm_test.padding".into(), serde_json::json!({ "dtype": "F16", "shape": [extra / 2], "data_offsets": [end, end + extra] }));
+    let mut json = serde_json::to_vec(&header).unwrap();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend(json);
+    out.extend(data);
+    std::fs::write(dst, &out).unwrap();
+    // The zeros as a hole: written in no time, read as zeros.
+    std::fs::OpenOptions::new().write(true).open(dst).unwrap().set_len(out.len() as u64 + extra).unwrap();
+}
+
 #[test]
 fn page_in_chromium_matches_the_cli() {
     // The model dir is named `tiny` on both sides: its name is part of the PNG's metadata.
@@ -85,6 +105,15 @@ fn page_in_chromium_matches_the_cli() {
         std::fs::read(out.join(format!("{name}.png"))).unwrap()
     };
     let cli_ckpt = cli_checkpoint("cli-ckpt", &["--checkpoint", "/ckpt/tiny-fp32-ema.safetensors"]);
+    // A checkpoint larger than a private window's Cache API stores (one entry of 400 MB fails in
+    // headless chromium's default context, 250 MB does not): the page keeps it in memory instead.
+    let big = scratch("browser-big-checkpoint");
+    padded_checkpoint(&checkpoints.join("tiny-fp32-ema.safetensors"), &big.join("padded.safetensors"), 450 << 20);
+    let cli_big = cli_pictures(
+        "browser-cli-big",
+        &[(checkpoints.as_path(), "/ckpt"), (big.as_path(), "/big")],
+        &picture_flags(&[], &["--models", "/ckpt/template", "--checkpoint", "/big/padded.safetensors"]),
+    );
     let cli_ckpt_vae = cli_checkpoint(
         "cli-ckpt-vae",
         &["--checkpoint", "/ckpt/tiny-fp16-novae.safetensors", "--vae-file", "/ckpt/tiny-vae.safetensors"],
@@ -99,7 +128,7 @@ fn page_in_chromium_matches_the_cli() {
     web_manifest(&turbo, None);
     let results_dir = repo().join("target/browser-test");
     let (init, lora) = (repo().join("fixtures/tiny-img2img/init.png"), repo().join("fixtures/tiny-lora/style.safetensors"));
-    let flags = [("--model", &tiny), ("--checkpoints", &checkpoints), ("--turbo", &turbo), ("--init", &init), ("--lora", &lora)];
+    let flags = [("--model", &tiny), ("--checkpoints", &checkpoints), ("--big", &big), ("--turbo", &turbo), ("--init", &init), ("--lora", &lora)];
     let args: Vec<&std::ffi::OsStr> = flags.iter().flat_map(|(flag, path)| [std::ffi::OsStr::new(*flag), path.as_os_str()]).collect();
     let r = run_driver("driver.mjs", &args, &results_dir);
 
@@ -156,12 +185,22 @@ fn page_in_chromium_matches_the_cli() {
 
     // Single-file checkpoints with a picked template folder: picked, fetched by URL (once,
     // then from the cache), with a picked VAE: the CLI's bytes.
-    for (name, want) in [("ckpt-picked", &cli_ckpt), ("ckpt-fetched", &cli_ckpt), ("ckpt-cached", &cli_ckpt), ("ckpt-vae", &cli_ckpt_vae)] {
+    let runs = [("ckpt-picked", &cli_ckpt), ("ckpt-fetched", &cli_ckpt), ("ckpt-cached", &cli_ckpt), ("ckpt-partial", &cli_ckpt), ("ckpt-vae", &cli_ckpt_vae)];
+    for (name, want) in runs {
         assert!(png(name) == *want, "{name}.png from the page differs from the CLI's --checkpoint picture");
     }
     assert_eq!(r["ckptFetchedRequests"], serde_json::json!(["tiny-fp32-ema.safetensors 200"]));
     assert_eq!(r["ckptCachedRequests"], serde_json::json!([]), "a fetched checkpoint is taken from the cache the second time");
     assert_eq!(r["ckptCached"]["downloads"]["tiny-fp32-ema.safetensors"], "cached");
+    // A cached copy shorter than the size stored with it is fetched again.
+    assert_eq!(r["ckptPartialRequests"], serde_json::json!(["tiny-fp32-ema.safetensors 200"]));
+    assert_eq!(r["ckptPartial"]["downloads"]["tiny-fp32-ema.safetensors"], "downloaded");
+    // The checkpoint the browser would not cache: fetched twice (the refused store, then into
+    // memory), the CLI's picture, and the page says it was not cached.
+    assert!(png("ckpt-uncached") == *cli_big.values().next().unwrap(), "ckpt-uncached.png from the page differs from the CLI's");
+    assert_eq!(r["ckptUncachedRequests"], serde_json::json!(["padded.safetensors 200", "padded.safetensors 200"]));
+    let note = r["ckptUncached"]["downloadNotes"]["padded.safetensors"].as_str().unwrap();
+    assert!(note.contains("not cached"), "{note}");
     for (key, words) in [("ckptNoVae", &["has no VAE", "vae-file"][..]), ("ckptNotSafetensors", &["ema.png"][..])] {
         assert_eq!(r[key]["state"], "error", "{key}: {}", r[key]);
         let text = r[key]["error"].as_str().unwrap();
