@@ -9,13 +9,10 @@
 // runs with a new profile on disk (a user's normal window): a private window's Cache API
 // refuses the full-size model's files, and the page then holds them in memory.
 
-import { chromium } from "playwright-core";
-import { spawn } from "node:child_process";
-import { readFileSync, readdirSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync, readdirSync, writeFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { serve, launch, runEnded, linkBytes } from "./page.mjs";
 
 const { values: opts } = parseArgs({
   options: {
@@ -25,15 +22,10 @@ const { values: opts } = parseArgs({
     chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
   },
 });
-const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 mkdirSync(opts.out, { recursive: true });
 const name = opts.models.split("=")[0];
 
-const server = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", "--models", opts.models, ...(opts.plain ? ["--no-isolation"] : [])], { stdio: ["ignore", "pipe", "ignore"] });
-const url = await new Promise((resolve, reject) => {
-  server.on("error", reject);
-  server.stdout.once("data", (d) => resolve(d.toString().trim()));
-});
+const server = await serve([opts.models], opts.plain ? ["--no-isolation"] : []);
 
 /** Peak resident memory (VmHWM, bytes) of each chromium renderer process. */
 function rendererPeaks() {
@@ -49,11 +41,10 @@ function rendererPeaks() {
 }
 
 const result = {};
-const profile = mkdtempSync(join(tmpdir(), "sd-wasm-bench-profile-"));
-const browser = await chromium.launchPersistentContext(profile, { executablePath: opts.chromium, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
+const browser = await launch(opts.chromium, { profile: true });
 try {
-  const page = await browser.newPage();
-  await page.goto(`${url}${opts.query ? "?" + opts.query : ""}`);
+  const page = await browser.context.newPage();
+  await page.goto(`${server.url}${opts.query ? "?" + opts.query : ""}`);
   for (const [id, value] of [["prompt", opts.prompt], ["negative", ""], ["steps", opts.steps], ["guidance", opts.guidance], ["seed", "1"], ["width", opts.size], ["height", opts.size]]) {
     await page.fill(`#${id}`, value);
   }
@@ -65,7 +56,7 @@ try {
   await page.selectOption("#decoder", opts.decoder);
   const start = Date.now();
   await page.click("#generate");
-  await page.waitForFunction(() => ["done", "error", "cancelled"].includes(document.body.dataset.state), null, { timeout: 3 * 3600 * 1000, polling: 1000 });
+  await runEnded(page, 3 * 3600 * 1000, 1000);
   result.wall_seconds = (Date.now() - start) / 1000;
   Object.assign(result, await page.evaluate(() => ({
     state: document.body.dataset.state,
@@ -75,18 +66,13 @@ try {
   })));
   result.renderer_peak_bytes = Math.max(0, ...rendererPeaks());
   if (result.state === "done") {
-    const { bytes, metadata } = await page.evaluate(async () => ({
-      bytes: Array.from(new Uint8Array(await (await fetch(document.getElementById("download").href)).arrayBuffer())),
-      metadata: window.lastMetadata,
-    }));
-    writeFileSync(join(opts.out, "page.png"), Buffer.from(bytes));
-    result.metadata = metadata;
+    writeFileSync(join(opts.out, "page.png"), await linkBytes(page));
+    result.metadata = await page.evaluate(() => window.lastMetadata);
   }
 } catch (e) {
   result.failure = String(e.stack || e);
 } finally {
   await browser.close();
-  server.kill();
-  rmSync(profile, { recursive: true, force: true });
+  server.stop();
 }
 console.log(JSON.stringify(result));

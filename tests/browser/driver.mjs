@@ -15,47 +15,24 @@
 // With --lora: that LoRA named in the prompt, and a name not picked. With --turbo: one step
 // with TAESD. Always: Cancel while a network loads (?slowReads).
 
-import { chromium } from "playwright-core";
-import { spawn } from "node:child_process";
 import { writeFileSync, mkdirSync } from "node:fs";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { repo, serve, launch, runEnded, linkBytes } from "./page.mjs";
 
 const { values: opts } = parseArgs({
   options: { model: { type: "string" }, out: { type: "string" }, checkpoints: { type: "string" }, big: { type: "string" }, turbo: { type: "string" }, init: { type: "string" }, lora: { type: "string" }, chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" } },
 });
-const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 mkdirSync(opts.out, { recursive: true });
 
-/** Starts web/serve.py; resolves to { url, requests(): model file paths fetched so far, stop }. */
-function serve(extra = []) {
-  const models = ["--models", `tiny=${opts.model}`, ...(opts.checkpoints ? ["--models", `ckpt=${opts.checkpoints}`] : []),
-    ...(opts.big ? ["--models", `big=${opts.big}`] : []),
-    ...(opts.turbo ? ["--models", `turbo=${opts.turbo}`] : [])];
-  const child = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", ...models, ...extra], { stdio: ["ignore", "pipe", "pipe"] });
-  const log = [];
-  let errText = "";
-  child.stderr.on("data", (d) => {
-    errText += d;
-    const lines = errText.split("\n");
-    errText = lines.pop();
-    for (const line of lines) {
-      const m = line.match(/"GET \/models\/[^/]+\/(\S+) HTTP[^"]*" (\d+)/);
-      if (m && m[1] !== "sd-manifest.json") log.push(`${m[1]} ${m[2]}`);
-    }
-  });
-  return new Promise((resolve, reject) => {
-    child.on("error", reject);
-    child.stdout.once("data", (d) => resolve({ url: d.toString().trim(), requests: () => log.slice(), stop: () => child.kill() }));
-  });
-}
+const models = [`tiny=${opts.model}`, ...(opts.checkpoints ? [`ckpt=${opts.checkpoints}`] : []),
+  ...(opts.big ? [`big=${opts.big}`] : []), ...(opts.turbo ? [`turbo=${opts.turbo}`] : [])];
 
 const results = {};
-const server = await serve();
-const plain = await serve(["--no-isolation"]);
-const browser = await chromium.launch({ executablePath: opts.chromium, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
-const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+const server = await serve(models);
+const plain = await serve(models, ["--no-isolation"]);
+const browser = await launch(opts.chromium, { viewport: { width: 1100, height: 760 } });
+const context = browser.context;
 const page = await context.newPage();
 const consoleLines = [];
 page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
@@ -76,7 +53,7 @@ async function fill(p, overrides = {}) {
 async function generate(p, name, overrides) {
   await fill(p, overrides);
   await p.click("#generate");
-  await p.waitForFunction(() => ["done", "error", "cancelled"].includes(document.body.dataset.state), null, { timeout: 120000 });
+  await runEnded(p, 120000);
   const state = await p.evaluate(() => ({
     state: document.body.dataset.state,
     status: document.getElementById("status").textContent,
@@ -88,8 +65,7 @@ async function generate(p, name, overrides) {
     downloadNotes: Object.fromEntries([...document.querySelectorAll("#downloads > div")].map((r) => [r.dataset.path, r.children[2].textContent])),
   }));
   if (state.state === "done") {
-    const bytes = await p.evaluate(async () => Array.from(new Uint8Array(await (await fetch(document.getElementById("download").href)).arrayBuffer())));
-    writeFileSync(join(opts.out, `${name}.png`), Buffer.from(bytes));
+    writeFileSync(join(opts.out, `${name}.png`), await linkBytes(p));
     state.png = `${name}.png`;
     // Several pictures: each from its gallery link, as NAME-1.png, NAME-2.png, …
     const all = await p.evaluate(async () => Promise.all([...document.querySelectorAll("#gallery a")].map(async (a) =>
@@ -107,12 +83,6 @@ async function paint(p, [x0, y0], [x1, y1]) {
   await p.mouse.down();
   await p.mouse.move(box.x + box.width * x1, box.y + box.height * y1, { steps: 10 });
   await p.mouse.up();
-}
-
-/** The file behind a link of the page, saved as `name`. */
-async function saveLink(p, selector, name) {
-  const bytes = await p.evaluate(async (sel) => Array.from(new Uint8Array(await (await fetch(document.querySelector(sel).href)).arrayBuffer())), selector);
-  writeFileSync(join(opts.out, name), Buffer.from(bytes));
 }
 
 /** Starts a long run, presses Cancel once step 5 has shown, and reports the steps finished
@@ -235,7 +205,7 @@ try {
     await page.click("#undo");
     results.inpaint = await generate(page, "inpaint", { strength: "0.6", "num-images": "2" });
     await page.screenshot({ path: join(opts.out, "screenshot-inpaint.png"), fullPage: true });
-    await saveLink(page, "#mask-download", "mask.png");
+    writeFileSync(join(opts.out, "mask.png"), await linkBytes(page, "#mask-download"));
     await page.click("#clear-mask");
     results.img2img = await generate(page, "img2img", { strength: "0.6" });
     results.img2imgMaskShown = await page.isVisible("#mask-download");

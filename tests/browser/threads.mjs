@@ -6,12 +6,10 @@
 // Runs: plain (single-threaded build), then isolated at each thread count, each in a fresh page
 // (a worker starts its pool once).
 
-import { chromium } from "playwright-core";
-import { spawn } from "node:child_process";
 import { writeFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { serve, launch, runEnded, linkBytes } from "./page.mjs";
 
 const { values: opts } = parseArgs({
   options: {
@@ -23,22 +21,13 @@ const { values: opts } = parseArgs({
     chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
   },
 });
-const repo = join(dirname(fileURLToPath(import.meta.url)), "../..");
 mkdirSync(opts.out, { recursive: true });
 
-function serve(extra = []) {
-  const child = spawn("python3", [join(repo, "web/serve.py"), "--port", "0", "--models", `tiny=${opts.model}`, ...extra], { stdio: ["ignore", "pipe", "ignore"] });
-  return new Promise((resolve, reject) => {
-    child.on("error", reject);
-    child.stdout.once("data", (d) => resolve({ url: d.toString().trim(), stop: () => child.kill() }));
-  });
-}
-
 const results = { date: new Date().toISOString(), size: Number(opts.size), steps: Number(opts.steps), runs: {} };
-const isolated = await serve();
-const plain = await serve(["--no-isolation"]);
-const browser = await chromium.launch({ executablePath: opts.chromium, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
-const context = await browser.newContext();
+const isolated = await serve([`tiny=${opts.model}`]);
+const plain = await serve([`tiny=${opts.model}`], ["--no-isolation"]);
+const browser = await launch(opts.chromium);
+const context = browser.context;
 // The worker's own messages (build, step seconds), seen beside the page's handler.
 await context.addInitScript(() => {
   const Base = window.Worker;
@@ -86,7 +75,7 @@ async function run(name, url) {
   const cpu0 = root ? cpuSeconds(root) : 0;
   const t0 = Date.now();
   await page.click("#generate");
-  await page.waitForFunction(() => ["done", "error", "cancelled"].includes(document.body.dataset.state), null, { timeout: 1800000 });
+  await runEnded(page, 1800000);
   const r = await page.evaluate(() => ({
     state: document.body.dataset.state,
     error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
@@ -103,8 +92,7 @@ async function run(name, url) {
   r.loaded = r.events.filter((e) => e.type === "loaded").map((e) => [e.network, e.seconds]);
   delete r.events;
   if (r.state === "done") {
-    const bytes = await page.evaluate(async () => Array.from(new Uint8Array(await (await fetch(document.getElementById("download").href)).arrayBuffer())));
-    writeFileSync(join(opts.out, `${name}.png`), Buffer.from(bytes));
+    writeFileSync(join(opts.out, `${name}.png`), await linkBytes(page));
     r.png = `${name}.png`;
   }
   r.console = lines;
