@@ -106,8 +106,8 @@ async function fetchCounted(url, path, total, uncached = false) {
 /**
  * Fetches `url` into the cache, streamed (a multi-GB weights file is never held in this
  * worker's memory), posting progress for `path`; resolves to the stored Blob (null if the cache
- * lost it), whether it is `uncached`, and the size the server announced (0: none). With `keepSize`, the announced size is
- * stored with it (x-sd-size).
+ * lost it), whether it is `uncached`, and the size the server announced (0: none). With
+ * `keepSize`, the announced size is stored with it (x-sd-size).
  * When the browser will not store it (a private window keeps only a few hundred MB per entry;
  * a full disk), the file is fetched again into memory and used for this run only, uncached.
  */
@@ -123,6 +123,9 @@ async function streamToCache(cache, url, path, total, keepSize = false) {
     await cache.delete(url).catch(() => {});
     if (isCancelled() || e.kind === "cancelled") throw new Failure("cancelled", "cancelled");
     if (e instanceof Failure) throw e;
+    // The store refused it: a DOMException (QuotaExceededError; UnknownError from a private
+    // window's Cache API). Anything else (a dropped connection: TypeError) is a failed download.
+    if (!(e instanceof DOMException)) throw new Failure("model", `Could not download ${url} (${e.message}).`);
     refused = e;
   }
   try {
