@@ -12,6 +12,7 @@ rustup toolchain list | grep -q nightly || rustup toolchain install nightly --pr
 runs=${RUNS:-10000000}
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || mapfile -t targets < <(cargo +nightly fuzz list)
+executions() { grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$1" | grep -o '[0-9]*$'; }
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   log=$(mktemp)
@@ -22,10 +23,15 @@ for t in "${targets[@]}"; do
   [[ $t != prompt_syntax ]] || max_len=8192
   if ! cargo +nightly fuzz run --sanitizer none "$t" "corpus/$t" -- -runs="$runs" \
       -max_total_time="${MAX_SECONDS:-0}" -max_len="$max_len" -print_final_stats=1 >"$log" 2>&1; then
+    # Stopped by a signal (Ctrl-C, kill): libFuzzer says so and prints its stats; not a crash.
+    if grep -q 'libFuzzer: run interrupted' "$log"; then
+      echo "fuzz target $t: interrupted after $(executions "$log") executions, no crash"
+      exit 130
+    fi
     tail -n 40 "$log"
     echo "fuzz target $t: CRASH (see fuzz/artifacts/$t/)"
     exit 1
   fi
-  echo "fuzz target $t: $(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') executions, no crash"
+  echo "fuzz target $t: $(executions "$log") executions, no crash"
   rm -f "$log"
 done
