@@ -17,10 +17,11 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   log=$(mktemp)
   # -max_len: the corpora hold whole small files (PNGs, configs); keep mutations near that size.
-  # Prompts: 8 KB already passes the 32-chunk limit (2,400 tokens: 4.8 KB of one-letter words);
-  # longer ones only tokenize more of the same, at a fraction of the rate.
+  # Prompts: 1 KB holds 100 "a BREAK"s (past the 32-chunk limit) and several 75-token chunks with
+  # their comma rule; longer ones only tokenize more of the same (tokenizers' BPE under coverage
+  # instrumentation), at a fraction of the rate.
   max_len=65536
-  [[ $t != prompt_syntax ]] || max_len=8192
+  [[ $t != prompt_syntax ]] || max_len=1024
   if ! cargo +nightly fuzz run --sanitizer none "$t" "corpus/$t" -- -runs="$runs" \
       -max_total_time="${MAX_SECONDS:-0}" -max_len="$max_len" -print_final_stats=1 >"$log" 2>&1; then
     # Stopped by a signal (Ctrl-C, kill): libFuzzer says so and prints its stats; not a crash.

@@ -323,9 +323,9 @@ impl<'a> ModelDir<'a> {
         self.unet_config.as_ref()?.get("time_cond_proj_dim")?.as_u64().map(|d| d as usize)
     }
 
-    pub fn unet_sample_size(&self) -> Option<u32> {
+    pub fn unet_sample_size(&self) -> Option<u64> {
         let v = self.unet_config.as_ref()?.get("sample_size")?;
-        v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()).map(|s| s as u32)
+        v.as_u64().or_else(|| v.as_array()?.first()?.as_u64())
     }
 
     /// Short name for the model: the checkpoint's, else the last component of the dir path.

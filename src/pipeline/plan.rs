@@ -157,7 +157,8 @@ pub fn strength_start(steps: usize, strength: f32) -> usize {
 /// takes), else the UNet's sample size.
 fn output_size(dir: &ModelDir, req: &GenerateRequest, scale: u32) -> Result<(u32, u32)> {
     let step = scale.max(8);
-    let default_side = dir.unet_sample_size().map(|s| s * scale);
+    // In u64 and saturating: a config may say anything.
+    let default_side = dir.unet_sample_size().map(|s| (s, s.saturating_mul(scale as u64)));
     let side = |given: Option<u32>, image: Option<u32>, key: &str| -> Result<u32> {
         let side = match (given, image) {
             (Some(s), _) => s,
@@ -171,8 +172,16 @@ fn output_size(dir: &ModelDir, req: &GenerateRequest, scale: u32) -> Result<(u32
                 )))
             }
             (None, Some(i)) => i - i % step,
-            (None, None) => default_side
-                .ok_or_else(|| SdError::usage(format!("unet/config.json has no sample_size; pass «{key}»")))?,
+            (None, None) => match default_side {
+                None => return Err(SdError::usage(format!("unet/config.json has no sample_size; pass «{key}»"))),
+                Some((sample_size, side)) if side > crate::request::MAX_SIDE as u64 => {
+                    return Err(SdError::usage(format!(
+                        "unet/config.json's sample_size {sample_size} makes the default picture {side} pixels on a side, more than the {}: pass «width» and «height»",
+                        crate::request::MAX_SIDE
+                    )))
+                }
+                Some((_, side)) => side as u32,
+            },
         };
         if side % scale != 0 {
             return Err(SdError::usage(format!("«{key}» {side} is not a multiple of the VAE scale factor {scale}")));

@@ -67,6 +67,15 @@ fn configs_outside_what_diffusers_builds_are_refused() {
     let m = tiny_model_copy("lib-blocks");
     edit_json(&m.join("vae_decoder/config.json"), |c| c["block_out_channels"] = serde_json::json!(vec![8; 33]));
     refused(&m, &["--width", "16", "--height", "16"], MODEL);
+    // A UNet sample_size whose default picture is beyond the size limit (5000 × the VAE's
+    // factor), or beyond u32 (the fuzzer's find: it overflowed): refused unless the size is given.
+    for (name, sample_size) in [("lib-sample-size", 5000u64), ("lib-sample-size-huge", 4_444_444_444_444_444_444)] {
+        let m = tiny_model_copy(name);
+        edit_json(&m.join("unet/config.json"), |c| c["sample_size"] = serde_json::json!([sample_size]));
+        refused(&m, &[], USAGE);
+        let (code, out) = run(&m, &["--width", "16", "--height", "16"]);
+        assert_eq!((code, files_in(&out).len()), (0, 2), "{name}: a given size does not use sample_size");
+    }
     let m = tiny_model_copy("lib-merges");
     std::fs::write(m.join("tokenizer/merges.txt"), b"").unwrap();
     refused(&m, &[], MODEL);

@@ -130,6 +130,16 @@ fn vae_scaling_factor_zero_and_too_many_blocks() {
 }
 
 #[test]
+fn unet_sample_size_beyond_the_size_limit() {
+    // The default picture (sample_size × the VAE's factor) past 2048 or past u32 (a fuzzer's find).
+    for (name, sample_size) in [("sample-size", 5000u64), ("sample-size-huge", 4_444_444_444_444_444_444)] {
+        let m = tiny_model_copy(name);
+        edit_json(&m.join("unet/config.json"), |c| c["sample_size"] = serde_json::json!([sample_size]));
+        hostile(name, &m, &[], USAGE, &["sample_size", "--width", "--height"], &ENGINES);
+    }
+}
+
+#[test]
 fn empty_merges() {
     let m = model_with("empty-merges", "tokenizer/merges.txt", b"");
     hostile("empty-merges", &m, &[], MODEL, &["merges"], &ENGINES);
