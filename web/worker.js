@@ -111,6 +111,12 @@ async function fetchCounted(url, path, total, uncached = false) {
  * When the browser will not store it (a private window keeps only a few hundred MB per entry;
  * a full disk), the file is fetched again into memory and used for this run only, uncached.
  */
+/** Rethrows what the worker itself raised while a body streamed: Cancel, or a Failure. */
+function throwIfOurs(e) {
+  if (isCancelled() || e.kind === "cancelled") throw new Failure("cancelled", "cancelled");
+  if (e instanceof Failure) throw e;
+}
+
 async function streamToCache(cache, url, path, total, keepSize = false) {
   const { body, announced } = await fetchCounted(url, path, total);
   let refused;
@@ -121,8 +127,7 @@ async function streamToCache(cache, url, path, total, keepSize = false) {
     return { stored: stored ? await stored.blob() : null, uncached: false, announced };
   } catch (e) {
     await cache.delete(url).catch(() => {});
-    if (isCancelled() || e.kind === "cancelled") throw new Failure("cancelled", "cancelled");
-    if (e instanceof Failure) throw e;
+    throwIfOurs(e);
     // The store refused it: a DOMException (QuotaExceededError; UnknownError from a private
     // window's Cache API). Anything else (a dropped connection: TypeError) is a failed download.
     if (!(e instanceof DOMException)) throw new Failure("model", `Could not download ${url} (${e.message}).`);
@@ -132,8 +137,7 @@ async function streamToCache(cache, url, path, total, keepSize = false) {
     const again = await fetchCounted(url, path, total, true);
     return { stored: await new Response(again.body).blob(), uncached: true, announced: again.announced };
   } catch (e) {
-    if (isCancelled() || e.kind === "cancelled") throw new Failure("cancelled", "cancelled");
-    if (e instanceof Failure) throw e;
+    throwIfOurs(e);
     throw new Failure("model", `${path} from ${url} could not be kept: the browser would not store it (${refused.message}) nor hold it in memory (${e.message}). Open the page in a normal (not private) window, free some disk space, or pick the model's folder instead.`);
   }
 }
