@@ -47,6 +47,18 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
             needed as f64 / (1u64 << 30) as f64
         )));
     }
+    // Natively the probe below proves nothing: Linux overcommits, so reserving succeeds and the
+    // kernel kills the process once the pages are touched. Compare with what the machine has.
+    if let Some(free) = free_system_memory() {
+        if needed > free {
+            return Err(SdError::runtime(format!(
+                "{what} needs about {:.2} GiB of memory to load and run, but this machine has {:.2} GiB \
+                 available: use a smaller size",
+                needed as f64 / (1u64 << 30) as f64,
+                free as f64 / (1u64 << 30) as f64
+            )));
+        }
+    }
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut got = 0u64;
     while got < needed {
@@ -65,6 +77,20 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
         held.push(chunk);
     }
     Ok(())
+}
+
+/// Memory the system can still give a native process (Linux: MemAvailable + SwapFree); `None` in
+/// wasm, whose linear memory the probe measures exactly, and where the system does not say.
+fn free_system_memory() -> Option<u64> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kib("MemAvailable:")? + kib("SwapFree:").unwrap_or(0)) * 1024)
 }
 
 /// The most memory this process has held: wasm32 linear memory never shrinks, so its

@@ -7,6 +7,7 @@ use std::path::Path;
 
 const USAGE: i32 = 2;
 const MODEL: i32 = 3;
+const RUNTIME: i32 = 4;
 
 fn run(models: &Path, extra: &[&str]) -> (i32, std::path::PathBuf) {
     let out = scratch(&format!("lib-hostile-{}", models.file_name().unwrap().to_string_lossy()));
@@ -87,6 +88,18 @@ fn init_pictures_obey_the_size_limits() {
     let photo = sd_wasm::codecs::png::RgbImage { width: 2056, height: 1024, pixels: vec![90; 2056 * 1024 * 3] };
     std::fs::write(m.join("photo.png"), sd_wasm::codecs::png::encode_png(&photo, "").unwrap()).unwrap();
     refused(&m, &["--init-image", "$MODELS/photo.png"], USAGE);
+}
+
+/// A legal size too large for this machine (2000² with the tiny model's exported attention: its
+/// 1 M² scores need ~58,000 GiB): refused before the UNet is loaded, with the machine's free
+/// memory named. Before, the native build reserved it (Linux overcommits, so wasm's probe
+/// passes natively) and the kernel's OOM killer ended the process at 11 GiB resident.
+#[test]
+fn the_native_build_refuses_a_size_beyond_the_machines_memory() {
+    let m = tiny_model_copy("lib-huge");
+    refused(&m, &["--width", "2000", "--height", "2000"], RUNTIME);
+    let err = sd_wasm::models::memory::ensure("unet", 1 << 50).unwrap_err().to_string();
+    assert!(err.contains("this machine has") && err.contains("smaller size"), "{err}");
 }
 
 #[test]
