@@ -115,3 +115,19 @@ pub fn try_for_each_part<E: Send>(parts: usize, task: impl Fn(usize) -> std::res
     }
     (0..parts).try_for_each(task)
 }
+
+/// Below this many elements element-wise work stays on the calling thread: tract's own gate
+/// for its row-wise ops (a dispatch to the pool costs more than it saves).
+pub const SPLIT_GATE: usize = 1 << 15;
+
+/// Runs `task(index, chunk)` for each `chunk_len`-long piece of `dst` (the last may be
+/// shorter), spread as [`try_for_each_part`] spreads parts. For work whose result does not
+/// depend on where `dst` is cut (conversions, packing whole panels).
+pub fn for_each_chunk_mut<T: Send>(dst: &mut [T], chunk_len: usize, task: impl Fn(usize, &mut [T]) + Sync) {
+    let chunks: Vec<std::sync::Mutex<&mut [T]>> = dst.chunks_mut(chunk_len.max(1)).map(std::sync::Mutex::new).collect();
+    let done = try_for_each_part(chunks.len(), |i| -> std::result::Result<(), std::convert::Infallible> {
+        task(i, &mut chunks[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        Ok(())
+    });
+    let Ok(()) = done;
+}

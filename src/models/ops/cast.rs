@@ -3,6 +3,7 @@
 //! (~860M elements per SD 1.5 UNet evaluation); ours is sd_kernels::cast (SIMD128, bit-exact
 //! with half for every input).
 
+use crate::models::threads::{self, SPLIT_GATE};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cast::Cast;
@@ -43,7 +44,13 @@ pub fn widen(input: &Tensor) -> TractResult<Tensor> {
     // SAFETY: f16 is a transparent u16; every element of `out` is written below.
     let src: &[u16] = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const u16, src.len()) };
     let mut out = unsafe { Tensor::uninitialized::<f32>(input.shape())? };
-    sd_kernels::cast::f16_to_f32(src, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+    // Split over the pool (natively, and in the threaded browser build): a widening is
+    // memory-bound and ran on one thread while the products around it used every core.
+    let parts = if src.len() >= SPLIT_GATE { threads::current() } else { 1 };
+    let chunk = src.len().div_ceil(parts).next_multiple_of(8); // whole SIMD lanes per chunk
+    threads::for_each_chunk_mut(out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?, chunk, |i, dst| {
+        sd_kernels::cast::f16_to_f32(&src[i * chunk..][..dst.len()], dst)
+    });
     Ok(out)
 }
 
@@ -73,6 +80,21 @@ mod tests {
         let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert_eq!(x.to_bits(), y.to_bits(), "input {i:#06x}");
+        }
+    }
+
+    /// Split over 2 and 3 threads (3 cuts unevenly, past the gate): the same bits as on one.
+    #[cfg(not(target_family = "wasm"))]
+    #[test]
+    fn the_same_bits_on_any_number_of_threads() {
+        use crate::models::threads::pool;
+        use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
+        let all: Vec<f16> = (0..=u16::MAX).chain(0..1001).map(f16::from_bits).collect();
+        let input = Tensor::from_shape(&[all.len()], &all).unwrap();
+        let one = widen(&input).unwrap();
+        for n in [2, 3] {
+            let many = multithread_tract_scope(pool(n).unwrap(), || widen(&input)).unwrap();
+            assert!(one == many, "{n} threads: different bits than 1");
         }
     }
 }

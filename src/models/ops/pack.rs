@@ -4,6 +4,7 @@
 //! between (860M elements written and read again per SD 1.5 UNet evaluation).
 
 use super::cast::F16ToF32;
+use crate::models::threads::{self, SPLIT_GATE};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -72,7 +73,20 @@ pub fn pack(format: &PackedFormat, input: &Tensor, shape: &[usize], k_axis: usiz
     {
         let bytes = blob.as_bytes_mut();
         let dst: &mut [f32] = unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, len) };
-        sd_kernels::pack::pack_f16(src, k, mn, k_stride, mn_stride, format.r, panel_len, dst);
+        // Whole panels per thread (natively, and in the threaded browser build): each panel is
+        // packed as on one thread, so the bytes do not depend on the split.
+        let (r, panels) = (format.r, mn.div_ceil(format.r));
+        let parts = if len >= SPLIT_GATE { threads::current().clamp(1, panels.max(1)) } else { 1 };
+        if parts == 1 || panel_len == 0 {
+            sd_kernels::pack::pack_f16(src, k, mn, k_stride, mn_stride, r, panel_len, dst);
+        } else {
+            let per_part = panels.div_ceil(parts);
+            threads::for_each_chunk_mut(&mut dst[..panels * panel_len], per_part * panel_len, |i, dst| {
+                let first = i * per_part * r;
+                let rows = (mn - first).min(per_part * r);
+                sd_kernels::pack::pack_f16(&src[first * mn_stride..], k, rows, k_stride, mn_stride, r, panel_len, dst);
+            });
+        }
     }
     Ok(EagerPackedInput {
         fact: PackedExoticFact { format: Box::new(format.clone()), mn: mn.to_dim(), k },
@@ -169,6 +183,28 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Past the gate the panels are split over the pool: at 2 and 3 threads (uneven runs of
+    /// panels, a partial last panel) the same packed bytes as on one, both layouts.
+    #[cfg(not(target_family = "wasm"))]
+    #[test]
+    fn the_same_bytes_on_any_number_of_threads() {
+        use crate::models::threads::pool;
+        use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
+        let format = PackedFormat { dt: DatumType::F32, r: 8, alignment_bytes: 16, end_padding_record: 1 };
+        for (shape, k_axis, mn_axis) in [(vec![1, 203, 320], 2, 1), (vec![320, 203], 0, 1)] {
+            let n: usize = shape.iter().product();
+            assert!(n >= SPLIT_GATE);
+            let data: Vec<f16> = (0..n).map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 77.0 - 6.0)).collect();
+            let input = Tensor::from_shape(&shape, &data).unwrap();
+            let one = pack(&format, &input, &shape, k_axis, mn_axis).unwrap();
+            let data_bytes = shape[mn_axis].div_ceil(8) * one.panel_bytes;
+            for threads in [2, 3] {
+                let many = multithread_tract_scope(pool(threads).unwrap(), || pack(&format, &input, &shape, k_axis, mn_axis)).unwrap();
+                assert!(one.packed.as_bytes()[..data_bytes] == many.packed.as_bytes()[..data_bytes], "{shape:?} at {threads} threads");
             }
         }
     }
