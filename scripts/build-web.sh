@@ -19,9 +19,12 @@ cargo rustc --locked --lib --profile dist --target wasm32-unknown-unknown --crat
 "$root/bin/wasm-bindgen" --target web --no-typescript --out-dir web/pkg \
   "$target_dir/wasm32-unknown-unknown/dist/sd_wasm.wasm"
 echo "web/pkg: $(stat -c %s web/pkg/sd_wasm_bg.wasm) bytes of wasm" >&2
-# SD_WEB_THREADS=1: the threaded build beside it (web/pkg-threads/, used when the page is
-# cross-origin isolated): nightly Rust and a std rebuilt with atomics. Opt-in for now: one run of
-# tests/platforms/browser.rs hung with it at its first inpainting run, not reproduced (docs/browser.md).
-if [[ "${SD_WEB_THREADS:-0}" == 1 ]]; then
+# Then the threaded build beside it (web/pkg-threads/, used when the page is cross-origin
+# isolated): nightly Rust and a std rebuilt with atomics. SD_WEB_THREADS=0 skips it and removes
+# an older one (a quicker build; the page then runs web/pkg everywhere, never a stale threaded
+# build beside a newer web/pkg).
+if [[ "${SD_WEB_THREADS:-1}" != 0 ]]; then
   scripts/build-web-threads.sh
+else
+  rm -rf web/pkg-threads
 fi

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: builds dist/sd.wasm (the artifact under test) and the browser page's module
-# (web/pkg), then `cargo test`, whose integration tests run sd.wasm under wasmtime against
-# diffusers' recorded outputs, the page in headless chromium and the component (wit/) under jco
-# against sd.wasm's bytes.
+# Runs every test: builds dist/sd.wasm (the artifact under test) and the browser page's modules
+# (web/pkg, and the threaded web/pkg-threads), then `cargo test`, whose integration tests run
+# sd.wasm under wasmtime against diffusers' recorded outputs, the page in headless chromium and
+# the component (wit/) under jco against sd.wasm's bytes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each phase's wall time, so a CI log says where a cold run's minutes went.
@@ -38,7 +38,7 @@ trap 'kill "$go_pid" 2>/dev/null || true; rm -f "$go_out" "$go_log" "$log"' EXIT
 scripts/build-wasm.sh
 phase "dist/sd.wasm"
 scripts/build-web.sh
-phase "web/pkg"
+phase "web/pkg, web/pkg-threads"
 scripts/build-component.sh
 phase "component"
 export SD_COMPONENT=$PWD/dist/sd-component.wasm

@@ -59,6 +59,7 @@ async function generate(p, name, overrides) {
     status: document.getElementById("status").textContent,
     error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
     parameters: document.getElementById("parameters").textContent,
+    build: document.getElementById("build").textContent,
     fileName: document.getElementById("download").download,
     fileNames: [...document.querySelectorAll("#gallery a")].map((a) => a.download),
     downloads: Object.fromEntries([...document.querySelectorAll("#downloads > div")].map((r) => [r.dataset.path, r.dataset.state])),
@@ -107,6 +108,7 @@ async function cancelRun(p) {
 try {
   await page.goto(server.url);
   results.crossOriginIsolated = await page.evaluate(() => self.crossOriginIsolated);
+  results.hardwareConcurrency = await page.evaluate(() => navigator.hardwareConcurrency);
   results.first = await generate(page, "first");
   results.firstRequests = server.requests();
 

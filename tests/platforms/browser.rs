@@ -169,6 +169,12 @@ fn page_in_chromium_matches_the_cli() {
         }
     }
     assert_eq!(r["plainIsolated"], false);
+    // Which build each page ran, as the page says: the threaded one (scripts/build-web.sh builds
+    // it) on the isolated page, on every core the browser reports; web/pkg on the plain page.
+    let cores = r["hardwareConcurrency"].as_u64().unwrap();
+    let threaded = if cores == 1 { "Threaded build, 1 thread.".to_string() } else { format!("Threaded build, {cores} threads.") };
+    assert_eq!(r["first"]["build"], threaded.as_str(), "the cross-origin isolated page");
+    assert_eq!(r["plainAfterCancel"]["build"], "Single-threaded build.", "the plain page");
 
     // Reload: nothing downloaded again.
     assert_eq!(r["reloadRequests"], serde_json::json!([]), "a reload must take the model from the cache");
