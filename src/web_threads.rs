@@ -11,9 +11,10 @@ use std::sync::atomic::Ordering;
 use wasm_bindgen::prelude::*;
 
 /// Starts a pool of `n` threads (once per worker; 1 starts none and runs on the calling
-/// worker); resolves when they run. Generate only after that.
+/// worker); resolves when they run. Generate only after that. A panic on a pool thread is
+/// told to the page over the BroadcastChannel named `failures` (see [`report_pool_panics`]).
 #[wasm_bindgen(js_name = initThreads)]
-pub fn init_threads(n: usize) -> Result<js_sys::Promise, JsValue> {
+pub fn init_threads(n: usize, failures: String) -> Result<js_sys::Promise, JsValue> {
     if n == 0 {
         return Err(JsValue::from_str("initThreads: at least 1 thread"));
     }
@@ -24,7 +25,35 @@ pub fn init_threads(n: usize) -> Result<js_sys::Promise, JsValue> {
     if n == 1 {
         return Ok(js_sys::Promise::resolve(&JsValue::UNDEFINED));
     }
+    report_pool_panics(failures);
     Ok(wasm_bindgen_rayon::init_thread_pool(n))
+}
+
+#[wasm_bindgen(inline_js = "export function post_to_channel(name, message) { new BroadcastChannel(name).postMessage(message); }")]
+extern "C" {
+    fn post_to_channel(name: &str, message: &str);
+}
+
+/// A panic on a pool thread traps that Web Worker (panic = "abort"), and the worker that
+/// called `generate` would wait for its share of the work forever: only the page can end that
+/// run (web/app.js terminates the worker and starts a fresh one). So the panic hook (the one
+/// src/web.rs installs, kept) also posts the panic's message on the page's channel when it
+/// runs on a pool thread. A panic on the calling worker traps `generate` itself and reaches
+/// web/worker.js as an error, as in the single-threaded build.
+fn report_pool_panics(channel: String) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if rayon::current_thread_index().is_some() {
+            post_to_channel(&channel, &crate::error::panic_message(info));
+        }
+        previous(info);
+    }));
+}
+
+/// For the tests (`?poolPanicAtStep=N` on the page): a panic on a pool thread.
+#[wasm_bindgen(js_name = testPanicOnPool)]
+pub fn test_panic_on_pool() {
+    rayon::spawn(|| panic!("a test panic on a pool thread"));
 }
 
 /// How many threads the networks run on (1 until [`init_threads`] started more).

@@ -12,10 +12,22 @@ let worker = null;
 let running = null; // { cancelFlag, steps, cancelled }
 const downloads = new Map();
 
+// The page's query goes to the worker: ?slowReads=MS makes each model read wait MS ms (as a
+// full-size model from a slow disk would), which the tests use to cancel during a load;
+// ?poolPanicAtStep=N makes a thread of the threaded build's pool panic at step N, once.
+const workerQuery = new URLSearchParams(location.search);
+let poolFailures = null;
+
 function startWorker() {
-  // The page's query goes to the worker: ?slowReads=MS makes each model read wait MS ms (as a
-  // full-size model from a slow disk would), which the tests use to cancel during a load.
-  worker = new Worker(new URL(`worker.js${location.search}`, import.meta.url), { type: "module" });
+  // A panic on a pool thread (threaded build) leaves the worker waiting for that thread
+  // forever: the pool posts it on this worker's own channel, and the page ends the worker.
+  poolFailures?.close();
+  const channel = `sd-wasm-pool-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  poolFailures = new BroadcastChannel(channel);
+  poolFailures.onmessage = (e) => finish({ type: "error", kind: "crash", message: `a thread of the pool failed: ${e.data}` });
+  const query = new URLSearchParams(workerQuery);
+  query.set("failures", channel);
+  worker = new Worker(new URL(`worker.js?${query}`, import.meta.url), { type: "module" });
   worker.onmessage = (e) => onMessage(e.data);
   worker.onerror = (e) => finish({ type: "error", kind: "crash", message: e.message || "the worker failed to start" });
 }
@@ -93,7 +105,11 @@ function finish(outcome) {
     setStatus("Ready.");
     document.body.dataset.state = "error";
     // After a trap the instance's memory is not trustworthy: start over.
-    if (outcome.kind === "crash") { worker.terminate(); startWorker(); }
+    if (outcome.kind === "crash") {
+      workerQuery.delete("poolPanicAtStep"); // a test knob: once per page
+      worker.terminate();
+      startWorker();
+    }
   }
 }
 

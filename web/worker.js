@@ -17,18 +17,20 @@
 // The threaded build (web/pkg-threads/, scripts/build-web-threads.sh) when the page is
 // cross-origin isolated and it was built; otherwise the single-threaded web/pkg/.
 const CACHE = "sd-wasm-models-v1";
-let generate, last_panic, pool = null;
+let generate, last_panic, testPanicOnPool, pool = null;
 const load = async (path) => { const pkg = await import(path); await pkg.default(); return pkg; };
 const ready = (async () => {
   const pkg = (self.crossOriginIsolated && (await load("./pkg-threads/sd_wasm.js").catch(() => null))) || (await load("./pkg/sd_wasm.js"));
-  ({ generate, last_panic } = pkg);
+  ({ generate, last_panic, testPanicOnPool } = pkg);
   return pkg;
 })();
 /** Starts the threaded build's pool once: ?threads=N on the page, else every core. */
 async function startThreads(pkg) {
   if (!pkg.initThreads) return { build: "pkg", threads: 1, text: "Single-threaded build." };
   const threads = Number(new URL(self.location.href).searchParams.get("threads")) || navigator.hardwareConcurrency || 1;
-  pool ||= pkg.initThreads(Math.max(1, threads)).then(() => pkg.threads());
+  // A pool thread's panic goes to the page on the channel it named (web/app.js).
+  const failures = new URL(self.location.href).searchParams.get("failures") || "";
+  pool ||= pkg.initThreads(Math.max(1, threads), failures).then(() => pkg.threads());
   const n = await pool;
   return { build: "pkg-threads", threads: n, text: `Threaded build, ${n} thread${n > 1 ? "s" : ""}.` };
 }
@@ -37,6 +39,8 @@ let cancelRequested = false;
 // For the tests (?slowReads=MS on the page): each model read waits MS ms, as from a slow disk,
 // and wakes at once on Cancel; so a test can press Cancel while a network loads.
 const slowReadsMs = Number(new URL(self.location.href).searchParams.get("slowReads")) || 0;
+// For the tests (?poolPanicAtStep=N): a thread of the threaded build's pool panics at step N.
+const poolPanicAtStep = Number(new URL(self.location.href).searchParams.get("poolPanicAtStep")) || 0;
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 
@@ -258,6 +262,7 @@ async function run({ source, checkpoint, vae, pictures, loras, request, cancelBu
     const hooks = {
       event(e) {
         if (e.type === "step" && cancelFlag) Atomics.store(cancelFlag, 1, e.index);
+        if (e.type === "step" && e.index === poolPanicAtStep && testPanicOnPool) testPanicOnPool();
         if (e.type === "preview") post(e, [e.png.buffer]);
         else post(e);
       },

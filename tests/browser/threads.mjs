@@ -4,7 +4,7 @@
 // reports are written out, for tests/platforms/browser_threads.rs to compare. Usage:
 //   node threads.mjs --model DIR --out DIR [--threads 1,2] [--size 16] [--steps 12] [--chromium /usr/bin/chromium]
 // Runs: plain (single-threaded build), then isolated at each thread count, each in a fresh page
-// (a worker starts its pool once).
+// (a worker starts its pool once), then a page whose pool thread panics (`pool-panic`).
 
 import { writeFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -61,7 +61,9 @@ function cpuSeconds(root) {
   return procs.filter((p) => tree.has(p.pid)).reduce((s, p) => s + p.ticks, 0) / 100;
 }
 
-async function run(name, url) {
+/** One run on a fresh page; with `again`, a run that must fail first (recorded as `before`),
+ *  then a second one on the same page, which is the run reported. */
+async function run(name, url, { again = false } = {}) {
   const page = await context.newPage();
   const lines = [];
   page.on("console", (m) => lines.push(`${m.type()}: ${m.text()}`));
@@ -76,6 +78,17 @@ async function run(name, url) {
   const t0 = Date.now();
   await page.click("#generate");
   await runEnded(page, 1800000);
+  let before = null;
+  if (again) {
+    before = await page.evaluate(() => ({
+      state: document.body.dataset.state,
+      error: document.getElementById("error").textContent,
+      generateEnabled: !document.getElementById("generate").disabled,
+    }));
+    await page.evaluate(() => { window.__events = []; });
+    await page.click("#generate");
+    await runEnded(page, 1800000);
+  }
   const r = await page.evaluate(() => ({
     state: document.body.dataset.state,
     error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
@@ -83,6 +96,7 @@ async function run(name, url) {
     isolated: self.crossOriginIsolated,
     events: window.__events,
   }));
+  if (before) r.before = before;
   r.wallSeconds = (Date.now() - t0) / 1000;
   if (root) r.cpuSeconds = cpuSeconds(root) - cpu0;
   const build = r.events.find((e) => e.type === "build");
@@ -103,6 +117,8 @@ async function run(name, url) {
 try {
   results.runs.plain = await run("plain", plain.url);
   for (const n of opts.threads.split(",")) results.runs[`threads-${n}`] = await run(`threads-${n}`, `${isolated.url}?threads=${n}`);
+  // A panic on a pool thread at step 3: the page ends that worker, says so, and runs again.
+  results.runs["pool-panic"] = await run("pool-panic", `${isolated.url}?threads=2&poolPanicAtStep=3`, { again: true });
 } catch (e) {
   results.failure = String(e.stack || e);
 } finally {

@@ -1,8 +1,9 @@
 //! The threaded browser build (web/pkg-threads/, scripts/build-web-threads.sh) in a real
 //! headless chromium, driven by tests/browser/threads.mjs: on a cross-origin isolated page the
 //! worker runs it with a pool of 1, 2 and 4 threads, on a plain page the single-threaded
-//! web/pkg/; the three PNGs must be the same bytes (tests/platforms/browser.rs checks the plain
-//! page's against the CLI's). scripts/build-web.sh builds web/pkg-threads (scripts/test.sh runs it).
+//! web/pkg/; the PNGs must be the same bytes (tests/platforms/browser.rs checks the plain
+//! page's against the CLI's); a panic on a pool thread ends that run with a message, and the
+//! page runs again. scripts/build-web.sh builds web/pkg-threads (scripts/test.sh runs it).
 
 use crate::browser::{run_driver, web_manifest};
 use crate::common::*;
@@ -29,4 +30,16 @@ fn threaded_page_makes_the_same_png() {
     assert!(png("threads-1") == png("plain"), "the threaded build at 1 thread makes other bytes than web/pkg");
     assert!(png("threads-2") == png("plain"), "the threaded build at 2 threads makes other bytes than web/pkg");
     assert!(png("threads-4") == png("plain"), "the threaded build at 4 threads makes other bytes than web/pkg");
+
+    // A panic on a pool thread (?poolPanicAtStep=3) traps that Web Worker while the generating
+    // worker waits for it: the page hears it on its channel, says so, starts a fresh worker,
+    // and the next run on the same page makes the same picture.
+    let panic = &r["runs"]["pool-panic"];
+    let before = &panic["before"];
+    assert_eq!(before["state"], "error", "{panic}");
+    let error = before["error"].as_str().unwrap();
+    assert!(error.contains("a thread of the pool failed") && error.contains("a test panic on a pool thread"), "{error}");
+    assert_eq!(before["generateEnabled"], true, "{panic}");
+    assert_eq!(panic["state"], "done", "the run after the failure: {panic}");
+    assert!(png("pool-panic") == png("plain"), "the run after a pool failure makes other bytes");
 }
