@@ -17,6 +17,8 @@
 // The threaded build (web/pkg-threads/, scripts/build-web-threads.sh) when the page is
 // cross-origin isolated and it was built; otherwise the single-threaded web/pkg/.
 const CACHE = "sd-wasm-models-v1";
+// The page's query (web/app.js passes it on): threads, the pool's failure channel, test knobs.
+const query = new URL(self.location.href).searchParams;
 let generate, last_panic, testPanicOnPool, pool = null;
 const load = async (path) => { const pkg = await import(path); await pkg.default(); return pkg; };
 const ready = (async () => {
@@ -27,9 +29,9 @@ const ready = (async () => {
 /** Starts the threaded build's pool once: ?threads=N on the page, else every core. */
 async function startThreads(pkg) {
   if (!pkg.initThreads) return { build: "pkg", threads: 1, text: "Single-threaded build." };
-  const threads = Number(new URL(self.location.href).searchParams.get("threads")) || navigator.hardwareConcurrency || 1;
+  const threads = Number(query.get("threads")) || navigator.hardwareConcurrency || 1;
   // A pool thread's panic goes to the page on the channel it named (web/app.js).
-  const failures = new URL(self.location.href).searchParams.get("failures") || "";
+  const failures = query.get("failures") || "";
   pool ||= pkg.initThreads(Math.max(1, threads), failures).then(() => pkg.threads());
   const n = await pool;
   return { build: "pkg-threads", threads: n, text: `Threaded build, ${n} thread${n > 1 ? "s" : ""}.` };
@@ -38,9 +40,9 @@ let cancelFlag = null; // Int32Array over a SharedArrayBuffer when the page is c
 let cancelRequested = false;
 // For the tests (?slowReads=MS on the page): each model read waits MS ms, as from a slow disk,
 // and wakes at once on Cancel; so a test can press Cancel while a network loads.
-const slowReadsMs = Number(new URL(self.location.href).searchParams.get("slowReads")) || 0;
+const slowReadsMs = Number(query.get("slowReads")) || 0;
 // For the tests (?poolPanicAtStep=N): a thread of the threaded build's pool panics at step N.
-const poolPanicAtStep = Number(new URL(self.location.href).searchParams.get("poolPanicAtStep")) || 0;
+const poolPanicAtStep = Number(query.get("poolPanicAtStep")) || 0;
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 

@@ -86,11 +86,14 @@ fn free_system_memory() -> Option<u64> {
         return None;
     }
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib = |key: &str| -> Option<u64> {
-        let line = meminfo.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((kib("MemAvailable:")? + kib("SwapFree:").unwrap_or(0)) * 1024)
+    Some((kib_field(&meminfo, "MemAvailable:")? + kib_field(&meminfo, "SwapFree:").unwrap_or(0)) * 1024)
+}
+
+/// The number after `key` in a Linux /proc text of "Key: N kB" lines (/proc/meminfo,
+/// /proc/self/status).
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The most memory this process has held: wasm32 linear memory never shrinks, so its
@@ -103,7 +106,6 @@ pub fn peak_bytes() -> Option<u64> {
     #[cfg(not(target_arch = "wasm32"))]
     {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+        kib_field(&status, "VmHWM:").map(|kb| kb * 1024)
     }
 }

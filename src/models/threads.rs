@@ -120,6 +120,11 @@ pub fn try_for_each_part<E: Send>(parts: usize, task: impl Fn(usize) -> std::res
 /// for its row-wise ops (a dispatch to the pool costs more than it saves).
 pub const SPLIT_GATE: usize = 1 << 15;
 
+/// How many parts to cut element-wise work over `elements` into: every thread past the gate.
+pub fn parts_for(elements: usize) -> usize {
+    if elements >= SPLIT_GATE { current() } else { 1 }
+}
+
 /// Runs `task(index, chunk)` for each `chunk_len`-long piece of `dst` (the last may be
 /// shorter), spread as [`try_for_each_part`] spreads parts. For work whose result does not
 /// depend on where `dst` is cut (conversions, packing whole panels).

@@ -3,7 +3,7 @@
 //! (~860M elements per SD 1.5 UNet evaluation); ours is sd_kernels::cast (SIMD128, bit-exact
 //! with half for every input).
 
-use crate::models::threads::{self, SPLIT_GATE};
+use crate::models::threads;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cast::Cast;
@@ -46,8 +46,7 @@ pub fn widen(input: &Tensor) -> TractResult<Tensor> {
     let mut out = unsafe { Tensor::uninitialized::<f32>(input.shape())? };
     // Split over the pool (natively, and in the threaded browser build): a widening is
     // memory-bound and ran on one thread while the products around it used every core.
-    let parts = if src.len() >= SPLIT_GATE { threads::current() } else { 1 };
-    let chunk = src.len().div_ceil(parts).next_multiple_of(8); // whole SIMD lanes per chunk
+    let chunk = src.len().div_ceil(threads::parts_for(src.len())).next_multiple_of(8); // whole SIMD lanes per chunk
     threads::for_each_chunk_mut(out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?, chunk, |i, dst| {
         sd_kernels::cast::f16_to_f32(&src[i * chunk..][..dst.len()], dst)
     });

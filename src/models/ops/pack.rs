@@ -4,7 +4,7 @@
 //! between (860M elements written and read again per SD 1.5 UNet evaluation).
 
 use super::cast::F16ToF32;
-use crate::models::threads::{self, SPLIT_GATE};
+use crate::models::threads;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -76,7 +76,7 @@ pub fn pack(format: &PackedFormat, input: &Tensor, shape: &[usize], k_axis: usiz
         // Whole panels per thread (natively, and in the threaded browser build): each panel is
         // packed as on one thread, so the bytes do not depend on the split.
         let (r, panels) = (format.r, mn.div_ceil(format.r));
-        let parts = if len >= SPLIT_GATE { threads::current().clamp(1, panels.max(1)) } else { 1 };
+        let parts = threads::parts_for(len).clamp(1, panels.max(1));
         if parts == 1 || panel_len == 0 {
             sd_kernels::pack::pack_f16(src, k, mn, k_stride, mn_stride, r, panel_len, dst);
         } else {
@@ -197,7 +197,7 @@ mod tests {
         let format = PackedFormat { dt: DatumType::F32, r: 8, alignment_bytes: 16, end_padding_record: 1 };
         for (shape, k_axis, mn_axis) in [(vec![1, 203, 320], 2, 1), (vec![320, 203], 0, 1)] {
             let n: usize = shape.iter().product();
-            assert!(n >= SPLIT_GATE);
+            assert!(n >= threads::SPLIT_GATE);
             let data: Vec<f16> = (0..n).map(|i| f16::from_f32(((i * 7919) % 1000) as f32 / 77.0 - 6.0)).collect();
             let input = Tensor::from_shape(&shape, &data).unwrap();
             let one = pack(&format, &input, &shape, k_axis, mn_axis).unwrap();
