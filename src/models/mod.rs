@@ -181,10 +181,10 @@ impl OnnxGraph {
         let typed = self.model.into_typed().map_err(|e| {
             SdError::model(format!("{path}: its inputs do not fit the pipeline: {}", chain(&e)))
         })?;
-        let mut optimized = typed
-            .into_decluttered()
-            .and_then(|m| m.into_optimized())
-            .map_err(|e| SdError::runtime(format!("{path}: optimizing failed: {}", chain(&e))))?;
+        let optimizing = |e: TractError| SdError::runtime(format!("{path}: optimizing failed: {}", chain(&e)));
+        let mut decluttered = typed.into_decluttered().map_err(optimizing)?;
+        ops::substitute_decluttered(&mut decluttered).map_err(|e| SdError::runtime(format!("{path}: {}", chain(&e))))?;
+        let mut optimized = decluttered.into_optimized().map_err(optimizing)?;
         ops::substitute(&mut optimized).map_err(|e| SdError::runtime(format!("{path}: {}", chain(&e))))?;
         // With weights as inputs, tract's memory-minded ordering counts live values, not
         // bytes, and runs many Casts early: every f32 weight copy alive at once (3.4 GB on

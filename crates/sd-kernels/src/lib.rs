@@ -8,3 +8,4 @@ pub mod low_rank;
 pub mod mmm;
 pub mod pack;
 pub mod softmax;
+pub mod winograd;

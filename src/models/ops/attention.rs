@@ -16,12 +16,8 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::tract_linalg::mmm::{
-    AsInputValue, EagerPackedInput, FusedSpec, MatMatMul, MmmDispatch, Query, ScratchSpace,
-};
-use tract_onnx::tract_core::tract_linalg::pack::PackedFormat;
+use tract_onnx::tract_core::tract_linalg::mmm::{AsInputValue, EagerPackedInput, FusedSpec, ScratchSpace};
 use tract_onnx::tract_core::tract_linalg::BinOp;
-use tract_onnx::tract_core::tract_linalg::WeightType;
 
 /// Query rows per block.
 pub const BLOCK: usize = 64;
@@ -103,25 +99,6 @@ fn dims4(t: &Tensor) -> TractResult<[usize; 4]> {
     })
 }
 
-/// The kernel, the packing index, and its A and B formats.
-fn kernel(block: usize, d: usize, sk: usize) -> TractResult<(Box<dyn MatMatMul>, usize, PackedFormat, PackedFormat)> {
-    let query = Query {
-        weight: WeightType::Plain(DatumType::F32),
-        activation: DatumType::F32,
-        accumulators: tvec!(DatumType::F32),
-        store: None,
-        allow_extractor: false,
-        m: Some(block),
-        k: Some(d),
-        n: Some(sk),
-    };
-    let (mmm, packing, _) = MmmDispatch::native().pick(&query).context("no f32 matmul kernel")?;
-    let (a, b) = &mmm.packings()[packing];
-    let a = a.downcast_ref::<PackedFormat>().context("kernel's A is not a plain packing")?.clone();
-    let b = b.downcast_ref::<PackedFormat>().context("kernel's B is not a plain packing")?.clone();
-    Ok((mmm, packing, a, b))
-}
-
 /// softmax(Q·Kᵀ·scale)·V over [B, H, S, D] (or [B, S, D]) f32 tensors; K/V may have fewer
 /// heads than Q (grouped-query attention).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> TractResult<Tensor> {
@@ -136,7 +113,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
     }
     ensure!(sk > 0, "attention over zero keys");
     let block = BLOCK.min(sq);
-    let (mmm, packing, pack_a, pack_b) = kernel(block, d, sk)?;
+    let (mmm, packing, pack_a, pack_b) = super::f32_kernel(block, d, sk)?;
     let scale_t = tensor0(scale);
     let q_head = sq * d;
     let kv_head = sk * d;

@@ -5,8 +5,13 @@
 pub mod attention;
 pub mod cast;
 pub mod pack;
+pub mod winograd;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::tract_linalg::mmm::{MatMatMul, MmmDispatch, Query};
+use tract_onnx::tract_core::tract_linalg::pack::PackedFormat;
+use tract_onnx::tract_core::tract_linalg::WeightType;
 
 /// What [`substitute`] did, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -14,27 +19,61 @@ pub struct Substituted {
     pub casts: usize,
     pub attention: usize,
     pub packs: usize,
+    pub winograd: usize,
 }
 
 /// The ops swapped in by default. A set is a comma-separated list of `cast` (the fp16 weight
 /// cast), `pack` (the cast fused into the weight packing where one follows; implies `cast`),
-/// `attention`; or `all`, or `tract` (none). `pack` is off by default: it measured no faster
-/// than `cast` in wasm (docs/performance.md).
-pub const DEFAULT: &str = "cast,attention";
+/// `attention`, `winograd` (3×3 convolutions); or `all`, or `tract` (none). `pack` is off by
+/// default: it measured no faster than `cast` in wasm (docs/performance.md).
+pub const DEFAULT: &str = "cast,attention,winograd";
 
-/// Replaces tract ops with ours where ours apply: the set [`DEFAULT`] names, or the one the
-/// environment variable `SD_WASM_OPS` names, to compare.
+/// The set [`DEFAULT`] names, or the one the environment variable `SD_WASM_OPS` names, to
+/// compare.
+fn chosen() -> String {
+    let choice = std::env::var("SD_WASM_OPS").ok().filter(|c| !c.is_empty() && c != "default");
+    choice.unwrap_or_else(|| DEFAULT.to_string())
+}
+
+fn has(set: &str, name: &str) -> bool {
+    set.split(',').any(|s| s.trim() == name || s.trim() == "all")
+}
+
+/// Before tract's codegen: replaces the ops ours take over as a whole (its convolutions, which
+/// codegen would lower to im2col and GEMM).
+pub fn substitute_decluttered(model: &mut TypedModel) -> TractResult<Substituted> {
+    substitute_decluttered_with(model, &chosen())
+}
+
+/// [`substitute_decluttered`] with an explicit set.
+pub fn substitute_decluttered_with(model: &mut TypedModel, set: &str) -> TractResult<Substituted> {
+    let mut done = Substituted::default();
+    if has(set, "winograd") {
+        for id in 0..model.nodes().len() {
+            if winograd::replace(model, id)? {
+                done.winograd += 1;
+            }
+        }
+        if done.winograd > 0 {
+            // Patches append nodes; the replaced convolutions and the casts they bypass are
+            // left without successors.
+            model.compact()?;
+        }
+    }
+    Ok(done)
+}
+
+/// After tract's codegen: replaces tract ops with ours where ours apply.
 pub fn substitute(model: &mut TypedModel) -> TractResult<Substituted> {
     // Keeps our GEMM tiles (sd_kernels::mmm) linked in: tract's dispatch finds them by registry.
     sd_kernels::mmm::register();
-    let choice = std::env::var("SD_WASM_OPS").ok().filter(|c| !c.is_empty() && c != "default");
-    substitute_with(model, choice.as_deref().unwrap_or(DEFAULT))
+    substitute_with(model, &chosen())
 }
 
 /// [`substitute`] with an explicit set.
 pub fn substitute_with(model: &mut TypedModel, set: &str) -> TractResult<Substituted> {
     let mut done = Substituted::default();
-    let has = |name: &str| set.split(',').any(|s| s.trim() == name || s.trim() == "all");
+    let has = |name: &str| has(set, name);
     let (casts, packs, attention) = (has("cast") || has("pack"), has("pack"), has("attention"));
     for id in 0..model.nodes().len() {
         if casts && cast::replace(model, id)? {
@@ -56,4 +95,24 @@ pub fn substitute_with(model: &mut TypedModel, set: &str) -> TractResult<Substit
         }
     }
     Ok(done)
+}
+
+/// tract-linalg's f32 GEMM kernel for an m×k by k×n product (the one its dispatch picks, our
+/// tiles included), its packing index, and that packing's A and B formats.
+pub fn f32_kernel(m: usize, k: usize, n: usize) -> TractResult<(Box<dyn MatMatMul>, usize, PackedFormat, PackedFormat)> {
+    let query = Query {
+        weight: WeightType::Plain(DatumType::F32),
+        activation: DatumType::F32,
+        accumulators: tvec!(DatumType::F32),
+        store: None,
+        allow_extractor: false,
+        m: Some(m),
+        k: Some(k),
+        n: Some(n),
+    };
+    let (mmm, packing, _) = MmmDispatch::native().pick(&query).context("no f32 matmul kernel")?;
+    let (a, b) = &mmm.packings()[packing];
+    let a = a.downcast_ref::<PackedFormat>().context("kernel's A is not a plain packing")?.clone();
+    let b = b.downcast_ref::<PackedFormat>().context("kernel's B is not a plain packing")?.clone();
+    Ok((mmm, packing, a, b))
 }
