@@ -6,8 +6,26 @@ use crate::error::{Result, SdError};
 use tract_onnx::pb;
 
 const MIB: u64 = 1 << 20;
-/// Probe in pieces: one wasm32 allocation must stay under 2 GiB.
-const PROBE_CHUNK: usize = 64 << 20;
+/// The largest probe piece: one wasm32 allocation must stay under 2 GiB.
+const PROBE_CHUNK: usize = (1 << 31) - (1 << 20);
+
+/// The probe's pieces: as few as one allocation allows, the smallest first. Under wazero
+/// (Bacalhau) a memory.grow past the buffer's capacity copies all of linear memory into a new
+/// buffer, whose capacity is exactly the new size when it more than doubles, else ~1.25× the
+/// old one: 64 MiB pieces cost ~16 copies of up to 2.5 GB, 17 s of a UNet load there. Small
+/// piece first, then the large one (which more than doubles memory): one copy of the small.
+fn probe_pieces(needed: u64) -> Vec<usize> {
+    let mut pieces = Vec::new();
+    let mut left = needed;
+    while left > PROBE_CHUNK as u64 {
+        pieces.push(PROBE_CHUNK);
+        left -= PROBE_CHUNK as u64;
+    }
+    if left > 0 {
+        pieces.insert(0, left as usize);
+    }
+    pieces
+}
 
 /// Peak working memory of one UNet evaluation beyond its weights (batch 1 measured, scaled by the batch). Measured in
 /// wasm32 on SD 1.5 shapes (docs/memory-and-speed.md): attention fused into MultiHeadAttention runs
@@ -61,8 +79,7 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
     }
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut got = 0u64;
-    while got < needed {
-        let want = PROBE_CHUNK.min((needed - got) as usize);
+    for want in probe_pieces(needed) {
         let mut chunk = Vec::new();
         if crate::error::fallible(|| chunk.try_reserve_exact(want)).is_err() {
             return Err(SdError::runtime(format!(
@@ -107,5 +124,22 @@ pub fn peak_bytes() -> Option<u64> {
     {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         kib_field(&status, "VmHWM:").map(|kb| kb * 1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte probed, no piece past one allocation's limit, the smallest piece first.
+    #[test]
+    fn the_probe_takes_few_pieces_the_smallest_first() {
+        for needed in [1u64, 64 << 20, PROBE_CHUNK as u64, PROBE_CHUNK as u64 + 1, 2_637_889_536, 4 << 30] {
+            let pieces = probe_pieces(needed);
+            assert_eq!(pieces.iter().map(|&p| p as u64).sum::<u64>(), needed, "{needed}");
+            assert!(pieces.iter().all(|&p| p <= PROBE_CHUNK && p > 0), "{needed}: {pieces:?}");
+            assert!(pieces.windows(2).all(|w| w[0] <= w[1]), "{needed}: {pieces:?}");
+            assert_eq!(pieces.len() as u64, needed.div_ceil(PROBE_CHUNK as u64), "{needed}: {pieces:?}");
+        }
     }
 }
