@@ -40,9 +40,8 @@ impl TypedOp for F16ToF32 {
 pub fn widen(input: &Tensor) -> TractResult<Tensor> {
     ensure!(input.datum_type() == DatumType::F16, "F16ToF32 on {:?}", input.datum_type());
     let plain = input.try_as_plain_ram()?;
-    let src = plain.as_slice::<f16>()?;
-    // SAFETY: f16 is a transparent u16; every element of `out` is written below.
-    let src: &[u16] = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const u16, src.len()) };
+    let src = super::f16_bits(plain.as_slice::<f16>()?);
+    // SAFETY: every element of `out` is written below.
     let mut out = unsafe { Tensor::uninitialized::<f32>(input.shape())? };
     // Split over the pool (natively, and in the threaded browser build): a widening is
     // memory-bound and ran on one thread while the products around it used every core.

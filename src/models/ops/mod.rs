@@ -49,16 +49,7 @@ pub fn substitute_decluttered(model: &mut TypedModel) -> TractResult<Substituted
 pub fn substitute_decluttered_with(model: &mut TypedModel, set: &str) -> TractResult<Substituted> {
     let mut done = Substituted::default();
     if has(set, "winograd") {
-        for id in 0..model.nodes().len() {
-            if winograd::replace(model, id)? {
-                done.winograd += 1;
-            }
-        }
-        if done.winograd > 0 {
-            // Patches append nodes; the replaced convolutions and the casts they bypass are
-            // left without successors.
-            model.compact()?;
-        }
+        done.winograd = patch_each(model, winograd::replace)?;
     }
     Ok(done)
 }
@@ -84,17 +75,38 @@ pub fn substitute_with(model: &mut TypedModel, set: &str) -> TractResult<Substit
         }
     }
     if packs {
-        // Patches append nodes; the fused casts are left without successors.
-        for id in 0..model.nodes().len() {
-            if pack::replace(model, id)? {
-                done.packs += 1;
-            }
-        }
-        if done.packs > 0 {
-            model.compact()?;
-        }
+        done.packs = patch_each(model, pack::replace)?;
     }
     Ok(done)
+}
+
+/// Runs `replace` (a patching replacement) on every node of the model as it stands, and
+/// returns how many it replaced. Patches append nodes and leave what they replace (and the
+/// nodes only that used: fused or bypassed casts) without successors: compacted away after.
+fn patch_each(model: &mut TypedModel, replace: fn(&mut TypedModel, usize) -> TractResult<bool>) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in 0..model.nodes().len() {
+        if replace(model, id)? {
+            replaced += 1;
+        }
+    }
+    if replaced > 0 {
+        model.compact()?;
+    }
+    Ok(replaced)
+}
+
+/// fp16 values as their bits, what sd_kernels' widening reads.
+pub fn f16_bits(values: &[f16]) -> &[u16] {
+    // SAFETY: f16 is a transparent u16.
+    unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u16, values.len()) }
+}
+
+/// A packed buffer's bytes as floats: tract-linalg aligns f32 packings to at least 4 bytes.
+pub fn blob_f32(blob: &mut Blob) -> &mut [f32] {
+    let bytes = blob.as_bytes_mut();
+    // SAFETY: aligned as said, and read as whole floats (the length rounds down).
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, bytes.len() / 4) }
 }
 
 /// tract-linalg's f32 GEMM kernel for an m×k by k×n product (the one its dispatch picks, our

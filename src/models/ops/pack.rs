@@ -65,14 +65,11 @@ pub fn pack(format: &PackedFormat, input: &Tensor, shape: &[usize], k_axis: usiz
     let panel_len = format.single_panel_len(k);
     let len = format.len(k, mn);
     let plain = input.try_as_plain_ram()?;
-    let src = plain.as_slice::<f16>()?;
-    // SAFETY: f16 is a transparent u16.
-    let src: &[u16] = unsafe { std::slice::from_raw_parts(src.as_ptr() as *const u16, src.len()) };
+    let src = super::f16_bits(plain.as_slice::<f16>()?);
     // SAFETY: pack_f16 writes every element of the panels (padding zeroed).
     let mut blob = unsafe { Blob::new_for_size_and_align(4 * len, format.alignment_bytes) };
     {
-        let bytes = blob.as_bytes_mut();
-        let dst: &mut [f32] = unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, len) };
+        let dst = super::blob_f32(&mut blob);
         // Whole panels per thread (natively, and in the threaded browser build): each panel is
         // packed as on one thread, so the bytes do not depend on the split.
         let (r, panels) = (format.r, mn.div_ceil(format.r));

@@ -154,8 +154,7 @@ pub fn conv(x: &Tensor, w: &Tensor, bias: &Tensor, pad: [usize; 4]) -> TractResu
     let w_plain = w.try_as_plain_ram()?;
     let weights = match w.datum_type() {
         DatumType::F32 => Weights::F32(w_plain.as_slice::<f32>()?),
-        // SAFETY: f16 is a transparent u16.
-        DatumType::F16 => Weights::F16(unsafe { std::slice::from_raw_parts(w_plain.as_slice::<f16>()?.as_ptr() as *const u16, w.len()) }),
+        DatumType::F16 => Weights::F16(super::f16_bits(w_plain.as_slice::<f16>()?)),
         other => bail!("3×3 kernel of {other:?}"),
     };
 
@@ -286,12 +285,7 @@ impl Weights<'_> {
     fn transform(&self, o0: usize, m: usize, inputs: usize, panels: Panels, buffers: &mut [EagerPackedInput]) -> TractResult<()> {
         let mut planes: Vec<&mut [f32]> = buffers
             .iter_mut()
-            .map(|b| {
-                let blob = Arc::get_mut(&mut b.packed).context("packed buffer is shared")?;
-                let bytes = blob.as_bytes_mut();
-                // SAFETY: the blob is f32-aligned (the kernel's alignment) and holds whole floats.
-                Ok(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, bytes.len() / 4) })
-            })
+            .map(|b| Ok(super::blob_f32(Arc::get_mut(&mut b.packed).context("packed buffer is shared")?)))
             .collect::<TractResult<_>>()?;
         let range = o0 * inputs * 9..(o0 + m) * inputs * 9;
         match self {
