@@ -43,8 +43,9 @@ onnxruntime-web runs only the converted networks, the files sd.wasm runs: its wa
 capped at 4 GiB, and 3.4 GB of plain fp32 UNet weights would leave the activations little of it.
 Every measurement runs in its own process, so a UNet (up to 3.4 GB) never shares memory with
 the next one and a crash costs one row. Each prints one JSON line on stdout, as
-`sd --bench NETWORK` does: {"network": NETWORK, "latent", "load_s", "runs_s": [...], "threads"}.
-The peers report load (read + compile) time, then --runs runs after one warm-up run; OpenVINO
+`sd --bench NETWORK` does: {"network": NETWORK, "latent", "load_s", "warmup_s", "runs_s": [...],
+"threads"}. Every engine reports load (read + compile) time, then --runs runs after one warm-up
+run (the first run pays the first touch of its memory: page faults); OpenVINO
 gets static shapes and its effective settings are recorded in --json. onnxruntime-web runs in
 scripts/bench-ort-web.mjs under node, single-threaded (no worker threads) with graph
 optimizations off (they would fold the fp16 weights' Casts into f32); on first use bench.py

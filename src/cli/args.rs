@@ -43,7 +43,8 @@ const OWN_OPTIONS: &[(&str, &str, &str)] = &[
     ("--verbose", "", "also summarize each intermediate tensor (mean, std, range, NaNs)"),
     ("--help, --version", "", ""),
     ("--bench", "NETWORK [--latent L] [--runs N]", "time N runs of one network (unet, vae-decoder, taesd-decoder,\n\
-        text-encoder) at an LxL latent (default 64, 2 runs); prints one JSON line\n\
+        text-encoder) at an LxL latent (default 64, 2 runs) after one warm-up run;\n\
+        prints one JSON line\n\
         (scripts/bench.py reads it). --bench-unet: --bench unet"),
 ];
 

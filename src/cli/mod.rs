@@ -107,7 +107,7 @@ fn bench(network: BenchNetwork, models: &std::path::Path, latent: usize, runs: u
     let mut hooks = StderrProgress::new(false, false, None);
     let b = bench_network(&files, network, latent, runs, &mut hooks)?;
     let line = serde_json::json!({
-        "network": b.network.name(), "latent": b.latent, "load_s": b.load_seconds, "runs_s": b.run_seconds, "threads": threads,
+        "network": b.network.name(), "latent": b.latent, "load_s": b.load_seconds, "warmup_s": b.warmup_seconds, "runs_s": b.run_seconds, "threads": threads,
         "peak_memory_bytes": crate::models::memory::peak_bytes(),
     });
     println!("{line}");

@@ -42,11 +42,14 @@ pub struct NetworkBench {
     /// The latent side (the decoders' output is `scale` times that); unused by the text encoder.
     pub latent: usize,
     pub load_seconds: f64,
+    /// The first run, untimed in `run_seconds`: it pays the first touch of the memory the run
+    /// uses (page faults) and any lazy setup, as the peers' warm-up runs do in scripts/bench.py.
+    pub warmup_seconds: f64,
     pub run_seconds: Vec<f64>,
 }
 
 /// Loads `network` for an `latent`×`latent` latent (the text encoder: 77 tokens) and runs it
-/// `runs` times on random inputs of the right shapes.
+/// once to warm up, then `runs` timed times, on random inputs of the right shapes.
 pub fn bench_network(
     files: &dyn ModelFiles,
     network: BenchNetwork,
@@ -90,13 +93,15 @@ pub fn bench_network(
             (Box::new(move || encoder.encode(&ids).map(drop)), seconds)
         }
     };
-    let mut run_seconds = Vec::with_capacity(runs);
-    for index in 0..runs {
+    // Step 1 is the warm-up.
+    let mut seconds_each = Vec::with_capacity(runs + 1);
+    for index in 0..=runs {
         let start = hooks.now();
         run()?;
         let seconds = hooks.now() - start;
-        run_seconds.push(seconds);
-        hooks.event(&Event::Step { index: index + 1, total: runs, seconds, elapsed: run_seconds.iter().sum() });
+        seconds_each.push(seconds);
+        hooks.event(&Event::Step { index: index + 1, total: runs + 1, seconds, elapsed: seconds_each.iter().sum() });
     }
-    Ok(NetworkBench { network, latent, load_seconds, run_seconds })
+    let warmup_seconds = seconds_each.remove(0);
+    Ok(NetworkBench { network, latent, load_seconds, warmup_seconds, run_seconds: seconds_each })
 }

@@ -75,7 +75,7 @@ fn an_over_long_prompt_is_encoded_whole() {
 }
 
 /// `--bench NETWORK` (what scripts/bench.py runs; `--bench-unet` is `--bench unet`) prints one
-/// JSON line with load and run times and the peak linear memory, for each network; an unknown
+/// JSON line with load, warm-up and run times and the peak linear memory, for each network; an unknown
 /// network is a usage error naming the others.
 #[test]
 fn bench_prints_one_json_line_per_network() {
@@ -97,6 +97,7 @@ fn bench_prints_one_json_line_per_network() {
         assert_eq!(line["network"], network);
         assert_eq!(line["latent"], 8);
         assert_eq!(line["runs_s"].as_array().unwrap().len(), 2);
+        assert!(line["warmup_s"].as_f64().unwrap() > 0.0);
         assert!(line["load_s"].as_f64().unwrap() > 0.0);
         let peak = line["peak_memory_bytes"].as_u64().unwrap();
         assert!(peak > (1 << 20) && peak < (1 << 30), "{network}: peak linear memory {peak}");

@@ -4,6 +4,7 @@
 //! `simd128`, an explicit SIMD128 one; tests compare both against the reference.
 
 pub mod cast;
+pub mod lanes;
 pub mod low_rank;
 pub mod mmm;
 pub mod pack;

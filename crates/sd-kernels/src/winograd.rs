@@ -12,47 +12,36 @@
 //! The constants are 0, ±1 and ±½, exact in f32: the result differs from the direct sum only
 //! by the order of additions (and the products' different grouping).
 
+use crate::for_lanes;
+use crate::lanes::{F32x4, Lanes};
+
+// The public transforms are `#[inline(never)]`: inlined into the size-optimized caller by the
+// `dist` profile's fat LTO, they would lose this crate's opt-level-3 code (see crate::lanes).
+
 /// Positions of a transformed tile (4×4), the number of matrix products.
 pub const POSITIONS: usize = 16;
 
-/// U = G·g·Gᵀ of one 3×3 kernel `g` (row-major), 16 values row-major.
-/// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
+/// U = G·g·Gᵀ of 3×3 kernels `g` (row-major), 16 values row-major; lane by lane for
+/// [`F32x4`]. G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
 #[inline(always)]
-pub fn kernel_tile(g: &[f32]) -> [f32; 16] {
-    let g = &g[..9];
-    let mut t = [[0f32; 3]; 4];
+pub fn kernel_tile<L: Lanes>(g: [L; 9]) -> [L; 16] {
+    let half = L::splat(0.5);
+    let mut t = [[L::splat(0.0); 3]; 4];
     for c in 0..3 {
         let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
         t[0][c] = g0;
-        t[1][c] = 0.5 * (g0 + g1 + g2);
-        t[2][c] = 0.5 * (g0 - g1 + g2);
+        t[1][c] = half * (g0 + g1 + g2);
+        t[2][c] = half * (g0 - g1 + g2);
         t[3][c] = g2;
     }
-    let mut u = [0f32; 16];
+    let mut u = [L::splat(0.0); 16];
     for (r, &[a, b, c]) in t.iter().enumerate() {
         u[4 * r] = a;
-        u[4 * r + 1] = 0.5 * (a + b + c);
-        u[4 * r + 2] = 0.5 * (a - b + c);
+        u[4 * r + 1] = half * (a + b + c);
+        u[4 * r + 2] = half * (a - b + c);
         u[4 * r + 3] = c;
     }
     u
-}
-
-/// A weight as stored: f32, or fp16 bits (widened as sd_kernels::cast widens them).
-pub trait Weight: Copy {
-    fn value(self) -> f32;
-}
-impl Weight for f32 {
-    #[inline(always)]
-    fn value(self) -> f32 {
-        self
-    }
-}
-impl Weight for u16 {
-    #[inline(always)]
-    fn value(self) -> f32 {
-        crate::cast::f16_bits_to_f32(self)
-    }
 }
 
 /// tract-linalg's packed layout of a GEMM operand: panels of `r` rows (of m, or n), each
@@ -66,40 +55,60 @@ pub struct Panels {
 /// Kernel transform of `rows` output channels straight into the GEMM's A operand: `w` holds
 /// their [rows][inputs][3][3] weights; position p's [rows × inputs] matrix goes to `u[p]`,
 /// packed as `panels` says (rows past `rows` in the last panel are left as they are).
-/// Instantiated here for f32 and fp16 weights ([`kernel_rows_f32`], [`kernel_rows_f16`]) so
-/// that it is compiled at this crate's opt-level, not the caller's.
+#[inline(never)]
+pub fn kernel_rows_f32(w: &[f32], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+    kernel_rows(w, rows, inputs, panels, u, |src, dst| dst.copy_from_slice(src))
+}
+
+/// [`kernel_rows_f32`] of fp16 weights (their bits), widened a panel at a time.
+#[inline(never)]
+pub fn kernel_rows_f16(w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+    kernel_rows(w, rows, inputs, panels, u, crate::cast::f16_to_f32)
+}
+
+/// The kernel transform, panel by panel, each panel's weights first made f32 by `widen`.
 #[inline(always)]
-fn kernel_rows<W: Weight>(w: &[W], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+fn kernel_rows<W>(w: &[W], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]], widen: impl Fn(&[W], &mut [f32])) {
     let Panels { r, panel_len } = panels;
-    assert!(w.len() >= rows * inputs * 9 && u.len() == POSITIONS);
-    assert!(u.iter().all(|u| u.len() >= rows.div_ceil(r) * panel_len && panel_len >= inputs * r));
-    let mut g = [0f32; 9];
+    assert!(u.len() == POSITIONS && panel_len >= inputs * r);
+    assert!(u.iter().all(|u| u.len() >= rows.div_ceil(r) * panel_len));
+    let row_len = inputs * 9;
+    assert!(w.len() >= rows * row_len);
+    let mut widened = vec![0f32; r.min(rows) * row_len];
+    let mut interleaved = vec![0f32; 4 * row_len];
     for panel in 0..rows.div_ceil(r) {
-        let in_panel = r.min(rows - panel * r);
-        for i in 0..inputs {
-            let at = panel * panel_len + i * r;
-            for j in 0..in_panel {
-                let o = panel * r + j;
-                for (value, weight) in g.iter_mut().zip(&w[(o * inputs + i) * 9..][..9]) {
-                    *value = weight.value();
+        let first = panel * r;
+        let in_panel = r.min(rows - first);
+        let panel_weights = &mut widened[..in_panel * row_len];
+        widen(&w[first * row_len..][..in_panel * row_len], panel_weights);
+        let w = &*panel_weights;
+        let base = panel * panel_len;
+        // Four output channels at a time: their values for one input are adjacent in each
+        // position's panel, so each of the 16 results is one four-lane store.
+        let mut j = 0;
+        while j + 4 <= in_panel {
+            let row = |l: usize| &w[(j + l) * row_len..][..row_len];
+            crate::lanes::interleave_rows([row(0), row(1), row(2), row(3)], &mut interleaved);
+            for i in 0..inputs {
+                let mut g = [F32x4::splat(0.0); 9];
+                for (k, g) in g.iter_mut().enumerate() {
+                    *g = F32x4::load(&interleaved, 4 * (i * 9 + k));
                 }
-                let t = kernel_tile(&g);
+                for (plane, value) in u.iter_mut().zip(kernel_tile(g)) {
+                    value.store(plane, base + i * r + j);
+                }
+            }
+            j += 4;
+        }
+        for j in j..in_panel {
+            for i in 0..inputs {
+                let t = kernel_tile::<f32>(w[j * row_len + i * 9..][..9].try_into().unwrap());
                 for (plane, value) in u.iter_mut().zip(t) {
-                    plane[at + j] = value;
+                    plane[base + i * r + j] = value;
                 }
             }
         }
     }
-}
-
-/// [`kernel_rows`] of f32 weights.
-pub fn kernel_rows_f32(w: &[f32], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
-    kernel_rows(w, rows, inputs, panels, u)
-}
-
-/// [`kernel_rows`] of fp16 weights (their bits).
-pub fn kernel_rows_f16(w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
-    kernel_rows(w, rows, inputs, panels, u)
 }
 
 /// Where one channel's tiles come from and go.
@@ -125,6 +134,7 @@ impl Tiling {
 /// Input transform of one channel's tile rows `tile_rows` (tile row ty reads input rows
 /// 2·ty − top … 2·ty − top + 3, zero outside the plane): position p of the k-th tile goes to
 /// `v[p * stride + k]`, k counting the tiles of `tile_rows` row by row.
+#[inline(never)]
 pub fn input_channel(x: &[f32], tiling: &Tiling, tile_rows: std::ops::Range<usize>, v: &mut [f32], stride: usize, scratch: &mut [f32]) {
     let n = tiling.across;
     let cols = n + 1;
@@ -141,26 +151,20 @@ pub fn input_channel(x: &[f32], tiling: &Tiling, tile_rows: std::ops::Range<usiz
                 o.fill(0.0);
                 continue;
             }
-            let row = &x[y * tiling.width..][..tiling.width];
-            for i in 0..cols {
-                let xe = (2 * i).wrapping_sub(tiling.left);
-                let xo = (2 * i + 1).wrapping_sub(tiling.left);
-                e[i] = if xe < tiling.width { row[xe] } else { 0.0 };
-                o[i] = if xo < tiling.width { row[xo] } else { 0.0 };
-            }
+            split_row(&x[y * tiling.width..][..tiling.width], tiling.left, e, o);
         }
         // Bᵀ·d over the rows, in place: rows d0..d3 become d0 − d2, d1 + d2, d2 − d1, d1 − d3.
         for half in [&mut *even, &mut *odd] {
             let (d0, rest) = half.split_at_mut(cols);
             let (d1, rest) = rest.split_at_mut(cols);
             let (d2, d3) = rest.split_at_mut(cols);
-            for i in 0..cols {
-                let (a, b, c, d) = (d0[i], d1[i], d2[i], d3[i]);
-                d0[i] = a - c;
-                d1[i] = b + c;
-                d2[i] = c - b;
-                d3[i] = b - d;
-            }
+            for_lanes!(0..cols, |i, L| {
+                let (a, b, c, d) = (L::load(d0, i), L::load(d1, i), L::load(d2, i), L::load(d3, i));
+                (a - c).store(d0, i);
+                (b + c).store(d1, i);
+                (c - b).store(d2, i);
+                (b - d).store(d3, i);
+            });
         }
         // ·B over the columns: columns c0..c3 = even[tx], odd[tx], even[tx + 1], odd[tx + 1].
         let base = k * n;
@@ -169,21 +173,47 @@ pub fn input_channel(x: &[f32], tiling: &Tiling, tile_rows: std::ops::Range<usiz
             let (v0, rest) = v[(4 * r) * stride + base..].split_at_mut(stride);
             let (v1, rest) = rest.split_at_mut(stride);
             let (v2, v3) = rest.split_at_mut(stride);
-            let (v0, v1, v2, v3) = (&mut v0[..n], &mut v1[..n], &mut v2[..n], &mut v3[..n]);
-            for tx in 0..n {
-                let (c0, c1, c2, c3) = (e[tx], o[tx], e[tx + 1], o[tx + 1]);
-                v0[tx] = c0 - c2;
-                v1[tx] = c1 + c2;
-                v2[tx] = c2 - c1;
-                v3[tx] = c1 - c3;
-            }
+            for_lanes!(0..n, |tx, L| {
+                let (c0, c1, c2, c3) = (L::load(e, tx), L::load(o, tx), L::load(e, tx + 1), L::load(o, tx + 1));
+                (c0 - c2).store(v0, tx);
+                (c1 + c2).store(v1, tx);
+                (c2 - c1).store(v2, tx);
+                (c1 - c3).store(v3, tx);
+            });
         }
+    }
+}
+
+/// `even[i]` = row[2i − left], `odd[i]` = row[2i + 1 − left], zero outside the row.
+#[inline(always)]
+fn split_row(row: &[f32], left: usize, even: &mut [f32], odd: &mut [f32]) {
+    let at = |x: usize| x.wrapping_sub(left);
+    let scalar = |i: usize, even: &mut [f32], odd: &mut [f32]| {
+        even[i] = row.get(at(2 * i)).copied().unwrap_or(0.0);
+        odd[i] = row.get(at(2 * i + 1)).copied().unwrap_or(0.0);
+    };
+    // The columns left of the row, then eight floats at a time while they lie inside it.
+    let mut i = 0;
+    while i < even.len() && 2 * i < left {
+        scalar(i, even, odd);
+        i += 1;
+    }
+    while i + 4 <= even.len() && at(2 * i) + 8 <= row.len() {
+        let (e, o) = F32x4::deinterleave(row, at(2 * i));
+        e.store(even, i);
+        o.store(odd, i);
+        i += 4;
+    }
+    while i < even.len() {
+        scalar(i, even, odd);
+        i += 1;
     }
 }
 
 /// Output transform of one output channel's tile rows `tile_rows`: position p of the k-th tile
 /// is `m[p * stride + k]` (k as in [`input_channel`]); writes the 2×2 outputs plus `bias` into
 /// the `height × width` output plane `y` (the last tile row and column may be cut off).
+#[inline(never)]
 pub fn output_channel(m: &[f32], stride: usize, tile_rows: std::ops::Range<usize>, across: usize, bias: f32, y: &mut [f32], height: usize, width: usize, scratch: &mut [f32]) {
     let n = across;
     assert!(scratch.len() >= 8 * n && y.len() >= height * width);
@@ -196,10 +226,11 @@ pub fn output_channel(m: &[f32], stride: usize, tile_rows: std::ops::Range<usize
             let row = |r: usize| &m[(4 * r + c) * stride + base..][..n];
             let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3));
             let (a, b) = (&mut s0[c * n..][..n], &mut s1[c * n..][..n]);
-            for tx in 0..n {
-                a[tx] = m0[tx] + m1[tx] + m2[tx];
-                b[tx] = m1[tx] - m2[tx] - m3[tx];
-            }
+            for_lanes!(0..n, |tx, L| {
+                let (x0, x1, x2, x3) = (L::load(m0, tx), L::load(m1, tx), L::load(m2, tx), L::load(m3, tx));
+                (x0 + x1 + x2).store(a, tx);
+                (x1 - x2 - x3).store(b, tx);
+            });
         }
         // ·A over the columns, the bias, and the store (cut at the plane's edges).
         for (r, s) in [&*s0, &*s1].into_iter().enumerate() {
@@ -209,13 +240,19 @@ pub fn output_channel(m: &[f32], stride: usize, tile_rows: std::ops::Range<usize
             }
             let out = &mut y[oy * width..][..width];
             let (c0, c1, c2, c3) = (&s[..n], &s[n..2 * n], &s[2 * n..3 * n], &s[3 * n..4 * n]);
-            for tx in 0..n {
-                let left = c0[tx] + c1[tx] + c2[tx] + bias;
-                let right = c1[tx] - c2[tx] - c3[tx] + bias;
-                let ox = 2 * tx;
-                out[ox] = left;
-                if ox + 1 < width {
-                    out[ox + 1] = right;
+            let sums = |tx: usize| (c0[tx] + c1[tx] + c2[tx] + bias, c1[tx] - c2[tx] - c3[tx] + bias);
+            let mut tx = 0;
+            let b = F32x4::splat(bias);
+            while tx + 4 <= n && 2 * tx + 8 <= width {
+                let (x0, x1, x2, x3) = (F32x4::load(c0, tx), F32x4::load(c1, tx), F32x4::load(c2, tx), F32x4::load(c3, tx));
+                F32x4::interleave(x0 + x1 + x2 + b, x1 - x2 - x3 + b, out, 2 * tx);
+                tx += 4;
+            }
+            for tx in tx..n {
+                let (left, right) = sums(tx);
+                out[2 * tx] = left;
+                if 2 * tx + 1 < width {
+                    out[2 * tx + 1] = right;
                 }
             }
         }
@@ -230,7 +267,11 @@ mod tests {
     /// padding on every side and odd sizes (cut-off tiles).
     #[test]
     fn one_channel_matches_the_direct_sum() {
-        for (h, w, top, left, bottom, right) in [(7usize, 5usize, 1usize, 1usize, 1usize, 1usize), (6, 6, 0, 0, 0, 0), (5, 9, 2, 0, 1, 2), (3, 3, 0, 1, 0, 0)] {
+        // The small planes run the scalar steps; the wide ones the four-lane steps and their
+        // tails, with the rows' leading and trailing padding.
+        let cases = [(7usize, 5usize, 1usize, 1usize, 1usize, 1usize), (6, 6, 0, 0, 0, 0), (5, 9, 2, 0, 1, 2), (3, 3, 0, 1, 0, 0)];
+        let wide = [(5, 21, 1, 1, 1, 1), (4, 24, 0, 0, 0, 0), (3, 19, 0, 2, 1, 1), (6, 32, 1, 1, 1, 1), (3, 17, 0, 3, 0, 0)];
+        for (h, w, top, left, bottom, right) in cases.into_iter().chain(wide) {
             let x: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
             let g: Vec<f32> = (0..9).map(|i| ((i * 5 % 9) as f32 - 4.0) / 3.0).collect();
             let (oh, ow) = (h + top + bottom - 2, w + left + right - 2);
@@ -240,7 +281,7 @@ mod tests {
             let mut v = vec![0f32; 16 * stride];
             let mut scratch = vec![0f32; tiling.scratch_len().max(8 * across)];
             input_channel(&x, &tiling, 0..rows, &mut v, stride, &mut scratch);
-            let u = kernel_tile(&g);
+            let u = kernel_tile::<f32>(g.clone().try_into().unwrap());
             let m: Vec<f32> = (0..16 * stride).map(|i| v[i] * u[i / stride]).collect();
             let mut y = vec![f32::NAN; oh * ow];
             output_channel(&m, stride, 0..rows, across, 0.25, &mut y, oh, ow, &mut scratch);
@@ -257,6 +298,42 @@ mod tests {
                     }
                     let got = y[oy * ow + ox] as f64;
                     assert!((got - direct).abs() < 1e-5, "{h}×{w} pad {top},{left},{bottom},{right}: ({oy}, {ox}) {got} vs {direct}");
+                }
+            }
+        }
+    }
+
+    /// The four-lane kernel transform, fp16 and f32, against [`kernel_tile`] one kernel at a
+    /// time, for panels of 4 and 8 rows with a partial last panel and padded panels.
+    #[test]
+    fn kernel_rows_match_one_tile_at_a_time() {
+        for (rows, inputs, r, pad) in [(9usize, 3usize, 4usize, 0usize), (12, 5, 8, 3), (3, 2, 4, 1), (1, 1, 8, 0)] {
+            let panels = Panels { r, panel_len: inputs * r + pad };
+            // Finite fp16 values (exponents 5..25, both signs).
+            let w16: Vec<u16> = (0..rows * inputs * 9).map(|i| ((i * 7 % 21) as u16 + 5) << 10 | (i * 37 % 1024) as u16 | ((i as u16 & 1) << 15)).collect();
+            let w32: Vec<f32> = w16.iter().map(|&h| crate::cast::f16_bits_to_f32(h)).collect();
+            let len = rows.div_ceil(r) * panels.panel_len;
+            let mut want = vec![vec![f32::NAN; len]; POSITIONS];
+            for o in 0..rows {
+                for i in 0..inputs {
+                    let t = kernel_tile::<f32>(std::array::from_fn(|k| w32[(o * inputs + i) * 9 + k]));
+                    for (p, value) in t.into_iter().enumerate() {
+                        want[p][(o / r) * panels.panel_len + i * r + o % r] = value;
+                    }
+                }
+            }
+            for fp16 in [false, true] {
+                let mut got = vec![vec![f32::NAN; len]; POSITIONS];
+                let mut planes: Vec<&mut [f32]> = got.iter_mut().map(|p| p.as_mut_slice()).collect();
+                if fp16 {
+                    kernel_rows_f16(&w16, rows, inputs, panels, &mut planes);
+                } else {
+                    kernel_rows_f32(&w32, rows, inputs, panels, &mut planes);
+                }
+                for p in 0..POSITIONS {
+                    // Bits, NaN where nothing is written (padding, rows past `rows`) included.
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got[p]), bits(&want[p]), "rows {rows}, inputs {inputs}, r {r}, fp16 {fp16}, position {p}");
                 }
             }
         }
