@@ -65,7 +65,7 @@ fn wasi_runner_exit_code(module: &Path) -> i32 {
 fn float_select_miscompile_is_reproduced_and_wasm_ship_avoids_it() {
     let source = repo().join("tests/data/wazero-float-select.wasm");
     assert_eq!(wasi_runner_exit_code(&source), 5, "wazero v1.12.0 no longer miscompiles the float select: is the runner still on Bacalhau's wazero?");
-    let (shipped, report) = wasm_ship::ship(&std::fs::read(&source).unwrap(), "repro", wasm_ship::SD_WASM_UNROLL).unwrap();
+    let (shipped, report) = wasm_ship::ship(&std::fs::read(&source).unwrap(), "repro", wasm_ship::sd_wasm_unroll()).unwrap();
     assert_eq!(report.float_selects, 1);
     let fixed = scratch("runner-float-select").join("fixed.wasm");
     std::fs::write(&fixed, shipped).unwrap();
@@ -100,7 +100,7 @@ fn unrolled_loops_compute_the_same() {
     std::fs::write(&raw, &source).unwrap();
     assert_eq!(wasi_runner_exit_code(&raw), 86);
     for factor in [2, 3, 8] {
-        let unroll = wasm_ship::Unroll { factor, max_body_bytes: 600, functions: &["loops"], callees: &[] };
+        let unroll = wasm_ship::Unroll { factor, marked_factor: factor, max_body_bytes: 600, functions: &["loops"], callees: &[] };
         let (shipped, report) = wasm_ship::ship(&source, "unroll", unroll).unwrap();
         assert_eq!(report.loops_unrolled, 2, "factor {factor}");
         let module = dir.join(format!("unrolled-{factor}.wasm"));

@@ -9,7 +9,7 @@
 //!    `WithCloseOnContextDone(true)` puts a call at every loop header, which spills loop-invariant
 //!    floats and triggers it: sd.wasm rendered black pictures. Integer selects are modelled
 //!    correctly and stay as they are.
-//! 2. Hot innermost loops unrolled ([`SD_WASM_UNROLL`]). With `WithCloseOnContextDone(true)`
+//! 2. Hot innermost loops unrolled ([`sd_wasm_unroll`]). With `WithCloseOnContextDone(true)`
 //!    wazero v1.12.0 leaves machine code for Go at every loop header to check whether the module
 //!    was closed — tens of nanoseconds per iteration, which tripled a UNet evaluation. Unrolling
 //!    runs that check once per several iterations.
@@ -48,7 +48,7 @@ pub fn inspect(module: &[u8]) -> Result<Report, Error> {
 }
 
 fn transform(module: &[u8], rewrite_as: Option<(&str, Unroll)>) -> Result<(Vec<u8>, Report), Error> {
-    let unroll = rewrite_as.map_or(Unroll { factor: 1, max_body_bytes: 0, functions: &[], callees: &[] }, |(_, u)| u);
+    let unroll = rewrite_as.map_or(Unroll { factor: 1, marked_factor: 1, max_body_bytes: 0, functions: &[], callees: &[] }, |(_, u)| u);
     let names = function_names(module)?;
     let mut func_index = imported_functions(module)?;
     let hot_callees = names.iter().filter(|(_, n)| unroll.callees.iter().any(|c| n.contains(c))).map(|(&i, _)| i).collect();
@@ -70,10 +70,11 @@ fn transform(module: &[u8], rewrite_as: Option<(&str, Unroll)>) -> Result<(Vec<u
                     return Err("code entry without a function to validate".into());
                 };
                 let mut func = func.into_validator(std::mem::take(&mut allocs));
+                let name = names.get(&func_index);
                 let choice = LoopChoice {
-                    factor: unroll.factor,
+                    factor: if name.is_some_and(|n| n.contains(MARKER)) { unroll.marked_factor } else { unroll.factor },
                     max_body_bytes: unroll.max_body_bytes,
-                    every_loop: names.get(&func_index).is_some_and(|name| unroll.functions.iter().any(|f| name.contains(f))),
+                    every_loop: name.is_some_and(|name| name.contains(MARKER) || unroll.functions.iter().any(|f| name.contains(f))),
                     hot_callees: &hot_callees,
                 };
                 func_index += 1;
@@ -286,6 +287,8 @@ fn leb(out: &mut Vec<u8>, mut n: u64) {
 pub struct Unroll {
     /// Copies of the body per pass through the loop header (1 = off).
     pub factor: usize,
+    /// Copies for the loops of functions whose name carries [`MARKER`].
+    pub marked_factor: usize,
     /// Only loops whose body is at most this many bytes.
     pub max_body_bytes: usize,
     /// Loops in functions whose name (from the `name` section, mangled) contains one of these…
@@ -294,19 +297,30 @@ pub struct Unroll {
     pub callees: &'static [&'static str],
 }
 
-/// What sd.wasm ships with. Measured under Bacalhau's engine (wazero v1.12.0 with
-/// `WithCloseOnContextDone`) on the SD 1.5 UNet at a 16×16 latent: one evaluation 99.6 s → 39.0 s,
-/// UNet load 145 s → 70 s, for +20 KB. The loops: tract's f32 matmul kernel and matrixmultiply's
-/// (attention), `<[T]>::contains` (tract's graph ordering at load), and every loop that calls
-/// `half::f16::to_f32` (the fp16 weights cast on every run: ~860M iterations per UNet evaluation).
-/// `wasm_ship_unroll` is a marker a function can carry to ask for this: sd-kernels' GEMM tile
-/// has a reduction loop built both ways (crates/sd-kernels/src/mmm.rs says why).
-pub const SD_WASM_UNROLL: Unroll = Unroll {
-    factor: 8,
-    max_body_bytes: 600,
-    functions: &["mmm_f32_gemm", "matrixmultiply", "8contains", "wasm_ship_unroll"],
-    callees: &["binary163f166to_f32"],
-};
+/// What sd.wasm ships with: 8 copies of the innermost loops, up to 600 bytes of body, of
+/// - the functions `scripts/profile-wazero.py --write` listed in `hot-loops.txt`: those whose
+///   loop headers made the most exits to Go under Bacalhau's engine (a profile, not a hand-kept
+///   list; on 2026-12-03 the exit checks were 61 % of a UNet evaluation at 32×32 there);
+/// - 32 copies in functions carrying the [`MARKER`]: sd-kernels' GEMM tile has a reduction
+///   loop built both ways, rolled for wasmtime's Cranelift and marked for this
+///   (crates/sd-kernels/src/mmm.rs says why). The check is a call, so every pass also spills
+///   and reloads the tile's accumulators: 8 copies left it 2.4× slower than under wasmtime;
+/// - loops anywhere that call `half::f16::to_f32` (fp16 weights widened on every run).
+///
+/// First measured with a hand-kept list (tract's GEMM kernel, matrixmultiply, `contains`) on
+/// the SD 1.5 UNet at a 16×16 latent: one evaluation 99.6 s → 39.0 s, load 145 s → 70 s.
+pub fn sd_wasm_unroll() -> Unroll {
+    static FUNCTIONS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let functions = FUNCTIONS.get_or_init(|| {
+        let profiled = include_str!("hot-loops.txt").lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(1));
+        profiled.collect()
+    });
+    Unroll { factor: 8, marked_factor: 32, max_body_bytes: 600, functions, callees: &["binary163f166to_f32"] }
+}
+
+/// A function whose name contains this asks for its loops to be unrolled
+/// ([`Unroll::marked_factor`] copies).
+pub const MARKER: &str = "wasm_ship_unroll";
 
 /// Which loops of one function body to unroll.
 struct LoopChoice<'a> {
@@ -448,5 +462,21 @@ fn copy_body(expr: &[u8], body: &[(Operator, usize, usize)], shift: u32, out: &m
             }
             _ => out.extend_from_slice(&expr[*start..*end]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// hot-loops.txt (scripts/profile-wazero.py --write) parses into names that survive a
+    /// rebuild: mangled, without the hash suffix.
+    #[test]
+    fn the_profiled_list_names_functions_without_their_hash() {
+        let unroll = super::sd_wasm_unroll();
+        assert!(unroll.functions.len() >= 10, "{:?}", unroll.functions);
+        for name in unroll.functions {
+            assert!(name.starts_with("_ZN") || name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{name}");
+            assert!(!name.ends_with('E') || !name.contains("17h"), "{name} still has its hash");
+        }
+        assert!(unroll.marked_factor > unroll.factor);
     }
 }

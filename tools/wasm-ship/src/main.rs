@@ -17,16 +17,15 @@ fn main() {
     }
 }
 
-const DEFAULT_UNROLL: wasm_ship::Unroll = wasm_ship::SD_WASM_UNROLL;
-
 fn ship(input: &str, output: &str, name: &str) -> Result<(), wasm_ship::Error> {
     let module = std::fs::read(input).map_err(|e| format!("{input}: {e}"))?;
+    let default = wasm_ship::sd_wasm_unroll();
     let unroll = match std::env::var("WASM_SHIP_UNROLL") {
         Ok(v) => {
             let (f, b) = v.split_once(':').ok_or("WASM_SHIP_UNROLL=FACTOR:MAX_BODY_BYTES")?;
-            wasm_ship::Unroll { factor: f.parse()?, max_body_bytes: b.parse()?, ..DEFAULT_UNROLL }
+            wasm_ship::Unroll { factor: f.parse()?, marked_factor: f.parse()?, max_body_bytes: b.parse()?, ..default }
         }
-        Err(_) => DEFAULT_UNROLL,
+        Err(_) => default,
     };
     let (shipped, report) = wasm_ship::ship(&module, name, unroll)?;
     std::fs::write(output, &shipped).map_err(|e| format!("{output}: {e}"))?;
