@@ -1,7 +1,7 @@
 //! The GEMM tile sd.wasm registers with tract (crates/sd-kernels/src/mmm.rs), in the shipped
 //! module: its one-step reduction loop, the loop tools/wasm-ship unrolled, and tract's own
-//! `wasm_f32_8x8` (`SD_WASM_MMM` picks; by default the module times all three and keeps
-//! the fastest) add the same products in the same order, so the picture is the same bytes.
+//! `wasm_f32_8x8` (`SD_WASM_MMM` picks; by default the module times its two builds of the
+//! loop and keeps the faster) add the same products in the same order, so the picture is the same bytes.
 //! The unrolled loop exists only in the shipped module, so this is where it is checked.
 
 use crate::common::*;

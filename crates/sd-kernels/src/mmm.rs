@@ -19,8 +19,8 @@
 //! - eight steps per pass, unrolled by tools/wasm-ship after LLVM (its function name carries
 //!   the `wasm_ship_unroll` marker): wazero (Bacalhau's engine) checks for exit at every loop
 //!   header, ~35 ns, and compiles in the module's order.
-//! Both are registered; which one runs, or tract's own kernel, is measured once per process on
-//! a small product ([`chosen`]): the results are the same bits either way.
+//! Both are registered; which one runs is measured once per process on a small product
+//! ([`chosen`]): the results are the same bits either way, and as tract's own kernel's.
 //!
 //! Registered with tract from outside its crate, through the two registries tract-linalg keeps
 //! with `inventory`: the kernels as [`MmmRoutine`]s and a dispatch tier for wasm32+simd128 one
@@ -83,8 +83,8 @@ mod simd {
     inventory::submit! { MmmRoutine { make: || wasm_f32_4x8_unrolled().mmm() } }
 
     /// The kernel the tier answers with: `SD_WASM_MMM` (`step`, `unrolled`, or `tract` for
-    /// tract's own choice), else whichever of the two builds of the loop and tract's
-    /// `wasm_f32_8x8` ran a small product fastest here, measured once (`None`: tract's). Without
+    /// tract's own choice: `None`), else whichever of the two builds of the loop ran a small
+    /// product fastest here, measured once. Without
     /// a clock (the browser build's wasm32-unknown-unknown has none in std) the one-step loop,
     /// which suits optimizing engines.
     pub fn chosen() -> Option<&'static str> {
@@ -98,14 +98,15 @@ mod simd {
         })
     }
 
-    /// Times the three kernels on a 64×512×64 product, alternating, best of three each (~1 ms
-    /// each under wasmtime, a few under wazero). tract's 8×8 takes part because under wazero
-    /// its unrolled loop pays the exit check once per 512 multiply-adds, ours once per 256.
+    /// Times the two builds on a 64×512×64 product, alternating, best of three each (~1 ms
+    /// each under wasmtime, a few under wazero). tract's 8×8 no longer takes part: it won
+    /// under wazero only while tools/wasm-ship unrolled its loop and ours less, and under
+    /// wasmtime it could win this small product and then lose on the UNet's (5.96 s per
+    /// evaluation at 32×32 against the one-step tile's 5.50 s, 2026-12-03).
     fn fastest() -> Option<&'static str> {
         let (m, k, n) = (64, 512, 64);
-        let mut candidates: Vec<(Option<&'static str>, Box<dyn MatMatMul>)> =
+        let candidates: Vec<(Option<&'static str>, Box<dyn MatMatMul>)> =
             vec![(Some(NAME_STEP), wasm_f32_4x8().mmm()), (Some(NAME_UNROLLED), wasm_f32_4x8_unrolled().mmm())];
-        candidates.extend(tract_wasm_f32_8x8().map(|ker| (None, ker)));
         let a = vec![0.5f32; m * k];
         let b = vec![0.25f32; k * n];
         let mut best = vec![f64::MAX; candidates.len()];
