@@ -18,8 +18,6 @@ pub trait Lanes: Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = S
     fn load(s: &[f32], at: usize) -> Self;
     /// Into `s[at..at + N]`.
     fn store(self, s: &mut [f32], at: usize);
-    /// Lane `l` from `value(l)`.
-    fn gather(value: impl FnMut(usize) -> f32) -> Self;
 }
 
 impl Lanes for f32 {
@@ -35,10 +33,6 @@ impl Lanes for f32 {
     #[inline(always)]
     fn store(self, s: &mut [f32], at: usize) {
         s[at] = self
-    }
-    #[inline(always)]
-    fn gather(mut value: impl FnMut(usize) -> f32) -> Self {
-        value(0)
     }
 }
 
@@ -94,10 +88,6 @@ mod imp {
             let s = &mut s[at..at + 4];
             // SAFETY: as in load.
             unsafe { v128_store(s.as_mut_ptr() as *mut v128, self.0) }
-        }
-        #[inline(always)]
-        fn gather(mut value: impl FnMut(usize) -> f32) -> Self {
-            F32x4(f32x4(value(0), value(1), value(2), value(3)))
         }
     }
 
@@ -175,10 +165,6 @@ mod imp {
         #[inline(always)]
         fn store(self, s: &mut [f32], at: usize) {
             s[at..at + 4].copy_from_slice(&self.0)
-        }
-        #[inline(always)]
-        fn gather(value: impl FnMut(usize) -> f32) -> Self {
-            F32x4(std::array::from_fn(value))
         }
     }
 
@@ -290,8 +276,5 @@ mod tests {
         let mut z = vec![0f32; 9];
         F32x4::interleave(even, odd, &mut z, 1);
         assert_eq!(&z[1..], &x[1..9]);
-        let g = F32x4::gather(|l| 10.0 * l as f32);
-        g.store(&mut y, 0);
-        assert_eq!(&y[..4], [0., 10., 20., 30.]);
     }
 }
