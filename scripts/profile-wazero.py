@@ -42,10 +42,9 @@ def target_dir():
 
 
 def build_runner(out):
-    env = dict(os.environ, PATH="/usr/local/go/bin:" + os.environ.get("PATH", ""),
-               GOMODCACHE=os.path.join(CACHE, "go", "mod"), GOCACHE=os.path.join(CACHE, "go", "build"))
-    subprocess.run(["go", "build", "-tags", "perfmap", "-trimpath", "-o", out, "."],
-                   cwd=os.path.join(ROOT, "wasi-runner"), env=env, check=True)
+    """scripts/build-wasi-runner.sh, with wazero's perfmap tag, to `out`."""
+    env = dict(os.environ, WASI_RUNNER_BIN=out, GOFLAGS=(os.environ.get("GOFLAGS", "") + " -tags=perfmap").strip())
+    subprocess.run([os.path.join(HERE, "build-wasi-runner.sh")], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def ship_named(out):
@@ -79,7 +78,7 @@ def exits_by_function(runner, module, models, network, latent, work):
         frames = [line.strip() for line in sample.strip().splitlines() if line.strip()]
         if not frames or TRAMPOLINE not in frames[0]:
             continue
-        caller = next((WASM_FRAME.search(f) for f in frames[1:] if WASM_FRAME.search(f)), None)
+        caller = next(filter(None, map(WASM_FRAME.search, frames[1:])), None)
         if caller:
             counts[unhashed(caller.group(1))] += 1
             total += 1

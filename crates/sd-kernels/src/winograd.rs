@@ -239,17 +239,15 @@ pub fn output_channel(m: &[f32], stride: usize, tile_rows: std::ops::Range<usize
                 break;
             }
             let out = &mut y[oy * width..][..width];
-            let (c0, c1, c2, c3) = (&s[..n], &s[n..2 * n], &s[2 * n..3 * n], &s[3 * n..4 * n]);
-            let sums = |tx: usize| (c0[tx] + c1[tx] + c2[tx] + bias, c1[tx] - c2[tx] - c3[tx] + bias);
+            let columns = [&s[..n], &s[n..2 * n], &s[2 * n..3 * n], &s[3 * n..4 * n]];
             let mut tx = 0;
-            let b = F32x4::splat(bias);
             while tx + 4 <= n && 2 * tx + 8 <= width {
-                let (x0, x1, x2, x3) = (F32x4::load(c0, tx), F32x4::load(c1, tx), F32x4::load(c2, tx), F32x4::load(c3, tx));
-                F32x4::interleave(x0 + x1 + x2 + b, x1 - x2 - x3 + b, out, 2 * tx);
+                let (left, right) = output_pair::<F32x4>(columns, tx, bias);
+                F32x4::interleave(left, right, out, 2 * tx);
                 tx += 4;
             }
             for tx in tx..n {
-                let (left, right) = sums(tx);
+                let (left, right) = output_pair::<f32>(columns, tx, bias);
                 out[2 * tx] = left;
                 if 2 * tx + 1 < width {
                     out[2 * tx + 1] = right;
@@ -257,6 +255,15 @@ pub fn output_channel(m: &[f32], stride: usize, tile_rows: std::ops::Range<usize
             }
         }
     }
+}
+
+/// ·A over the columns c0..c3 at tile `tx` (A = [[1, 0], [1, 1], [1, −1], [0, −1]]) plus the
+/// bias: the tile's left and right outputs.
+#[inline(always)]
+fn output_pair<L: Lanes>(c: [&[f32]; 4], tx: usize, bias: f32) -> (L, L) {
+    let (c0, c1, c2, c3) = (L::load(c[0], tx), L::load(c[1], tx), L::load(c[2], tx), L::load(c[3], tx));
+    let bias = L::splat(bias);
+    (c0 + c1 + c2 + bias, c1 - c2 - c3 + bias)
 }
 
 #[cfg(test)]

@@ -71,10 +71,11 @@ fn transform(module: &[u8], rewrite_as: Option<(&str, Unroll)>) -> Result<(Vec<u
                 };
                 let mut func = func.into_validator(std::mem::take(&mut allocs));
                 let name = names.get(&func_index);
+                let marked = name.is_some_and(|n| n.contains(MARKER));
                 let choice = LoopChoice {
-                    factor: if name.is_some_and(|n| n.contains(MARKER)) { unroll.marked_factor } else { unroll.factor },
+                    factor: if marked { unroll.marked_factor } else { unroll.factor },
                     max_body_bytes: unroll.max_body_bytes,
-                    every_loop: name.is_some_and(|name| name.contains(MARKER) || unroll.functions.iter().any(|f| name.contains(f))),
+                    every_loop: marked || name.is_some_and(|name| unroll.functions.iter().any(|f| name.contains(f))),
                     hot_callees: &hot_callees,
                 };
                 func_index += 1;
@@ -312,8 +313,7 @@ pub struct Unroll {
 pub fn sd_wasm_unroll() -> Unroll {
     static FUNCTIONS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     let functions = FUNCTIONS.get_or_init(|| {
-        let profiled = include_str!("hot-loops.txt").lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(1));
-        profiled.collect()
+        include_str!("hot-loops.txt").lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(1)).collect()
     });
     Unroll { factor: 8, marked_factor: 32, max_body_bytes: 600, functions, callees: &["binary163f166to_f32"] }
 }
