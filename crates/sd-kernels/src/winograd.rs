@@ -1,45 +1,191 @@
-//! Winograd F(2×2, 3×3) transforms (Lavin and Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2015): a 3×3 convolution at stride 1 computed over 4×4 input tiles that overlap
-//! by 2, each giving 2×2 outputs, as 16 matrix products (one per position of the transformed
-//! tile) of [outputs × inputs] by [inputs × tiles]. 16 multiplies per 4 outputs and channel
-//! pair instead of 36: 2.25× fewer. The products are the caller's (tract-linalg's GEMM); here
-//! are the three transforms:
+//! Winograd's minimal filtering (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2015) for 3×3 convolutions at stride 1: F(m×m, 3×3) computes m×m outputs from a
+//! t×t input tile (t = m + 2; tiles overlap by 2) as t² products per channel pair instead of
+//! 9m², as t² matrix products (one per position of the transformed tile) of [outputs × inputs]
+//! by [inputs × tiles]. [`F2`] (m = 2) does 16 multiplies for 4 outputs (2.25× fewer than the
+//! direct sum), [`F4`] (m = 4) 36 for 16 (4×): F4 pays 2.25× more transformed weights (U) for
+//! fewer products, a gain where a convolution has many tiles. The products are the caller's
+//! (tract-linalg's GEMM); here are the three transforms:
 //! - kernel: U = G·g·Gᵀ per (output, input) channel pair;
-//! - input: V = Bᵀ·d·B per tile, a tile row at a time over the row's even and odd columns, so
-//!   every step is element-wise over the row's tiles (vectorizable);
+//! - input: V = Bᵀ·d·B per tile, a tile row at a time over the row's columns split by their
+//!   remainder mod m, so every step is element-wise over the row's tiles (vectorizable);
 //! - output: Y = Aᵀ·M·A per tile, plus the bias, likewise over a tile row.
 //!
-//! The constants are 0, ±1 and ±½, exact in f32: the result differs from the direct sum only
-//! by the order of additions (and the products' different grouping).
+//! F2's constants are 0, ±1 and ±½, exact in f32: its result differs from the direct sum only by
+//! the order of additions. F4's (interpolation points 0, ±1, ±2) include ⅙ and powers of 2 up
+//! to 8: its rounding error is some ten times larger, still far inside float noise for the
+//! networks' activations (see the tests' tolerances).
 
 use crate::for_lanes;
 use crate::lanes::{F32x4, Lanes};
 
 // The public transforms are `#[inline(never)]`: inlined into the size-optimized caller by the
 // `dist` profile's fat LTO, they would lose this crate's opt-level-3 code (see crate::lanes).
+// They are not generic for the same reason: a generic function is compiled in (and at the
+// opt-level of) the crate that instantiates it, so they take an [`Algorithm`] and instantiate
+// the variant here.
 
-/// Positions of a transformed tile (4×4), the number of matrix products.
-pub const POSITIONS: usize = 16;
+/// Which F(m×m, 3×3) the public transforms compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    F2,
+    F4,
+}
 
-/// U = G·g·Gᵀ of 3×3 kernels `g` (row-major), 16 values row-major; lane by lane for
-/// [`F32x4`]. G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
-#[inline(always)]
-pub fn kernel_tile<L: Lanes>(g: [L; 9]) -> [L; 16] {
-    let half = L::splat(0.5);
-    let mut t = [[L::splat(0.0); 3]; 4];
-    for c in 0..3 {
-        let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
-        t[0][c] = g0;
-        t[1][c] = half * (g0 + g1 + g2);
-        t[2][c] = half * (g0 - g1 + g2);
-        t[3][c] = g2;
+impl Algorithm {
+    /// Outputs per tile side (m).
+    pub fn m(self) -> usize {
+        match self {
+            Algorithm::F2 => F2::M,
+            Algorithm::F4 => F4::M,
+        }
     }
-    let mut u = [L::splat(0.0); 16];
-    for (r, &[a, b, c]) in t.iter().enumerate() {
-        u[4 * r] = a;
-        u[4 * r + 1] = half * (a + b + c);
-        u[4 * r + 2] = half * (a - b + c);
-        u[4 * r + 3] = c;
+    /// Positions of a transformed tile ((m + 2)²): the number of matrix products.
+    pub fn positions(self) -> usize {
+        (self.m() + 2).pow(2)
+    }
+    /// Floats of scratch [`input_channel`] and [`output_channel`] need for `across` tiles in a
+    /// row.
+    pub fn scratch_len(self, across: usize) -> usize {
+        (self.m() + 2) * self.m() * (across + 1)
+    }
+}
+
+/// Runs `$f::<V>($args)` with V the variant `$algorithm` names.
+macro_rules! with_variant {
+    ($algorithm:expr, $f:ident($($arg:expr),*)) => {
+        match $algorithm {
+            Algorithm::F2 => $f::<F2>($($arg),*),
+            Algorithm::F4 => $f::<F4>($($arg),*),
+        }
+    };
+}
+
+/// The largest tile side of the variants (arrays of the 1-D transforms are this long; a variant
+/// uses the first `T` entries).
+const MAX_T: usize = 6;
+/// The most positions of a transformed tile.
+pub const MAX_POSITIONS: usize = MAX_T * MAX_T;
+
+/// One F(m×m, 3×3) algorithm: its 1-D transforms (applied along rows, then along columns) and
+/// how four tiles' outputs and inputs are laid out in a row.
+trait Variant {
+    /// Outputs per tile side (m).
+    const M: usize;
+    /// Its name among the public transforms' choices (the tests call them by it).
+    #[cfg(test)]
+    const ALGORITHM: Algorithm;
+    /// Input tile side: m + 2.
+    const T: usize = Self::M + 2;
+    /// Positions of a transformed tile (t²): the number of matrix products.
+    const POSITIONS: usize = Self::T * Self::T;
+    /// G·g of three kernel values: `T` of the result are used.
+    fn kernel<L: Lanes>(g: [L; 3]) -> [L; MAX_T];
+    /// Bᵀ·d of `T` input values (the rest of `d` is ignored).
+    fn input<L: Lanes>(d: [L; MAX_T]) -> [L; MAX_T];
+    /// Aᵀ·m of `T` products: `M` outputs (the rest is ignored).
+    fn output<L: Lanes>(m: [L; MAX_T]) -> [L; 4];
+    /// The columns `row[at..at + 4M]` by their remainder mod M: result q holds columns q, q + M,
+    /// q + 2M, q + 3M (four tiles' column q).
+    fn split(row: &[f32], at: usize) -> [F32x4; 4];
+    /// The inverse for `M` outputs of four tiles: `row[at..at + 4M]` = tile 0's outputs, tile
+    /// 1's, … (`y[j]` lane l is tile l's output j).
+    fn join(y: [F32x4; 4], row: &mut [f32], at: usize);
+}
+
+/// F(2×2, 3×3): G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]],
+/// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]],
+/// Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
+#[derive(Clone, Copy, Debug)]
+struct F2;
+
+impl Variant for F2 {
+    const M: usize = 2;
+    #[cfg(test)]
+    const ALGORITHM: Algorithm = Algorithm::F2;
+    #[inline(always)]
+    fn kernel<L: Lanes>([g0, g1, g2]: [L; 3]) -> [L; MAX_T] {
+        let (half, zero) = (L::splat(0.5), L::splat(0.0));
+        [g0, half * (g0 + g1 + g2), half * (g0 - g1 + g2), g2, zero, zero]
+    }
+    #[inline(always)]
+    fn input<L: Lanes>([d0, d1, d2, d3, ..]: [L; MAX_T]) -> [L; MAX_T] {
+        let zero = L::splat(0.0);
+        [d0 - d2, d1 + d2, d2 - d1, d1 - d3, zero, zero]
+    }
+    #[inline(always)]
+    fn output<L: Lanes>([m0, m1, m2, m3, ..]: [L; MAX_T]) -> [L; 4] {
+        let zero = L::splat(0.0);
+        [m0 + m1 + m2, m1 - m2 - m3, zero, zero]
+    }
+    #[inline(always)]
+    fn split(row: &[f32], at: usize) -> [F32x4; 4] {
+        let (even, odd) = F32x4::deinterleave(row, at);
+        [even, odd, even, odd]
+    }
+    #[inline(always)]
+    fn join([left, right, ..]: [F32x4; 4], row: &mut [f32], at: usize) {
+        F32x4::interleave(left, right, row, at)
+    }
+}
+
+/// F(4×4, 3×3) with interpolation points 0, ±1, ±2:
+/// G = [[¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1⁄24, 1⁄12, ⅙], [1⁄24, −1⁄12, ⅙], [0, 0, 1]],
+/// Bᵀ = [[4, 0, −5, 0, 1, 0], [0, −4, −4, 1, 1, 0], [0, 4, −4, −1, 1, 0], [0, −2, −1, 2, 1, 0],
+///       [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1]],
+/// Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0], [0, 1, 1, 4, 4, 0], [0, 1, −1, 8, −8, 1]],
+/// each evaluated with the shared sums and differences of its row pairs.
+#[derive(Clone, Copy, Debug)]
+struct F4;
+
+impl Variant for F4 {
+    const M: usize = 4;
+    #[cfg(test)]
+    const ALGORITHM: Algorithm = Algorithm::F4;
+    #[inline(always)]
+    fn kernel<L: Lanes>([g0, g1, g2]: [L; 3]) -> [L; MAX_T] {
+        let s = L::splat(-1.0 / 6.0) * (g0 + g2);
+        let t = L::splat(1.0 / 6.0) * g1;
+        let a = L::splat(1.0 / 24.0) * g0 + L::splat(1.0 / 6.0) * g2;
+        let b = L::splat(1.0 / 12.0) * g1;
+        [L::splat(0.25) * g0, s - t, s + t, a + b, a - b, g2]
+    }
+    #[inline(always)]
+    fn input<L: Lanes>([d0, d1, d2, d3, d4, d5]: [L; MAX_T]) -> [L; MAX_T] {
+        let (four, five, two) = (L::splat(4.0), L::splat(5.0), L::splat(2.0));
+        let a = d4 - four * d2;
+        let b = d3 - four * d1;
+        let c = d4 - d2;
+        let e = two * (d3 - d1);
+        [four * d0 - five * d2 + d4, a + b, a - b, c + e, c - e, four * d1 - five * d3 + d5]
+    }
+    #[inline(always)]
+    fn output<L: Lanes>([m0, m1, m2, m3, m4, m5]: [L; MAX_T]) -> [L; 4] {
+        let (p, q, r, s) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        [m0 + p + r, q + L::splat(2.0) * s, p + L::splat(4.0) * r, q + L::splat(8.0) * s + m5]
+    }
+    #[inline(always)]
+    fn split(row: &[f32], at: usize) -> [F32x4; 4] {
+        F32x4::transpose(std::array::from_fn(|i| F32x4::load(row, at + 4 * i)))
+    }
+    #[inline(always)]
+    fn join(y: [F32x4; 4], row: &mut [f32], at: usize) {
+        for (i, tile) in F32x4::transpose(y).into_iter().enumerate() {
+            tile.store(row, at + 4 * i);
+        }
+    }
+}
+
+/// U = G·g·Gᵀ of 3×3 kernels `g` (row-major): `V::POSITIONS` values row-major (the rest
+/// unused); lane by lane for [`F32x4`].
+#[inline(always)]
+fn kernel_tile<V: Variant, L: Lanes>(g: [L; 9]) -> [L; MAX_POSITIONS] {
+    // G over the kernel's rows (column by column), then over the columns (row by row).
+    let columns: [[L; MAX_T]; 3] = std::array::from_fn(|c| V::kernel([g[c], g[3 + c], g[6 + c]]));
+    let mut u = [L::splat(0.0); MAX_POSITIONS];
+    for r in 0..V::T {
+        let row = V::kernel([columns[0][r], columns[1][r], columns[2][r]]);
+        u[V::T * r..][..V::T].copy_from_slice(&row[..V::T]);
     }
     u
 }
@@ -56,21 +202,27 @@ pub struct Panels {
 /// their [rows][inputs][3][3] weights; position p's [rows × inputs] matrix goes to `u[p]`,
 /// packed as `panels` says (rows past `rows` in the last panel are left as they are).
 #[inline(never)]
-pub fn kernel_rows_f32(w: &[f32], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
-    kernel_rows(w, rows, inputs, panels, u, |src, dst| dst.copy_from_slice(src))
+pub fn kernel_rows_f32(algorithm: Algorithm, w: &[f32], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+    fn run<V: Variant>(w: &[f32], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+        kernel_rows::<V, _>(w, rows, inputs, panels, u, |src, dst| dst.copy_from_slice(src))
+    }
+    with_variant!(algorithm, run(w, rows, inputs, panels, u))
 }
 
 /// [`kernel_rows_f32`] of fp16 weights (their bits), widened a panel at a time.
 #[inline(never)]
-pub fn kernel_rows_f16(w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
-    kernel_rows(w, rows, inputs, panels, u, crate::cast::f16_to_f32)
+pub fn kernel_rows_f16(algorithm: Algorithm, w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+    fn run<V: Variant>(w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+        kernel_rows::<V, _>(w, rows, inputs, panels, u, crate::cast::f16_to_f32)
+    }
+    with_variant!(algorithm, run(w, rows, inputs, panels, u))
 }
 
 /// The kernel transform, panel by panel, each panel's weights first made f32 by `widen`.
 #[inline(always)]
-fn kernel_rows<W>(w: &[W], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]], widen: impl Fn(&[W], &mut [f32])) {
+fn kernel_rows<V: Variant, W>(w: &[W], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]], widen: impl Fn(&[W], &mut [f32])) {
     let Panels { r, panel_len } = panels;
-    assert!(u.len() == POSITIONS && panel_len >= inputs * r);
+    assert!(u.len() == V::POSITIONS && panel_len >= inputs * r);
     assert!(u.iter().all(|u| u.len() >= rows.div_ceil(r) * panel_len));
     let row_len = inputs * 9;
     assert!(w.len() >= rows * row_len);
@@ -84,7 +236,7 @@ fn kernel_rows<W>(w: &[W], rows: usize, inputs: usize, panels: Panels, u: &mut [
         let w = &*panel_weights;
         let base = panel * panel_len;
         // Four output channels at a time: their values for one input are adjacent in each
-        // position's panel, so each of the 16 results is one four-lane store.
+        // position's panel, so each of the results is one four-lane store.
         let mut j = 0;
         while j + 4 <= in_panel {
             let row = |l: usize| &w[(j + l) * row_len..][..row_len];
@@ -94,7 +246,7 @@ fn kernel_rows<W>(w: &[W], rows: usize, inputs: usize, panels: Panels, u: &mut [
                 for (k, g) in g.iter_mut().enumerate() {
                     *g = F32x4::load(&interleaved, 4 * (i * 9 + k));
                 }
-                for (plane, value) in u.iter_mut().zip(kernel_tile(g)) {
+                for (plane, value) in u.iter_mut().zip(kernel_tile::<V, _>(g)) {
                     value.store(plane, base + i * r + j);
                 }
             }
@@ -102,7 +254,7 @@ fn kernel_rows<W>(w: &[W], rows: usize, inputs: usize, panels: Panels, u: &mut [
         }
         for j in j..in_panel {
             for i in 0..inputs {
-                let t = kernel_tile::<f32>(w[j * row_len + i * 9..][..9].try_into().unwrap());
+                let t = kernel_tile::<V, f32>(w[j * row_len + i * 9..][..9].try_into().unwrap());
                 for (plane, value) in u.iter_mut().zip(t) {
                     plane[base + i * r + j] = value;
                 }
@@ -120,150 +272,144 @@ pub struct Tiling {
     /// Zero rows above and columns left of the input (the convolution's leading padding).
     pub top: usize,
     pub left: usize,
-    /// Tiles across (each 2 outputs wide).
+    /// Tiles across (each `M` outputs wide).
     pub across: usize,
 }
 
-impl Tiling {
-    /// Floats of scratch the transforms need.
-    pub fn scratch_len(&self) -> usize {
-        8 * (self.across + 1)
-    }
-}
-
 /// Input transform of one channel's tile rows `tile_rows` (tile row ty reads input rows
-/// 2·ty − top … 2·ty − top + 3, zero outside the plane): position p of the k-th tile goes to
+/// m·ty − top … m·ty − top + m + 1, zero outside the plane): position p of the k-th tile goes to
 /// `v[p * stride + k]`, k counting the tiles of `tile_rows` row by row.
 #[inline(never)]
-pub fn input_channel(x: &[f32], tiling: &Tiling, tile_rows: std::ops::Range<usize>, v: &mut [f32], stride: usize, scratch: &mut [f32]) {
-    let n = tiling.across;
+pub fn input_channel(algorithm: Algorithm, x: &[f32], tiling: &Tiling, tile_rows: std::ops::Range<usize>, v: &mut [f32], stride: usize, scratch: &mut [f32]) {
+    assert!(scratch.len() >= algorithm.scratch_len(tiling.across));
+    with_variant!(algorithm, input_rows(x, tiling, tile_rows, v, stride, scratch))
+}
+
+#[inline(always)]
+fn input_rows<V: Variant>(x: &[f32], tiling: &Tiling, tile_rows: std::ops::Range<usize>, v: &mut [f32], stride: usize, scratch: &mut [f32]) {
+    let (m, t, n) = (V::M, V::T, tiling.across);
+    // Each of the tile row's T input rows as M phases of `cols` columns: phase q holds columns
+    // q, q + M, … (of the padded plane), so tile tx reads column j of its tile at phase j % M,
+    // index tx + j / M.
     let cols = n + 1;
-    assert!(x.len() >= tiling.height * tiling.width && scratch.len() >= 8 * cols);
-    let (even, odd) = scratch[..8 * cols].split_at_mut(4 * cols);
+    assert!(x.len() >= tiling.height * tiling.width);
+    let split = &mut scratch[..t * m * cols];
     for (k, ty) in tile_rows.enumerate() {
-        // The tile row's four input rows, split into even and odd columns (of the padded plane):
-        // tile tx reads even[tx], odd[tx], even[tx + 1], odd[tx + 1].
-        for r in 0..4 {
-            let (e, o) = (&mut even[r * cols..][..cols], &mut odd[r * cols..][..cols]);
-            let y = (2 * ty + r).wrapping_sub(tiling.top);
+        for (r, phases) in split.chunks_exact_mut(m * cols).enumerate() {
+            let y = (m * ty + r).wrapping_sub(tiling.top);
             if y >= tiling.height {
-                e.fill(0.0);
-                o.fill(0.0);
+                phases.fill(0.0);
                 continue;
             }
-            split_row(&x[y * tiling.width..][..tiling.width], tiling.left, e, o);
+            split_row::<V>(&x[y * tiling.width..][..tiling.width], tiling.left, phases, cols);
         }
-        // Bᵀ·d over the rows, in place: rows d0..d3 become d0 − d2, d1 + d2, d2 − d1, d1 − d3.
-        for half in [&mut *even, &mut *odd] {
-            let (d0, rest) = half.split_at_mut(cols);
-            let (d1, rest) = rest.split_at_mut(cols);
-            let (d2, d3) = rest.split_at_mut(cols);
+        // Bᵀ·d over the rows, in place, phase by phase.
+        for q in 0..m {
             for_lanes!(0..cols, |i, L| {
-                let (a, b, c, d) = (L::load(d0, i), L::load(d1, i), L::load(d2, i), L::load(d3, i));
-                (a - c).store(d0, i);
-                (b + c).store(d1, i);
-                (c - b).store(d2, i);
-                (b - d).store(d3, i);
+                let at = |r: usize| (r * m + q) * cols + i;
+                let d = std::array::from_fn(|r| if r < t { L::load(split, at(r)) } else { L::splat(0.0) });
+                for (r, value) in V::input(d).into_iter().take(t).enumerate() {
+                    value.store(split, at(r));
+                }
             });
         }
-        // ·B over the columns: columns c0..c3 = even[tx], odd[tx], even[tx + 1], odd[tx + 1].
+        // ·B over the columns, into the positions' rows of v.
         let base = k * n;
-        for r in 0..4 {
-            let (e, o) = (&even[r * cols..][..cols], &odd[r * cols..][..cols]);
-            let (v0, rest) = v[(4 * r) * stride + base..].split_at_mut(stride);
-            let (v1, rest) = rest.split_at_mut(stride);
-            let (v2, v3) = rest.split_at_mut(stride);
+        for (r, phases) in split.chunks_exact(m * cols).enumerate() {
             for_lanes!(0..n, |tx, L| {
-                let (c0, c1, c2, c3) = (L::load(e, tx), L::load(o, tx), L::load(e, tx + 1), L::load(o, tx + 1));
-                (c0 - c2).store(v0, tx);
-                (c1 + c2).store(v1, tx);
-                (c2 - c1).store(v2, tx);
-                (c1 - c3).store(v3, tx);
+                let c = std::array::from_fn(|j| if j < t { L::load(phases, (j % m) * cols + tx + j / m) } else { L::splat(0.0) });
+                for (q, value) in V::input(c).into_iter().take(t).enumerate() {
+                    value.store(v, (t * r + q) * stride + base + tx);
+                }
             });
         }
     }
 }
 
-/// `even[i]` = row[2i − left], `odd[i]` = row[2i + 1 − left], zero outside the row.
+/// `phases[q * cols + i]` = row[M·i + q − left], zero outside the row.
 #[inline(always)]
-fn split_row(row: &[f32], left: usize, even: &mut [f32], odd: &mut [f32]) {
+fn split_row<V: Variant>(row: &[f32], left: usize, phases: &mut [f32], cols: usize) {
+    let m = V::M;
     let at = |x: usize| x.wrapping_sub(left);
-    let scalar = |i: usize, even: &mut [f32], odd: &mut [f32]| {
-        even[i] = row.get(at(2 * i)).copied().unwrap_or(0.0);
-        odd[i] = row.get(at(2 * i + 1)).copied().unwrap_or(0.0);
+    let scalar = |i: usize, phases: &mut [f32]| {
+        for q in 0..m {
+            phases[q * cols + i] = row.get(at(m * i + q)).copied().unwrap_or(0.0);
+        }
     };
-    // The columns left of the row, then eight floats at a time while they lie inside it.
+    // The columns left of the row, then 4·M floats at a time while they lie inside it.
     let mut i = 0;
-    while i < even.len() && 2 * i < left {
-        scalar(i, even, odd);
+    while i < cols && m * i < left {
+        scalar(i, phases);
         i += 1;
     }
-    while i + 4 <= even.len() && at(2 * i) + 8 <= row.len() {
-        let (e, o) = F32x4::deinterleave(row, at(2 * i));
-        e.store(even, i);
-        o.store(odd, i);
+    while i + 4 <= cols && at(m * i) + 4 * m <= row.len() {
+        for (q, phase) in V::split(row, at(m * i)).into_iter().take(m).enumerate() {
+            phase.store(phases, q * cols + i);
+        }
         i += 4;
     }
-    while i < even.len() {
-        scalar(i, even, odd);
+    while i < cols {
+        scalar(i, phases);
         i += 1;
     }
 }
 
 /// Output transform of one output channel's tile rows `tile_rows`: position p of the k-th tile
-/// is `m[p * stride + k]` (k as in [`input_channel`]); writes the 2×2 outputs plus `bias` into
-/// the `height × width` output plane `y` (the last tile row and column may be cut off).
+/// is `products[p * stride + k]` (k as in [`input_channel`]); writes the M×M outputs plus `bias`
+/// into the `height × width` output plane `y` (the last tile row and column may be cut off).
 #[inline(never)]
-pub fn output_channel(m: &[f32], stride: usize, tile_rows: std::ops::Range<usize>, across: usize, bias: f32, y: &mut [f32], height: usize, width: usize, scratch: &mut [f32]) {
-    let n = across;
-    assert!(scratch.len() >= 8 * n && y.len() >= height * width);
-    let (s0, rest) = scratch.split_at_mut(4 * n);
-    let s1 = &mut rest[..4 * n];
+pub fn output_channel(algorithm: Algorithm, products: &[f32], stride: usize, tile_rows: std::ops::Range<usize>, across: usize, bias: f32, y: &mut [f32], height: usize, width: usize, scratch: &mut [f32]) {
+    assert!(scratch.len() >= algorithm.scratch_len(across) && y.len() >= height * width);
+    with_variant!(algorithm, output_rows(products, stride, tile_rows, across, bias, y, height, width, scratch))
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn output_rows<V: Variant>(products: &[f32], stride: usize, tile_rows: std::ops::Range<usize>, across: usize, bias: f32, y: &mut [f32], height: usize, width: usize, scratch: &mut [f32]) {
+    let (m, t, n) = (V::M, V::T, across);
+    // Aᵀ·M over the rows: output row i's column c at s[(i·T + c)·n ..][..n].
+    let s = &mut scratch[..m * t * n];
     for (k, ty) in tile_rows.enumerate() {
         let base = k * n;
-        // Aᵀ·M over the rows (Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]): column c of s0 and s1.
-        for c in 0..4 {
-            let row = |r: usize| &m[(4 * r + c) * stride + base..][..n];
-            let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3));
-            let (a, b) = (&mut s0[c * n..][..n], &mut s1[c * n..][..n]);
+        for c in 0..t {
             for_lanes!(0..n, |tx, L| {
-                let (x0, x1, x2, x3) = (L::load(m0, tx), L::load(m1, tx), L::load(m2, tx), L::load(m3, tx));
-                (x0 + x1 + x2).store(a, tx);
-                (x1 - x2 - x3).store(b, tx);
+                let x = std::array::from_fn(|r| if r < t { L::load(products, (t * r + c) * stride + base + tx) } else { L::splat(0.0) });
+                for (i, value) in V::output(x).into_iter().take(m).enumerate() {
+                    value.store(s, (i * t + c) * n + tx);
+                }
             });
         }
         // ·A over the columns, the bias, and the store (cut at the plane's edges).
-        for (r, s) in [&*s0, &*s1].into_iter().enumerate() {
-            let oy = 2 * ty + r;
+        for (i, columns) in s.chunks_exact(t * n).enumerate() {
+            let oy = m * ty + i;
             if oy >= height {
                 break;
             }
             let out = &mut y[oy * width..][..width];
-            let columns = [&s[..n], &s[n..2 * n], &s[2 * n..3 * n], &s[3 * n..4 * n]];
             let mut tx = 0;
-            while tx + 4 <= n && 2 * tx + 8 <= width {
-                let (left, right) = output_pair::<F32x4>(columns, tx, bias);
-                F32x4::interleave(left, right, out, 2 * tx);
+            while tx + 4 <= n && m * tx + 4 * m <= width {
+                V::join(output_tile::<V, F32x4>(columns, n, tx, bias), out, m * tx);
                 tx += 4;
             }
             for tx in tx..n {
-                let (left, right) = output_pair::<f32>(columns, tx, bias);
-                out[2 * tx] = left;
-                if 2 * tx + 1 < width {
-                    out[2 * tx + 1] = right;
+                let values = output_tile::<V, f32>(columns, n, tx, bias);
+                for (j, value) in values.into_iter().take(m).enumerate() {
+                    if m * tx + j < width {
+                        out[m * tx + j] = value;
+                    }
                 }
             }
         }
     }
 }
 
-/// ·A over the columns c0..c3 at tile `tx` (A = [[1, 0], [1, 1], [1, −1], [0, −1]]) plus the
-/// bias: the tile's left and right outputs.
+/// ·A over one output row's columns (column c at `columns[c * n..]`) at tile `tx`, plus the
+/// bias: the tile's `M` outputs in that row.
 #[inline(always)]
-fn output_pair<L: Lanes>(c: [&[f32]; 4], tx: usize, bias: f32) -> (L, L) {
-    let (c0, c1, c2, c3) = (L::load(c[0], tx), L::load(c[1], tx), L::load(c[2], tx), L::load(c[3], tx));
+fn output_tile<V: Variant, L: Lanes>(columns: &[f32], n: usize, tx: usize, bias: f32) -> [L; 4] {
+    let c = std::array::from_fn(|c| if c < V::T { L::load(columns, c * n + tx) } else { L::splat(0.0) });
     let bias = L::splat(bias);
-    (c0 + c1 + c2 + bias, c1 - c2 - c3 + bias)
+    V::output(c).map(|y| y + bias)
 }
 
 #[cfg(test)]
@@ -271,78 +417,93 @@ mod tests {
     use super::*;
 
     /// One channel through all three transforms against the direct 3×3 correlation, with
-    /// padding on every side and odd sizes (cut-off tiles).
-    #[test]
-    fn one_channel_matches_the_direct_sum() {
+    /// padding on every side and odd sizes (cut-off tiles); `tolerance` relative to the largest
+    /// output.
+    fn one_channel<V: Variant>(tolerance: f64) {
         // The small planes run the scalar steps; the wide ones the four-lane steps and their
         // tails, with the rows' leading and trailing padding.
         let cases = [(7usize, 5usize, 1usize, 1usize, 1usize, 1usize), (6, 6, 0, 0, 0, 0), (5, 9, 2, 0, 1, 2), (3, 3, 0, 1, 0, 0)];
-        let wide = [(5, 21, 1, 1, 1, 1), (4, 24, 0, 0, 0, 0), (3, 19, 0, 2, 1, 1), (6, 32, 1, 1, 1, 1), (3, 17, 0, 3, 0, 0)];
+        let wide = [(5, 21, 1, 1, 1, 1), (4, 24, 0, 0, 0, 0), (3, 19, 0, 2, 1, 1), (6, 32, 1, 1, 1, 1), (3, 17, 0, 3, 0, 0), (9, 50, 1, 1, 1, 1), (7, 37, 0, 1, 2, 0)];
         for (h, w, top, left, bottom, right) in cases.into_iter().chain(wide) {
             let x: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
             let g: Vec<f32> = (0..9).map(|i| ((i * 5 % 9) as f32 - 4.0) / 3.0).collect();
             let (oh, ow) = (h + top + bottom - 2, w + left + right - 2);
-            let (rows, across) = (oh.div_ceil(2), ow.div_ceil(2));
+            let algorithm = V::ALGORITHM;
+            let (rows, across) = (oh.div_ceil(V::M), ow.div_ceil(V::M));
             let tiling = Tiling { height: h, width: w, top, left, across };
             let stride = rows * across;
-            let mut v = vec![0f32; 16 * stride];
-            let mut scratch = vec![0f32; tiling.scratch_len().max(8 * across)];
-            input_channel(&x, &tiling, 0..rows, &mut v, stride, &mut scratch);
-            let u = kernel_tile::<f32>(g.clone().try_into().unwrap());
-            let m: Vec<f32> = (0..16 * stride).map(|i| v[i] * u[i / stride]).collect();
+            let mut v = vec![0f32; V::POSITIONS * stride];
+            let mut scratch = vec![0f32; algorithm.scratch_len(across)];
+            input_channel(algorithm, &x, &tiling, 0..rows, &mut v, stride, &mut scratch);
+            let u = kernel_tile::<V, f32>(g.clone().try_into().unwrap());
+            let m: Vec<f32> = (0..V::POSITIONS * stride).map(|i| v[i] * u[i / stride]).collect();
             let mut y = vec![f32::NAN; oh * ow];
-            output_channel(&m, stride, 0..rows, across, 0.25, &mut y, oh, ow, &mut scratch);
+            output_channel(algorithm, &m, stride, 0..rows, across, 0.25, &mut y, oh, ow, &mut scratch);
+            let mut direct = vec![0.25f64; oh * ow];
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut direct = 0.25f64;
                     for ky in 0..3 {
                         for kx in 0..3 {
                             let (iy, ix) = ((oy + ky).wrapping_sub(top), (ox + kx).wrapping_sub(left));
                             if iy < h && ix < w {
-                                direct += x[iy * w + ix] as f64 * g[ky * 3 + kx] as f64;
+                                direct[oy * ow + ox] += x[iy * w + ix] as f64 * g[ky * 3 + kx] as f64;
                             }
                         }
                     }
-                    let got = y[oy * ow + ox] as f64;
-                    assert!((got - direct).abs() < 1e-5, "{h}×{w} pad {top},{left},{bottom},{right}: ({oy}, {ox}) {got} vs {direct}");
                 }
+            }
+            let scale = direct.iter().fold(0f64, |m, d| m.max(d.abs()));
+            for (i, (&got, &want)) in y.iter().zip(&direct).enumerate() {
+                let error = (got as f64 - want).abs() / scale;
+                assert!(error < tolerance, "F{}, {h}×{w} pad {top},{left},{bottom},{right}: ({}, {}) {got} vs {want}", V::M, i / ow, i % ow);
             }
         }
     }
 
+    #[test]
+    fn one_channel_matches_the_direct_sum() {
+        one_channel::<F2>(1e-6);
+        one_channel::<F4>(1e-5);
+    }
+
     /// The four-lane kernel transform, fp16 and f32, against [`kernel_tile`] one kernel at a
     /// time, for panels of 4 and 8 rows with a partial last panel and padded panels.
-    #[test]
-    fn kernel_rows_match_one_tile_at_a_time() {
+    fn kernel_rows_match<V: Variant>() {
         for (rows, inputs, r, pad) in [(9usize, 3usize, 4usize, 0usize), (12, 5, 8, 3), (3, 2, 4, 1), (1, 1, 8, 0)] {
             let panels = Panels { r, panel_len: inputs * r + pad };
             // Finite fp16 values (exponents 5..25, both signs).
             let w16: Vec<u16> = (0..rows * inputs * 9).map(|i| ((i * 7 % 21) as u16 + 5) << 10 | (i * 37 % 1024) as u16 | ((i as u16 & 1) << 15)).collect();
             let w32: Vec<f32> = w16.iter().map(|&h| crate::cast::f16_bits_to_f32(h)).collect();
             let len = rows.div_ceil(r) * panels.panel_len;
-            let mut want = vec![vec![f32::NAN; len]; POSITIONS];
+            let mut want = vec![vec![f32::NAN; len]; V::POSITIONS];
             for o in 0..rows {
                 for i in 0..inputs {
-                    let t = kernel_tile::<f32>(std::array::from_fn(|k| w32[(o * inputs + i) * 9 + k]));
-                    for (p, value) in t.into_iter().enumerate() {
+                    let t = kernel_tile::<V, f32>(std::array::from_fn(|k| w32[(o * inputs + i) * 9 + k]));
+                    for (p, value) in t.into_iter().take(V::POSITIONS).enumerate() {
                         want[p][(o / r) * panels.panel_len + i * r + o % r] = value;
                     }
                 }
             }
             for fp16 in [false, true] {
-                let mut got = vec![vec![f32::NAN; len]; POSITIONS];
+                let mut got = vec![vec![f32::NAN; len]; V::POSITIONS];
                 let mut planes: Vec<&mut [f32]> = got.iter_mut().map(|p| p.as_mut_slice()).collect();
                 if fp16 {
-                    kernel_rows_f16(&w16, rows, inputs, panels, &mut planes);
+                    kernel_rows_f16(V::ALGORITHM, &w16, rows, inputs, panels, &mut planes);
                 } else {
-                    kernel_rows_f32(&w32, rows, inputs, panels, &mut planes);
+                    kernel_rows_f32(V::ALGORITHM, &w32, rows, inputs, panels, &mut planes);
                 }
-                for p in 0..POSITIONS {
+                for p in 0..V::POSITIONS {
                     // Bits, NaN where nothing is written (padding, rows past `rows`) included.
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&got[p]), bits(&want[p]), "rows {rows}, inputs {inputs}, r {r}, fp16 {fp16}, position {p}");
+                    assert_eq!(bits(&got[p]), bits(&want[p]), "F{}, rows {rows}, inputs {inputs}, r {r}, fp16 {fp16}, position {p}", V::M);
                 }
             }
         }
+    }
+
+    #[test]
+    fn kernel_rows_match_one_tile_at_a_time() {
+        kernel_rows_match::<F2>();
+        kernel_rows_match::<F4>();
     }
 }

@@ -1,11 +1,12 @@
-//! 3×3 convolutions at stride 1 by Winograd F(2×2, 3×3) (sd_kernels::winograd): 2.25× fewer
-//! multiplies than tract's im2col + GEMM for the UNet's and the VAE's 3×3 convolutions, the
-//! products on tract-linalg's packed GEMM kernels (our tiles on wasm).
+//! 3×3 convolutions at stride 1 by Winograd F(4×4, 3×3), or F(2×2, 3×3) where a plane has few
+//! tiles (sd_kernels::winograd): 4× (2.25×) fewer multiplies than tract's im2col + GEMM for
+//! the UNet's and the VAE's 3×3 convolutions, the products on tract-linalg's packed GEMM
+//! kernels (our tiles on wasm).
 //!
 //! Per image and chunk of tile rows: the input transform (split over input channels), V packed
 //! once per position as the kernels' B operand; then per block of output channels (blocks split
 //! over the threads): the kernel transform of the block's weights packed as A (kept across
-//! chunks when all of U is small), the 16 products into a block buffer, the output transform
+//! chunks when all of U is small), the products (one per position) into a block buffer, the output transform
 //! with the bias into the output. Memory: V for one chunk (≤ [`V_BYTES`]) and one block's U and
 //! products per thread, against im2col's 9 × inputs × pixels and the whole packed weight.
 //!
@@ -14,7 +15,7 @@
 
 use super::f32_kernel;
 use crate::models::threads;
-use sd_kernels::winograd::{self as kernels, Panels, Tiling, POSITIONS};
+use sd_kernels::winograd::{self as kernels, Algorithm, Panels, Tiling};
 use std::sync::Mutex;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -68,9 +69,14 @@ impl TypedOp for WinogradConv {
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let out = &self.output_facts(inputs)?[0].shape;
-        // The 16 products: one multiply-add per position, tile and channel pair.
-        let tiles = out[0].clone() * out[2].clone().div_ceil(2) * out[3].clone().div_ceil(2);
-        let fma = tiles * &inputs[1].shape[0] * &inputs[1].shape[1] * POSITIONS;
+        // The products: one multiply-add per position, tile and channel pair.
+        let algorithm = match (out[2].to_usize(), out[3].to_usize()) {
+            (Ok(oh), Ok(ow)) => algorithm_for(oh, ow),
+            _ => Algorithm::F2,
+        };
+        let (m, positions) = (algorithm.m(), algorithm.positions());
+        let tiles = out[0].clone() * out[2].clone().div_ceil(m as u64) * out[3].clone().div_ceil(m as u64);
+        let fma = tiles * &inputs[1].shape[0] * &inputs[1].shape[1] * positions;
         Ok(tvec!((Cost::FMA(DatumType::F32), fma)))
     }
 
@@ -158,10 +164,49 @@ pub fn conv(x: &Tensor, w: &Tensor, bias: &Tensor, pad: [usize; 4]) -> TractResu
         other => bail!("3×3 kernel of {other:?}"),
     };
 
-    let (tile_rows, across) = (oh.div_ceil(2), ow.div_ceil(2));
+    let shape = Shape { batch, inputs, height, width, outputs, top, left, oh, ow };
+    let y = out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.as_mut_ptr();
+    transformed(algorithm_for(oh, ow), x, &weights, &bias, &shape, SharedOut(y))?;
+    Ok(out)
+}
+
+/// F4 where the output plane is at least [`F4_FROM`] on each side, else F2.
+fn algorithm_for(oh: usize, ow: usize) -> Algorithm {
+    if oh.min(ow) >= F4_FROM {
+        Algorithm::F4
+    } else {
+        Algorithm::F2
+    }
+}
+
+/// The smallest output side convolved by F4: its kernel transform writes 36 values per
+/// channel pair against F2's 16, repaid by its fewer products only where a plane has many tiles.
+/// Measured in sd.wasm (wasmtime, SD 1.5 UNet at a 32×32 latent, levels 32/16/8/4): F4 from 16
+/// 5.42 s, from 8 5.9 s, from 32 5.5 s, F2 only 5.72 s.
+pub const F4_FROM: usize = 16;
+
+/// A convolution's sizes: input [batch, inputs, height, width], the leading padding, output
+/// [batch, outputs, oh, ow].
+struct Shape {
+    batch: usize,
+    inputs: usize,
+    height: usize,
+    width: usize,
+    outputs: usize,
+    top: usize,
+    left: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// The convolution by `algorithm` into `out_ptr` (see the module's doc).
+fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32], shape: &Shape, out_ptr: SharedOut) -> TractResult<()> {
+    let &Shape { batch, inputs, height, width, outputs, top, left, oh, ow } = shape;
+    let (m, positions) = (algorithm.m(), algorithm.positions());
+    let (tile_rows, across) = (oh.div_ceil(m), ow.div_ceil(m));
     let tiling = Tiling { height, width, top, left, across };
     // Whole tile rows of one image per chunk, V (plain and packed) within V_BYTES.
-    let chunk_rows = (V_BYTES / (2 * POSITIONS * inputs * across * 4)).clamp(1, tile_rows);
+    let chunk_rows = (V_BYTES / (2 * positions * inputs * across * 4)).clamp(1, tile_rows);
     let chunks_per_image = tile_rows.div_ceil(chunk_rows);
     let max_cols = chunk_rows * across;
     let (mmm, packing, pack_a, pack_b) = f32_kernel(outputs.min(BLOCK), inputs, max_cols)?;
@@ -170,14 +215,13 @@ pub fn conv(x: &Tensor, w: &Tensor, bias: &Tensor, pad: [usize; 4]) -> TractResu
     let block = outputs.div_ceil(threads).min(BLOCK).next_multiple_of(mmm.mr()).min(outputs);
     let blocks = outputs.div_ceil(block);
     let parts = threads.min(blocks);
-    let keep_u = batch * chunks_per_image > 1 && POSITIONS * outputs * inputs * 4 <= U_BYTES;
+    let keep_u = batch * chunks_per_image > 1 && positions * outputs * inputs * 4 <= U_BYTES;
     // Packed U per block, kept across chunks (keep_u), else per thread and refilled per block.
     let kept_u: Vec<Mutex<Option<Vec<EagerPackedInput>>>> = (0..if keep_u { blocks } else { 0 }).map(|_| Mutex::new(None)).collect();
     let panels = Panels { r: pack_a.r, panel_len: pack_a.single_panel_len(inputs) };
-    let mut v = unsafe { Tensor::uninitialized::<f32>(&[inputs * POSITIONS * max_cols])? };
+    let mut v = unsafe { Tensor::uninitialized::<f32>(&[inputs * positions * max_cols])? };
     let mut packed_v: Vec<(usize, Vec<EagerPackedInput>)> = Vec::new();
     let out_plane = oh * ow;
-    let out_ptr = SharedOut(out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.as_mut_ptr());
     for image in 0..batch {
         let x_image = &x[image * inputs * height * width..][..inputs * height * width];
         for chunk in 0..chunks_per_image {
@@ -186,27 +230,27 @@ pub fn conv(x: &Tensor, w: &Tensor, bias: &Tensor, pad: [usize; 4]) -> TractResu
             // Input transform: channel c's positions at v[c][p][0..cols].
             {
                 let mut v_plain = v.try_as_plain_ram_mut()?;
-                let v_all = &mut v_plain.as_slice_mut::<f32>()?[..inputs * POSITIONS * cols];
-                let per_channel = POSITIONS * cols;
+                let v_all = &mut v_plain.as_slice_mut::<f32>()?[..inputs * positions * cols];
+                let per_channel = positions * cols;
                 let channels = inputs.div_ceil(threads::parts_for(v_all.len()));
                 threads::for_each_chunk_mut(v_all, channels * per_channel, |part, dst| {
-                    let mut scratch = vec![0f32; tiling.scratch_len()];
+                    let mut scratch = vec![0f32; algorithm.scratch_len(across)];
                     for (i, v_c) in dst.chunks_exact_mut(per_channel).enumerate() {
                         let c = part * channels + i;
-                        kernels::input_channel(&x_image[c * height * width..][..height * width], &tiling, rows.clone(), v_c, cols, &mut scratch);
+                        kernels::input_channel(algorithm, &x_image[c * height * width..][..height * width], &tiling, rows.clone(), v_c, cols, &mut scratch);
                     }
                 });
             }
             // V packed per position as the kernel's B (k = input channels, n = tiles).
             if !packed_v.iter().any(|(c, _)| *c == cols) {
-                let buffers = (0..POSITIONS).map(|_| pack_b.new_packed_buffer(inputs, cols)).collect::<TractResult<_>>()?;
+                let buffers = (0..positions).map(|_| pack_b.new_packed_buffer(inputs, cols)).collect::<TractResult<_>>()?;
                 packed_v.push((cols, buffers));
             }
             let packed = &mut packed_v.iter_mut().find(|(c, _)| *c == cols).unwrap().1;
             {
                 let slots: Vec<Mutex<&mut EagerPackedInput>> = packed.iter_mut().map(Mutex::new).collect();
-                threads::try_for_each_part(POSITIONS, |p| -> TractResult<()> {
-                    let (shape, strides) = ([inputs, cols], [(POSITIONS * cols) as isize, 1]);
+                threads::try_for_each_part(positions, |p| -> TractResult<()> {
+                    let (shape, strides) = ([inputs, cols], [(positions * cols) as isize, 1]);
                     let view = unsafe { TensorView::from_bytes(&v, (p * cols * 4) as isize, &shape, &strides) };
                     pack_b.repack_tensor_view(&mut slots[p].lock().unwrap_or_else(|e| e.into_inner()), &view, 0, 1)
                 })?;
@@ -215,31 +259,31 @@ pub fn conv(x: &Tensor, w: &Tensor, bias: &Tensor, pad: [usize; 4]) -> TractResu
             // Products and output transform, blocks of output channels over the threads.
             threads::try_for_each_part(parts, |part| -> TractResult<()> {
                 let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
-                let products = unsafe { Tensor::uninitialized::<f32>(&[POSITIONS * block * cols])? };
+                let products = unsafe { Tensor::uninitialized::<f32>(&[positions * block * cols])? };
                 let mut own_u: Option<(usize, Vec<EagerPackedInput>)> = None;
-                let mut out_scratch = vec![0f32; 8 * across];
+                let mut out_scratch = vec![0f32; algorithm.scratch_len(across)];
                 for b in part * blocks / parts..(part + 1) * blocks / parts {
                     let o0 = b * block;
                     let m = block.min(outputs - o0);
-                    let fresh = |buffers: &mut Vec<EagerPackedInput>| weights.transform(o0, m, inputs, panels, buffers);
+                    let fresh = |buffers: &mut Vec<EagerPackedInput>| weights.transform(algorithm, o0, m, inputs, panels, buffers);
                     let mut kept = kept_u.get(b).map(|k| k.lock().unwrap_or_else(|e| e.into_inner()));
                     let u_packed: &Vec<EagerPackedInput> = match kept.as_deref_mut() {
                         Some(Some(u)) => u,
                         Some(slot) => {
-                            let mut buffers = new_buffers(&pack_a, inputs, m)?;
+                            let mut buffers = new_buffers(&pack_a, positions, inputs, m)?;
                             fresh(&mut buffers)?;
                             slot.insert(buffers)
                         }
                         None => {
                             if own_u.as_ref().is_none_or(|(rows, _)| *rows != m) {
-                                own_u = Some((m, new_buffers(&pack_a, inputs, m)?));
+                                own_u = Some((m, new_buffers(&pack_a, positions, inputs, m)?));
                             }
                             let buffers = &mut own_u.as_mut().unwrap().1;
                             fresh(buffers)?;
                             buffers
                         }
                     };
-                    for p in 0..POSITIONS {
+                    for p in 0..positions {
                         let (shape, strides) = ([m, cols], [cols as isize, 1]);
                         unsafe {
                             let view = TensorView::from_bytes(&products, (p * m * cols * 4) as isize, &shape, &strides);
@@ -262,14 +306,14 @@ pub fn conv(x: &Tensor, w: &Tensor, bias: &Tensor, pad: [usize; 4]) -> TractResu
                         // SAFETY: output channel o0 + o of this image belongs to this block
                         // only, and within it this chunk writes only its own rows.
                         let y = unsafe { std::slice::from_raw_parts_mut(out_ptr.at((image * outputs + o0 + o) * out_plane), out_plane) };
-                        kernels::output_channel(&products[o * cols..], m * cols, rows.clone(), across, bias[o0 + o], y, oh, ow, &mut out_scratch);
+                        kernels::output_channel(algorithm, &products[o * cols..], m * cols, rows.clone(), across, bias[o0 + o], y, oh, ow, &mut out_scratch);
                     }
                 }
                 Ok(())
             })?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The kernel's weights as stored: f32, or fp16 bits when the convolution reads them before
@@ -282,23 +326,23 @@ enum Weights<'a> {
 impl Weights<'_> {
     /// The kernel transform of output channels `o0..o0 + m`, packed into `buffers` (one per
     /// position) as the GEMM's A.
-    fn transform(&self, o0: usize, m: usize, inputs: usize, panels: Panels, buffers: &mut [EagerPackedInput]) -> TractResult<()> {
+    fn transform(&self, algorithm: Algorithm, o0: usize, m: usize, inputs: usize, panels: Panels, buffers: &mut [EagerPackedInput]) -> TractResult<()> {
         let mut planes: Vec<&mut [f32]> = buffers
             .iter_mut()
             .map(|b| Ok(super::blob_f32(Arc::get_mut(&mut b.packed).context("packed buffer is shared")?)))
             .collect::<TractResult<_>>()?;
         let range = o0 * inputs * 9..(o0 + m) * inputs * 9;
         match self {
-            Weights::F32(w) => kernels::kernel_rows_f32(&w[range], m, inputs, panels, &mut planes),
-            Weights::F16(w) => kernels::kernel_rows_f16(&w[range], m, inputs, panels, &mut planes),
+            Weights::F32(w) => kernels::kernel_rows_f32(algorithm, &w[range], m, inputs, panels, &mut planes),
+            Weights::F16(w) => kernels::kernel_rows_f16(algorithm, &w[range], m, inputs, panels, &mut planes),
         }
         Ok(())
     }
 }
 
 /// One packed A buffer per position for `m` rows (zeroed: the last panel's rows past `m` stay 0).
-fn new_buffers(pack_a: &PackedFormat, inputs: usize, m: usize) -> TractResult<Vec<EagerPackedInput>> {
-    (0..POSITIONS).map(|_| pack_a.new_packed_buffer(inputs, m)).collect()
+fn new_buffers(pack_a: &PackedFormat, positions: usize, inputs: usize, m: usize) -> TractResult<Vec<EagerPackedInput>> {
+    (0..positions).map(|_| pack_a.new_packed_buffer(inputs, m)).collect()
 }
 
 /// The output's data, written by the blocks' threads at disjoint places.
@@ -376,6 +420,10 @@ mod tests {
         check(&[1, 4, 6, 5], 70, [0, 2, 1, 0], 70); // uneven padding, blocks of outputs
         check(&[1, 3, 3, 3], 2, [0; 4], 2); // one output
         check(&[1, 130, 12, 10], 260, [1; 4], 260); // more than one block
+        // F4's planes (each side ≥ F4_FROM): cut-off tiles, a batch, blocks, uneven padding.
+        check(&[2, 20, 19, 23], 12, [1; 4], 12);
+        check(&[1, 130, 18, 17], 260, [1; 4], 260);
+        check(&[1, 6, 17, 21], 9, [0, 2, 1, 0], 0);
     }
 
     /// fp16 weights (read before tract's cast): the same as tract's Conv on the widened weights.
@@ -394,21 +442,25 @@ mod tests {
     #[test]
     fn matches_tract_conv_over_chunks() {
         let inputs = 64;
-        let rows_per_chunk = V_BYTES / (2 * POSITIONS * inputs * 4 * 40);
-        let height = 2 * rows_per_chunk * 2 + 6; // two full chunks and a partial one
-        check(&[1, inputs, height, 80], 16, [1; 4], 16);
+        let (f4, width) = (Algorithm::F4, 80);
+        let rows_per_chunk = V_BYTES / (2 * f4.positions() * inputs * 4 * (width / f4.m()));
+        let height = f4.m() * rows_per_chunk * 2 + 6; // two full chunks and a partial one
+        check(&[1, inputs, height, width], 16, [1; 4], 16);
     }
 
     /// Each output channel a wrong bias, or a mistake in a transform, moves the output far
     /// beyond the tolerance above.
     #[test]
     fn the_comparison_has_power() {
-        let (xt, wt, bt) = (random(&[1, 8, 8, 8], 1), random(&[8, 8, 3, 3], 2), random(&[8], 3));
-        let reference = tract_conv(&xt, &wt, &bt, [1; 4]);
-        let shifted = conv(&xt, &wt, &bt, [1, 0, 1, 2]).unwrap();
-        assert!(difference(&shifted, &reference) > 0.05);
-        let other_bias = conv(&xt, &wt, &random(&[8], 4), [1; 4]).unwrap();
-        assert!(difference(&other_bias, &reference) > 0.05);
+        for (side, algorithm) in [(8, Algorithm::F2), (F4_FROM, Algorithm::F4)] {
+            assert_eq!(algorithm_for(side, side), algorithm);
+            let (xt, wt, bt) = (random(&[1, 8, side, side], 1), random(&[8, 8, 3, 3], 2), random(&[8], 3));
+            let reference = tract_conv(&xt, &wt, &bt, [1; 4]);
+            let shifted = conv(&xt, &wt, &bt, [1, 0, 1, 2]).unwrap();
+            assert!(difference(&shifted, &reference) > 0.05);
+            let other_bias = conv(&xt, &wt, &random(&[8], 4), [1; 4]).unwrap();
+            assert!(difference(&other_bias, &reference) > 0.05);
+        }
     }
 
     /// Natively the blocks are split over the `--threads` pool: the same bits at 1, 2 and 3
