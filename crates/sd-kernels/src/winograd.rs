@@ -227,7 +227,7 @@ fn kernel_rows<V: Variant, W>(w: &[W], rows: usize, inputs: usize, panels: Panel
     let row_len = inputs * 9;
     assert!(w.len() >= rows * row_len);
     let mut widened = vec![0f32; r.min(rows) * row_len];
-    let mut interleaved = vec![0f32; 4 * row_len];
+    let mut interleaved = vec![0f32; (r / 4).max(1) * 4 * row_len];
     for panel in 0..rows.div_ceil(r) {
         let first = panel * r;
         let in_panel = r.min(rows - first);
@@ -236,23 +236,23 @@ fn kernel_rows<V: Variant, W>(w: &[W], rows: usize, inputs: usize, panels: Panel
         let w = &*panel_weights;
         let base = panel * panel_len;
         // Four output channels at a time: their values for one input are adjacent in each
-        // position's panel, so each of the results is one four-lane store.
-        let mut j = 0;
-        while j + 4 <= in_panel {
-            let row = |l: usize| &w[(j + l) * row_len..][..row_len];
-            crate::lanes::interleave_rows([row(0), row(1), row(2), row(3)], &mut interleaved);
-            for i in 0..inputs {
-                let mut g = [F32x4::splat(0.0); 9];
-                for (k, g) in g.iter_mut().enumerate() {
-                    *g = F32x4::load(&interleaved, 4 * (i * 9 + k));
-                }
+        // position's panel, so each of the results is one four-lane store; all the panel's
+        // groups of four per input, so each position's panel is written in order (whole cache
+        // lines, not halves revisited when the panel has 8 rows).
+        let groups = in_panel / 4;
+        for (group, interleaved) in interleaved.chunks_exact_mut(4 * row_len).take(groups).enumerate() {
+            let row = |l: usize| &w[(4 * group + l) * row_len..][..row_len];
+            crate::lanes::interleave_rows([row(0), row(1), row(2), row(3)], interleaved);
+        }
+        for i in 0..inputs {
+            for (group, interleaved) in interleaved.chunks_exact(4 * row_len).take(groups).enumerate() {
+                let g = std::array::from_fn(|k| F32x4::load(interleaved, 4 * (i * 9 + k)));
                 for (plane, value) in u.iter_mut().zip(kernel_tile::<V, _>(g)) {
-                    value.store(plane, base + i * r + j);
+                    value.store(plane, base + i * r + 4 * group);
                 }
             }
-            j += 4;
         }
-        for j in j..in_panel {
+        for j in 4 * groups..in_panel {
             for i in 0..inputs {
                 let t = kernel_tile::<V, f32>(w[j * row_len + i * 9..][..9].try_into().unwrap());
                 for (plane, value) in u.iter_mut().zip(t) {

@@ -202,8 +202,8 @@ struct Shape {
 /// The convolution by `algorithm` into `out_ptr` (see the module's doc).
 fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32], shape: &Shape, out_ptr: SharedOut) -> TractResult<()> {
     let &Shape { batch, inputs, height, width, outputs, top, left, oh, ow } = shape;
-    let (m, positions) = (algorithm.m(), algorithm.positions());
-    let (tile_rows, across) = (oh.div_ceil(m), ow.div_ceil(m));
+    let (side, positions) = (algorithm.m(), algorithm.positions());
+    let (tile_rows, across) = (oh.div_ceil(side), ow.div_ceil(side));
     let tiling = Tiling { height, width, top, left, across };
     // Whole tile rows of one image per chunk, V (plain and packed) within V_BYTES.
     let chunk_rows = (V_BYTES / (2 * positions * inputs * across * 4)).clamp(1, tile_rows);
