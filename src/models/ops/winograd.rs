@@ -6,8 +6,8 @@
 //! Per image and chunk of tile rows: the input transform (split over input channels), V packed
 //! once per position as the kernels' B operand; then per block of output channels (blocks split
 //! over the threads): the kernel transform of the block's weights packed as A (kept across
-//! chunks when all of U is small), the products (one per position) into a block buffer, the output transform
-//! with the bias into the output. Memory: V for one chunk (≤ [`V_BYTES`]) and one block's U and
+//! chunks when all of U is small), the products (one per position) into a block buffer, the
+//! output transform with the bias into the output. Memory: V for one chunk (≤ [`V_BYTES`]) and one block's U and
 //! products per thread, against im2col's 9 × inputs × pixels and the whole packed weight.
 //!
 //! Replaces tract's `Conv` before codegen where it is 2-D, NCHW, OIHW, 3×3, stride 1,
