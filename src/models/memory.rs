@@ -8,6 +8,12 @@ use tract_onnx::pb;
 const MIB: u64 = 1 << 20;
 /// The largest probe piece: one wasm32 allocation must stay under 2 GiB.
 const PROBE_CHUNK: usize = (1 << 31) - (1 << 20);
+/// A large piece that cannot be had in one block is probed again in pieces of this size: the
+/// loads themselves never ask for more than a few hundred MB at once, and the browser tab
+/// refused the one ~2 GiB block that a full-size UNet's probe asks for (chromium, 2026-12-03:
+/// SD-Turbo shapes failed with 0.46 GiB "more could be allocated", though the same memory in
+/// 64 MiB pieces loaded and ran there the day before).
+const SMALL_PIECE: usize = 64 << 20;
 
 /// The probe's pieces: as few as one allocation allows, the smallest first. Under wazero
 /// (Bacalhau) a memory.grow past the buffer's capacity copies all of linear memory into a new
@@ -77,11 +83,19 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
             )));
         }
     }
+    // Reserved blocks, held until the probe is over (then returned to the allocator).
     let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut reserve = |want: usize| {
+        let mut block = Vec::new();
+        let ok = crate::error::fallible(|| block.try_reserve_exact(want)).is_ok();
+        held.push(block);
+        ok
+    };
     let mut got = 0u64;
     for want in probe_pieces(needed) {
-        let mut chunk = Vec::new();
-        if crate::error::fallible(|| chunk.try_reserve_exact(want)).is_err() {
+        let reserved = reserve(want)
+            || (want > SMALL_PIECE && (0..want.div_ceil(SMALL_PIECE)).all(|i| reserve(SMALL_PIECE.min(want - i * SMALL_PIECE))));
+        if !reserved {
             return Err(SdError::runtime(format!(
                 "{what} needs about {:.2} GiB of memory to load and run, but only {:.2} GiB more could be \
                  allocated: {}",
@@ -91,7 +105,6 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
             )));
         }
         got += want as u64;
-        held.push(chunk);
     }
     Ok(())
 }
