@@ -85,17 +85,21 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
     }
     // Reserved blocks, held until the probe is over (then returned to the allocator).
     let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut got = 0u64;
     let mut reserve = |want: usize| {
         let mut block = Vec::new();
         let ok = crate::error::fallible(|| block.try_reserve_exact(want)).is_ok();
-        held.push(block);
+        if ok {
+            got += want as u64;
+            held.push(block);
+        }
         ok
     };
-    let mut got = 0u64;
     for want in probe_pieces(needed) {
         let reserved = reserve(want)
             || (want > SMALL_PIECE && (0..want.div_ceil(SMALL_PIECE)).all(|i| reserve(SMALL_PIECE.min(want - i * SMALL_PIECE))));
         if !reserved {
+            drop(reserve);
             return Err(SdError::runtime(format!(
                 "{what} needs about {:.2} GiB of memory to load and run, but only {:.2} GiB more could be \
                  allocated: {}",
@@ -104,7 +108,6 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
                 crate::error::MORE_MEMORY
             )));
         }
-        got += want as u64;
     }
     Ok(())
 }
