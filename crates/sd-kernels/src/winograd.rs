@@ -32,25 +32,6 @@ pub enum Algorithm {
     F4,
 }
 
-impl Algorithm {
-    /// Outputs per tile side (m).
-    pub fn m(self) -> usize {
-        match self {
-            Algorithm::F2 => F2::M,
-            Algorithm::F4 => F4::M,
-        }
-    }
-    /// Positions of a transformed tile ((m + 2)²): the number of matrix products.
-    pub fn positions(self) -> usize {
-        (self.m() + 2).pow(2)
-    }
-    /// Floats of scratch [`input_channel`] and [`output_channel`] need for `across` tiles in a
-    /// row.
-    pub fn scratch_len(self, across: usize) -> usize {
-        (self.m() + 2) * self.m() * (across + 1)
-    }
-}
-
 /// Runs `$f::<V>($args)` with V the variant `$algorithm` names.
 macro_rules! with_variant {
     ($algorithm:expr, $f:ident($($arg:expr),*)) => {
@@ -61,11 +42,39 @@ macro_rules! with_variant {
     };
 }
 
+impl Algorithm {
+    /// Outputs per tile side (m).
+    pub fn m(self) -> usize {
+        fn m<V: Variant>() -> usize {
+            V::M
+        }
+        with_variant!(self, m())
+    }
+    /// Positions of a transformed tile ((m + 2)²): the number of matrix products.
+    pub fn positions(self) -> usize {
+        fn positions<V: Variant>() -> usize {
+            V::POSITIONS
+        }
+        with_variant!(self, positions())
+    }
+    /// Floats of scratch [`input_channel`] and [`output_channel`] need for `across` tiles in a
+    /// row.
+    pub fn scratch_len(self, across: usize) -> usize {
+        with_variant!(self, scratch_len(across))
+    }
+}
+
+/// [`Algorithm::scratch_len`] of a variant: the input transform's T rows of M phases of
+/// `across + 1` columns (the output transform's M × T rows of `across` fit in it).
+fn scratch_len<V: Variant>(across: usize) -> usize {
+    V::T * V::M * (across + 1)
+}
+
 /// The largest tile side of the variants (arrays of the 1-D transforms are this long; a variant
 /// uses the first `T` entries).
 const MAX_T: usize = 6;
 /// The most positions of a transformed tile.
-pub const MAX_POSITIONS: usize = MAX_T * MAX_T;
+const MAX_POSITIONS: usize = MAX_T * MAX_T;
 
 /// One F(m×m, 3×3) algorithm: its 1-D transforms (applied along rows, then along columns) and
 /// how four tiles' outputs and inputs are laid out in a row.
@@ -293,7 +302,7 @@ fn input_rows<V: Variant>(x: &[f32], tiling: &Tiling, tile_rows: std::ops::Range
     // index tx + j / M.
     let cols = n + 1;
     assert!(x.len() >= tiling.height * tiling.width);
-    let split = &mut scratch[..t * m * cols];
+    let split = &mut scratch[..scratch_len::<V>(n)];
     for (k, ty) in tile_rows.enumerate() {
         for (r, phases) in split.chunks_exact_mut(m * cols).enumerate() {
             let y = (m * ty + r).wrapping_sub(tiling.top);
