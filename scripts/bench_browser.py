@@ -11,12 +11,16 @@ Variants: `plain` is web/pkg (one thread, the page without cross-origin isolatio
 `threads=N` is web/pkg-threads on N threads (the isolated page, when scripts/build-web.sh built
 it). Prints a table: load and step seconds, the wasm memory's peak,
 the tab's peak resident memory (the renderer process, which holds the worker), and whether the
-PNG equals the CLI's. A benchmark, not a test: it fails only when it cannot measure, or when
-the page's PNG differs from the CLI's.
+PNG equals the CLI's. It fails when it cannot measure, or when the page's PNG differs from
+the CLI's. With --keep DIR it leaves cli/cli.png, VARIANT/page.png and results.json (each run's
+state, timings and peaks) in DIR: tests/platforms/browser_full_size.rs runs it that way and
+checks the bytes itself.
 """
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +66,7 @@ def main():
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--folder", action="store_true", help="pick the model dir as a folder (no download into the Cache API)")
     p.add_argument("--variants", nargs="+", help="plain, threads=N (default: plain, and threads=1 threads=2 with web/pkg-threads)")
+    p.add_argument("--keep", help="write the PNGs and results.json here (made empty first) instead of a temporary dir")
     args = p.parse_args()
     model = os.path.abspath(args.model or bench_pictures.ensure_model("sd-turbo"))
     if not os.path.isdir(os.path.join(model, "vae_decoder_taesd")):
@@ -73,7 +78,11 @@ def main():
 
     print(bench.machine())
     print(f"model: {model} (SD-Turbo shapes, random init), {args.size}x{args.size}, 1 step, guidance 0, TAESD, seed 1")
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.keep:
+        shutil.rmtree(args.keep, ignore_errors=True)
+        os.makedirs(args.keep)
+    results = {"model": model, "size": args.size, "runs": {}}
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory() as tmp:
         cli_out = os.path.join(tmp, "cli")
         os.makedirs(cli_out)
         cli_seconds, cli_meta = cli_run(model, args, cli_out)
@@ -81,10 +90,14 @@ def main():
             cli_png = f.read()
         t = cli_meta["timings_seconds"]
         rows = [("CLI, wasmtime", t.get("load_unet", 0.0), t["seconds_per_step"], cli_seconds, cli_meta.get("peak_memory_bytes", 0), 0, "—")]
+        results["runs"]["cli"] = {"state": "done", "timings_seconds": t, "wall_seconds": cli_seconds, "peak_memory_bytes": cli_meta.get("peak_memory_bytes", 0)}
         failed = False
         for variant in variants:
             out = os.path.join(tmp, variant)
             r = page_run(model, variant, args, out)
+            results["runs"][variant] = {k: r.get(k) for k in ("state", "error", "failure", "status", "build", "wall_seconds", "renderer_peak_bytes")}
+            if r.get("metadata"):
+                results["runs"][variant].update(timings_seconds=r["metadata"]["timings_seconds"], peak_memory_bytes=r["metadata"].get("peak_memory_bytes", 0))
             if r.get("state") != "done":
                 print(f"page {variant}: {r.get('state')} {r.get('error') or r.get('failure') or r.get('status')}")
                 failed = True
@@ -96,6 +109,9 @@ def main():
             rows.append((f"page {variant} ({r.get('build') or 'single-threaded'})", m["timings_seconds"].get("load_unet", 0.0),
                          m["timings_seconds"]["seconds_per_step"], r["wall_seconds"], m.get("peak_memory_bytes", 0),
                          r["renderer_peak_bytes"], "yes" if same else "NO"))
+        if args.keep:
+            with open(os.path.join(tmp, "results.json"), "w") as f:
+                json.dump(results, f, indent=1)
     gib = 1 << 30
     print(f"{'run':48} {'UNet load s':>11} {'s/step':>8} {'wall s':>8} {'wasm peak':>10} {'tab peak':>9}  same PNG")
     for name, load, step, wall, peak, tab, same in rows:

@@ -65,11 +65,18 @@ ENGINES = ("wasmtime", "wasi-runner", "native", *OPENVINO)
 
 
 def ensure_model(name):
+    """The random-init model dir `name` under the cache, made on first use. Made beside it and
+    renamed when complete, so a run killed while converting leaves no dir that looks made."""
     path = os.path.join(bench.CACHE, name)
     if not os.path.exists(os.path.join(path, "model_index.json")):
         print(f"bench_pictures: making {path} (convert.py {' '.join(MODELS[name])})", file=sys.stderr)
-        subprocess.run([sys.executable, os.path.join(HERE, "convert.py"), *MODELS[name], path],
+        partial = f"{path}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(bench.CACHE, exist_ok=True)
+        subprocess.run([sys.executable, os.path.join(HERE, "convert.py"), *MODELS[name], partial],
                        stdout=sys.stderr, check=True)
+        shutil.rmtree(path, ignore_errors=True)
+        os.rename(partial, path)
     return path
 
 

@@ -7,6 +7,7 @@ mod common;
 
 mod bacalhau;
 mod browser;
+mod browser_full_size;
 mod browser_threads;
 mod component;
 mod wasi_runner;
