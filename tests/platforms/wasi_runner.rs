@@ -109,6 +109,25 @@ fn unrolled_loops_compute_the_same() {
     }
 }
 
+/// tools/wasm-ship's load rewrite in marked functions (constant adds folded into offsets,
+/// `v128.load32_splat` as `f32.load` + `f32x4.splat`) keeps meaning: the same checksum
+/// (computed independently: 21) under Bacalhau's engine, and the rewrite happened.
+#[test]
+fn rewritten_loads_compute_the_same() {
+    let source = std::fs::read(repo().join("tests/data/wazero-addressing.wasm")).unwrap();
+    let dir = scratch("runner-addressing");
+    let raw = dir.join("raw.wasm");
+    std::fs::write(&raw, &source).unwrap();
+    assert_eq!(wasi_runner_exit_code(&raw), 21);
+    let (shipped, report) = wasm_ship::ship(&source, "addressing", wasm_ship::sd_wasm_unroll()).unwrap();
+    // Three loads of the marked function's body rewritten (the fourth adds a negative
+    // constant and stays), before its loop is copied.
+    assert_eq!(report.loads_rewritten, 3);
+    let module = dir.join("shipped.wasm");
+    std::fs::write(&module, shipped).unwrap();
+    assert_eq!(wasi_runner_exit_code(&module), 21);
+}
+
 /// Image-to-image (8-channel VAE encoder, sampled latents) and inpainting with the regular UNet:
 /// same bytes under Bacalhau's engine as under wasmtime.
 #[test]

@@ -221,7 +221,7 @@ mod simd {
             let end = a.add(k);
             let mut acc = *ab;
             while a != end {
-                step(&mut acc, a, b);
+                step_splat(&mut acc, a as *const f32, b);
                 a = a.add(1);
                 b = b.add(2);
             }
@@ -253,6 +253,26 @@ mod simd {
                 let s = lane(quad, r);
                 row[0] = madd(row[0], s, blo);
                 row[1] = madd(row[1], s, bhi);
+            }
+        }
+    }
+
+    /// [`step`] for wazero: A's values splatted from memory, B's high half and A's last value
+    /// loaded first. wazero v1.12.0 lowers every `i8x16.shuffle` to two mask loads, two
+    /// `pshufb` and an `or` (no broadcast special case), but an `f32.load` + `f32x4.splat` to
+    /// `insertps` from memory + `pshufd`; and it checks bounds once per base address, for the
+    /// largest offset seen first. tools/wasm-ship turns LLVM's `v128.load32_splat` back into
+    /// `f32.load` + `f32x4.splat` and folds constant address adds into the offsets in marked
+    /// functions. Same products and sums per element as [`step`] (rows are independent).
+    #[inline(always)]
+    unsafe fn step_splat(acc: &mut Tile, a: *const f32, b: *const v128) {
+        unsafe {
+            let bhi = v128_load(b.add(1));
+            let blo = v128_load(b);
+            for r in (0..MR).rev() {
+                let s = f32x4_splat(*a.add(r));
+                acc[r][0] = madd(acc[r][0], s, blo);
+                acc[r][1] = madd(acc[r][1], s, bhi);
             }
         }
     }

@@ -13,7 +13,10 @@
 //!    wazero v1.12.0 leaves machine code for Go at every loop header to check whether the module
 //!    was closed — tens of nanoseconds per iteration, which tripled a UNet evaluation. Unrolling
 //!    runs that check once per several iterations.
-//! 3. The `name` section replaced by one holding only the module name: Bacalhau's tracing
+//! 3. Loads of marked functions (hand-written kernels, [`MARKER`]) reshaped for wazero's
+//!    amd64 backend: constant address adds folded into offsets, `v128.load32_splat` as
+//!    `f32.load` + `f32x4.splat` ([`wazero_addressing`] says why).
+//! 4. The `name` section replaced by one holding only the module name: Bacalhau's tracing
 //!    wrapper rejects modules without one, never reads function names (≈2 MB of sd.wasm), and
 //!    refuses local modules over 10 MB.
 
@@ -31,6 +34,8 @@ pub struct Report {
     pub name_section_bytes: usize,
     /// Innermost loops unrolled (see [`Unroll`]).
     pub loops_unrolled: usize,
+    /// Loads of marked functions rewritten for wazero (see [`Unroll::marked_factor`]).
+    pub loads_rewritten: usize,
 }
 
 /// Rewrites `module` as described in the crate docs; `module_name` goes into the new `name`
@@ -77,6 +82,7 @@ fn transform(module: &[u8], rewrite_as: Option<(&str, Unroll)>) -> Result<(Vec<u
                     max_body_bytes: unroll.max_body_bytes,
                     every_loop: marked || name.is_some_and(|name| unroll.functions.iter().any(|f| name.contains(f))),
                     hot_callees: &hot_callees,
+                    addressing: marked && unroll.marked_factor > 1,
                 };
                 func_index += 1;
                 let new_body = rewrite_body(module, body, &mut func, &choice, &mut report)?;
@@ -230,6 +236,13 @@ fn rewrite_body(
         leb(&mut out, count as u64);
         push_valtype(&mut out, t);
     }
+    let ops = if unroll.addressing {
+        let (ops, rewritten) = wazero_addressing(&ops)?;
+        report.loads_rewritten += rewritten;
+        ops
+    } else {
+        ops
+    };
     let (ops, unrolled) = unroll_loops(&ops, unroll)?;
     report.loops_unrolled += unrolled;
     out.extend_from_slice(&ops);
@@ -328,6 +341,73 @@ struct LoopChoice<'a> {
     max_body_bytes: usize,
     every_loop: bool,
     hot_callees: &'a std::collections::HashSet<u32>,
+    /// Rewrite loads as [`wazero_addressing`] does (marked functions).
+    addressing: bool,
+}
+
+/// Loads reshaped for wazero v1.12.0's amd64 backend, in marked functions (hand-written
+/// kernels whose pointers never wrap):
+/// - `i32.const C; i32.add; LOAD offset=O` → `LOAD offset=O+C` (C ≥ 0, the load's only operand
+///   the address): wazero checks bounds once per base value for the largest offset seen, so
+///   loads from one pointer at constant offsets share a check. LLVM keeps the add because
+///   `i32.add` wraps and the offset does not; Rust's pointer arithmetic never wraps.
+/// - `v128.load32_splat` → `f32.load; f32x4.splat`: wazero lowers the first to a scalar load,
+///   `pinsrd` and `pshufd`, the second to `insertps` from memory and `pshufd`.
+fn wazero_addressing(expr: &[u8]) -> Result<(Vec<u8>, usize), Error> {
+    let mut reader = wasmparser::OperatorsReader::new(wasmparser::BinaryReader::new(expr, 0));
+    let mut ops: Vec<(Operator, usize, usize)> = Vec::new();
+    while !reader.eof() {
+        let (op, start) = reader.read_with_offset()?;
+        ops.push((op, start as usize, reader.original_position() as usize));
+    }
+    let memarg = |out: &mut Vec<u8>, m: &wasmparser::MemArg, extra: u64| {
+        leb(out, m.align as u64);
+        leb(out, m.offset + extra);
+    };
+    let mut out = Vec::with_capacity(expr.len());
+    let mut rewritten = 0;
+    let mut i = 0;
+    while i < ops.len() {
+        let folded = match (&ops[i].0, ops.get(i + 1).map(|o| &o.0), ops.get(i + 2).map(|o| &o.0)) {
+            (Operator::I32Const { value }, Some(Operator::I32Add), Some(load)) if *value >= 0 => {
+                address_load(load).map(|(prefix, m)| (prefix, m, *value as u64))
+            }
+            _ => None,
+        };
+        let (op, extra, skip) = match folded {
+            Some((_, _, c)) => (&ops[i + 2].0, c, 3),
+            None => (&ops[i].0, 0, 1),
+        };
+        match (op, address_load(op)) {
+            (Operator::V128Load32Splat { memarg: m }, _) => {
+                out.push(0x2a); // f32.load
+                memarg(&mut out, m, extra);
+                out.extend_from_slice(&[0xfd, 0x13]); // f32x4.splat
+                rewritten += 1;
+            }
+            (_, Some((prefix, m))) if skip == 3 => {
+                out.extend_from_slice(prefix);
+                memarg(&mut out, &m, extra);
+                rewritten += 1;
+            }
+            _ => out.extend_from_slice(&expr[ops[i].1..ops[i].2]),
+        }
+        i += skip;
+    }
+    Ok((out, rewritten))
+}
+
+/// The opcode bytes and memarg of a load whose only operand is its address (the loads marked
+/// kernels use); None for anything else.
+fn address_load(op: &Operator) -> Option<(&'static [u8], wasmparser::MemArg)> {
+    Some(match op {
+        Operator::I32Load { memarg } => (&[0x28], *memarg),
+        Operator::F32Load { memarg } => (&[0x2a], *memarg),
+        Operator::V128Load { memarg } => (&[0xfd, 0x00], *memarg),
+        Operator::V128Load32Splat { memarg } => (&[0xfd, 0x09], *memarg),
+        Operator::V128Load64Splat { memarg } => (&[0xfd, 0x0a], *memarg),
+        _ => return None,
+    })
 }
 
 /// Unrolls the chosen loops of one function body (see [`Unroll`]); returns the new expression
@@ -467,6 +547,29 @@ fn copy_body(expr: &[u8], body: &[(Operator, usize, usize)], shift: u32, out: &m
 
 #[cfg(test)]
 mod tests {
+    /// The load rewrite, byte for byte: a constant add folded into a v128.load's offset, a
+    /// load32_splat (after a folded add) as f32.load + f32x4.splat, a negative add left alone.
+    #[test]
+    fn loads_are_rewritten_for_wazero() {
+        #[rustfmt::skip]
+        let expr = [
+            0x20, 0, 0x41, 16, 0x6a, 0xfd, 0x00, 0, 4, 0x1a,  // local.get 0; i32.const 16; i32.add; v128.load offset=4; drop
+            0x20, 0, 0x41, 8, 0x6a, 0xfd, 0x09, 2, 0, 0x1a,   // local.get 0; i32.const 8; i32.add; v128.load32_splat; drop
+            0x20, 0, 0x41, 0x7c, 0x6a, 0x2a, 2, 0, 0x1a,      // local.get 0; i32.const -4; i32.add; f32.load; drop
+            0x0b,
+        ];
+        #[rustfmt::skip]
+        let want = [
+            0x20, 0, 0xfd, 0x00, 0, 20, 0x1a,                 // local.get 0; v128.load offset=20; drop
+            0x20, 0, 0x2a, 2, 8, 0xfd, 0x13, 0x1a,            // local.get 0; f32.load offset=8; f32x4.splat; drop
+            0x20, 0, 0x41, 0x7c, 0x6a, 0x2a, 2, 0, 0x1a,
+            0x0b,
+        ];
+        let (got, rewritten) = super::wazero_addressing(&expr).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(rewritten, 2);
+    }
+
     /// hot-loops.txt (scripts/profile-wazero.py --write) parses into names that survive a
     /// rebuild: mangled, without the hash suffix.
     #[test]
