@@ -61,7 +61,9 @@ pub fn vae_working(latent: &[usize; 4], scale: u32) -> u64 {
 pub const TEXT_ENCODER_WORKING: u64 = 128 * MIB;
 
 /// Fails with a clear message when `needed` bytes cannot be allocated now. The probe's
-/// memory is returned to the allocator at once and reused by the load.
+/// memory is returned to the allocator at once and reused by the load. Linear memory never
+/// shrinks, so the first, largest probe of a job (the UNet's, asked for before any network
+/// loads) sizes it for the whole job: under wazero each growth copies all of it.
 pub fn ensure(what: &str, needed: u64) -> Result<()> {
     if cfg!(target_pointer_width = "32") && needed >= 4 << 30 {
         return Err(SdError::model(format!(

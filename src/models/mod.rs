@@ -71,14 +71,7 @@ impl OnnxGraph {
         working: impl FnOnce(&pb::ModelProto) -> u64,
         merge: &Merge,
     ) -> Result<Self> {
-        let path = format!("{}/{rel}", files.describe());
-        let bytes = files.read(rel)?;
-        let mut proto = pb::ModelProto::decode(&bytes[..]).map_err(|e| {
-            SdError::model(format!("{path} is not a valid ONNX file ({e}); it may be truncated: copy or export it again"))
-        })?;
-        drop(bytes);
-        let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        let external = take_external_initializers(&mut proto, files, dir, &path)?;
+        let (mut proto, external, path) = read_proto(files, rel)?;
         let missing: Vec<&str> = merge
             .initializers()
             .filter(|name| !external.iter().any(|t| t.name == *name))
@@ -92,12 +85,7 @@ impl OnnxGraph {
         for tensor in proto.graph.iter_mut().flat_map(|g| g.initializer.iter_mut()).filter(|t| merge.changes(&t.name)) {
             merge_into_proto(tensor, merge).map_err(|e| e.context(&path))?;
         }
-        // Weights, plus room for the f32 copy of the largest fp16 weight that the Cast makes per
-        // run and what its consumer makes of it (measured: the text encoder's embedding table).
-        let weights: u64 = external.iter().map(byte_len).sum::<u64>() + proto.encoded_len() as u64;
-        let largest_cast = external.iter().filter(|t| t.datum_type == DatumType::F16).map(|t| 4 * byte_len(t)).max();
-        let network = dir.rsplit('/').next().filter(|d| !d.is_empty()).unwrap_or(rel);
-        memory::ensure(network, weights + largest_cast.unwrap_or(0) + working(&proto))?;
+        memory::ensure(network_name(rel), memory_needed(&proto, &external, working))?;
         let parsed = tract_onnx::onnx().parse(&proto, None).map_err(|e| {
             SdError::model(format!("{path} could not be read by tract: {}", chain(&e)))
         })?;
@@ -110,6 +98,14 @@ impl OnnxGraph {
         let mut graph = OnnxGraph { model: parsed.model, path, weights: Vec::new() };
         graph.bind_external_initializers(external, files, merge)?;
         Ok(graph)
+    }
+
+    /// Checks, as [`OnnxGraph::load`] does first, that loading `rel` and running it can have
+    /// its memory, without loading it: a job asks for its largest network's memory before its
+    /// first network loads (see [`memory::ensure`] on why once).
+    pub fn reserve(files: &dyn ModelFiles, rel: &str, working: impl FnOnce(&pb::ModelProto) -> u64) -> Result<()> {
+        let (proto, external, _) = read_proto(files, rel)?;
+        memory::ensure(network_name(rel), memory_needed(&proto, &external, working))
     }
 
     /// The network's own inputs (not the weights fed as inputs, which come last).
@@ -278,6 +274,35 @@ struct ExternalTensor {
     shape: Vec<usize>,
     rel: String,
     offset: u64,
+}
+
+/// The ONNX file `rel` parsed, its external initializers taken out (described, not read), and
+/// its path for messages.
+fn read_proto(files: &dyn ModelFiles, rel: &str) -> Result<(pb::ModelProto, Vec<ExternalTensor>, String)> {
+    let path = format!("{}/{rel}", files.describe());
+    let bytes = files.read(rel)?;
+    let mut proto = pb::ModelProto::decode(&bytes[..]).map_err(|e| {
+        SdError::model(format!("{path} is not a valid ONNX file ({e}); it may be truncated: copy or export it again"))
+    })?;
+    drop(bytes);
+    let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let external = take_external_initializers(&mut proto, files, dir, &path)?;
+    Ok((proto, external, path))
+}
+
+/// The network's name in messages: its folder (`unet/model.onnx` → `unet`).
+fn network_name(rel: &str) -> &str {
+    let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    dir.rsplit('/').next().filter(|d| !d.is_empty()).unwrap_or(rel)
+}
+
+/// Bytes loading and running a network needs: its weights, room for the f32 copy of its
+/// largest fp16 weight that the Cast makes per run and what its consumer makes of it
+/// (measured: the text encoder's embedding table), and `working(proto)`.
+fn memory_needed(proto: &pb::ModelProto, external: &[ExternalTensor], working: impl FnOnce(&pb::ModelProto) -> u64) -> u64 {
+    let weights: u64 = external.iter().map(byte_len).sum::<u64>() + proto.encoded_len() as u64;
+    let largest_cast = external.iter().filter(|t| t.datum_type == DatumType::F16).map(|t| 4 * byte_len(t)).max();
+    weights + largest_cast.unwrap_or(0) + working(proto)
 }
 
 /// tract resolves external data by canonicalizing paths, which WASI does not support and

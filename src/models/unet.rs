@@ -21,6 +21,13 @@ pub struct Unet {
 }
 
 impl Unet {
+    /// Checks that the UNet at `latent` can have its memory (weights and a run's working
+    /// memory), without loading it: the job's largest network, asked for before the first one
+    /// loads.
+    pub fn reserve(files: &dyn ModelFiles, latent: [usize; 4]) -> Result<()> {
+        OnnxGraph::reserve(files, UNET, |proto| super::memory::unet_working(proto, &latent))
+    }
+
     /// `guidance_dim`: the width of the guidance embedding unet/config.json declares
     /// (`time_cond_proj_dim`), which the network must then take as `timestep_cond`. `loras`:
     /// the LoRAs merged into its weights ([`super::lora::plan`]).

@@ -38,6 +38,25 @@ pub fn unet_slot() -> UnetSlot {
     Slot::new("UNet")
 }
 
+/// The UNet's latent input for a batch of `n` pictures.
+fn unet_latent(plan: &Plan, n: usize) -> [usize; 4] {
+    let [_, _, h, w] = plan.one_latent;
+    [n, plan.unet_channels, h, w]
+}
+
+/// Asks for the memory of the request's largest UNet run (its first batch), without loading
+/// the UNet (see [`Unet::reserve`]); the time it took.
+pub fn reserve(files: &dyn ModelFiles, plan: &Plan, run: &mut Run) -> Result<f64> {
+    let start = run.now();
+    Unet::reserve(files, largest_unet_latent(plan))?;
+    Ok(run.now() - start)
+}
+
+/// The request's largest UNet input: its first batch.
+pub fn largest_unet_latent(plan: &Plan) -> [usize; 4] {
+    unet_latent(plan, plan.batch_size.min(plan.seeds.len()))
+}
+
 /// Denoises every picture of the job, batch by batch; returns each picture's final latents.
 pub fn denoise(
     slot: &mut UnetSlot,
@@ -54,8 +73,7 @@ pub fn denoise(
     let mut finals = Vec::with_capacity(plan.seeds.len());
     for batch in batches {
         let n = batch.len();
-        let [_, _, h, w] = plan.one_latent;
-        let key = ([n, plan.unet_channels, h, w], [n, tokens, dim], job.loras.key.clone());
+        let key = (unet_latent(plan, n), [n, tokens, dim], job.loras.key.clone());
         let (unet, seconds) = slot.get(key, run, |(latent, text, _)| {
             Unet::load(files, *latent, *text, plan.guidance_embedding, &job.loras.unet)
         })?;

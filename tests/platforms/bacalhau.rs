@@ -167,7 +167,7 @@ fn jobs_on_a_real_bacalhau_node() {
     // execution that exits non-zero as Completed and reports the code).
     for (id, code, message) in [
         (&missing_model, 3, "error: model dir /nowhere"),
-        (&too_little_memory, 4, "error: text_encoder needs about"),
+        (&too_little_memory, 4, "error: unet needs about"),
     ] {
         let described = node.wait(id, Duration::from_secs(300));
         assert_eq!(exit_codes(&described), [code], "{described}");
