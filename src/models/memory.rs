@@ -36,10 +36,14 @@ fn probe_pieces(needed: u64) -> Vec<usize> {
 /// Peak working memory of one UNet evaluation beyond its weights (batch 1 measured, scaled by the batch). Measured in
 /// wasm32 on SD 1.5 shapes (docs/memory-and-speed.md): attention fused into MultiHeadAttention runs
 /// as flash SDPA and needs little; exported MatMul/Softmax attention holds the score
-/// tensors (heads × pixels² floats) of the largest self-attention.
-pub fn unet_working(proto: &pb::ModelProto, latent: &[usize; 4]) -> u64 {
+/// tensors (heads × pixels² floats) of the largest self-attention. Small latents need a floor
+/// that does not shrink with the picture, 3/8 of the weights' bytes (`weights`): measured
+/// without the probe on SD 1.5 (1.72 GB of fp16 weights), 2026-12-03: 600, 583, 591 MB beyond
+/// the weights at 16², 32², 48²; 527 MB at 64², 651 MB at 96². Below it the first run grew
+/// memory, which costs ~10 s under wazero (a copy of all of it).
+pub fn unet_working(proto: &pb::ModelProto, weights: u64, latent: &[usize; 4]) -> u64 {
     let (batch, pixels) = (latent[0] as u64, (latent[2] * latent[3]) as u64);
-    let base = 256 * MIB + batch * pixels * 96 * 1024;
+    let base = (256 * MIB + batch * pixels * 96 * 1024).max(weights / 8 * 3);
     let fused = proto
         .graph
         .iter()

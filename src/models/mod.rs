@@ -60,7 +60,7 @@ pub struct InputSpec {
 impl OnnxGraph {
     /// Reads `rel` (and its external data) from the model dir and parses it, after checking
     /// that its weights and `working(proto)` bytes of working memory can be allocated.
-    pub fn load(files: &dyn ModelFiles, rel: &str, working: impl FnOnce(&pb::ModelProto) -> u64) -> Result<Self> {
+    pub fn load(files: &dyn ModelFiles, rel: &str, working: impl FnOnce(&pb::ModelProto, u64) -> u64) -> Result<Self> {
         Self::load_merged(files, rel, working, &Merge::default())
     }
 
@@ -68,7 +68,7 @@ impl OnnxGraph {
     pub fn load_merged(
         files: &dyn ModelFiles,
         rel: &str,
-        working: impl FnOnce(&pb::ModelProto) -> u64,
+        working: impl FnOnce(&pb::ModelProto, u64) -> u64,
         merge: &Merge,
     ) -> Result<Self> {
         let (mut proto, external, path) = read_proto(files, rel)?;
@@ -103,7 +103,7 @@ impl OnnxGraph {
     /// Checks, as [`OnnxGraph::load`] does first, that loading `rel` and running it can have
     /// its memory, without loading it: a job asks for its largest network's memory before its
     /// first network loads (see [`memory::ensure`] on why once).
-    pub fn reserve(files: &dyn ModelFiles, rel: &str, working: impl FnOnce(&pb::ModelProto) -> u64) -> Result<()> {
+    pub fn reserve(files: &dyn ModelFiles, rel: &str, working: impl FnOnce(&pb::ModelProto, u64) -> u64) -> Result<()> {
         let (proto, external, _) = read_proto(files, rel)?;
         memory::ensure(network_name(rel), memory_needed(&proto, &external, working))
     }
@@ -298,11 +298,11 @@ fn network_name(rel: &str) -> &str {
 
 /// Bytes loading and running a network needs: its weights, room for the f32 copy of its
 /// largest fp16 weight that the Cast makes per run and what its consumer makes of it
-/// (measured: the text encoder's embedding table), and `working(proto)`.
-fn memory_needed(proto: &pb::ModelProto, external: &[ExternalTensor], working: impl FnOnce(&pb::ModelProto) -> u64) -> u64 {
-    let weights: u64 = external.iter().map(byte_len).sum::<u64>() + proto.encoded_len() as u64;
+/// (measured: the text encoder's embedding table), and `working(proto, external weight bytes)`.
+fn memory_needed(proto: &pb::ModelProto, external: &[ExternalTensor], working: impl FnOnce(&pb::ModelProto, u64) -> u64) -> u64 {
+    let external_bytes: u64 = external.iter().map(byte_len).sum();
     let largest_cast = external.iter().filter(|t| t.datum_type == DatumType::F16).map(|t| 4 * byte_len(t)).max();
-    weights + largest_cast.unwrap_or(0) + working(proto)
+    external_bytes + proto.encoded_len() as u64 + largest_cast.unwrap_or(0) + working(proto, external_bytes)
 }
 
 /// tract resolves external data by canonicalizing paths, which WASI does not support and

@@ -22,7 +22,7 @@ impl TextEncoder {
     /// `seq_len` is the tokenizer's padded length (77 for CLIP); `clip_skip` 1 is the last
     /// layer; `loras`: the LoRAs merged into its weights ([`super::lora::plan`]).
     pub fn load(files: &dyn ModelFiles, seq_len: usize, clip_skip: usize, loras: &Merge) -> Result<Self> {
-        let mut graph = OnnxGraph::load_merged(files, TEXT_ENCODER, |_| super::memory::TEXT_ENCODER_WORKING, loras)?;
+        let mut graph = OnnxGraph::load_merged(files, TEXT_ENCODER, |_, _| super::memory::TEXT_ENCODER_WORKING, loras)?;
         let ids = graph.input(super::check::TEXT_ENCODER_INPUTS[0])?;
         let ids_type = match ids.datum_type {
             Some(DatumType::I32) => DatumType::I32,

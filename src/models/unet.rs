@@ -25,7 +25,7 @@ impl Unet {
     /// memory), without loading it: the job's largest network, asked for before the first one
     /// loads.
     pub fn reserve(files: &dyn ModelFiles, latent: [usize; 4]) -> Result<()> {
-        OnnxGraph::reserve(files, UNET, |proto| super::memory::unet_working(proto, &latent))
+        OnnxGraph::reserve(files, UNET, |proto, weights| super::memory::unet_working(proto, weights, &latent))
     }
 
     /// `guidance_dim`: the width of the guidance embedding unet/config.json declares
@@ -38,7 +38,7 @@ impl Unet {
         guidance_dim: Option<usize>,
         loras: &Merge,
     ) -> Result<Self> {
-        let working = |proto: &_| super::memory::unet_working(proto, &latent);
+        let working = |proto: &_, weights| super::memory::unet_working(proto, weights, &latent);
         let mut graph = OnnxGraph::load_merged(files, UNET, working, loras)?;
         let sample = graph.input(super::check::UNET_INPUTS[0])?;
         let timestep = graph.input(super::check::UNET_INPUTS[1])?;

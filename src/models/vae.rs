@@ -17,7 +17,7 @@ impl VaeDecoder {
     /// `scale`: the VAE scale factor (output side / latent side), for the memory check.
     pub fn load(files: &dyn ModelFiles, dir: &str, latent: [usize; 4], scale: u32) -> Result<Self> {
         let working = super::memory::vae_working(&latent, scale);
-        let mut graph = OnnxGraph::load(files, &format!("{dir}/model.onnx"), |_| working)?;
+        let mut graph = OnnxGraph::load(files, &format!("{dir}/model.onnx"), |_, _| working)?;
         let input = graph.input(super::check::VAE_DECODER_INPUTS[0])?;
         let latent_type = float_type(&input);
         graph.pin_input(input.index, latent_type, &latent)?;
@@ -66,7 +66,7 @@ impl VaeEncoder {
             )));
         }
         let working = super::memory::vae_working(&latent, scale);
-        let mut graph = OnnxGraph::load(files, VAE_ENCODER, |_| working)?;
+        let mut graph = OnnxGraph::load(files, VAE_ENCODER, |_, _| working)?;
         let input = graph.input(super::check::VAE_ENCODER_INPUTS[0])?;
         let image_type = float_type(&input);
         graph.pin_input(input.index, image_type, &image)?;
