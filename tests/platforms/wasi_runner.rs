@@ -89,16 +89,23 @@ fn other_schedulers_same_picture_as_wasmtime() {
     }
 }
 
+/// tests/data/NAME.wasm's bytes and a scratch dir, after checking that the module as written
+/// exits with `code` under Bacalhau's engine (the checksum its rewrites must keep).
+fn fixture_module(name: &str, code: i32) -> (Vec<u8>, std::path::PathBuf) {
+    let source = std::fs::read(repo().join(format!("tests/data/{name}.wasm"))).unwrap();
+    let dir = scratch(&format!("runner-{name}"));
+    let raw = dir.join("raw.wasm");
+    std::fs::write(&raw, &source).unwrap();
+    assert_eq!(wasi_runner_exit_code(&raw), code, "{name} as written");
+    (source, dir)
+}
+
 /// tools/wasm-ship's loop unrolling keeps meaning: loops that exit at the top, at the bottom,
 /// through a br_table, a return, and a branch to a label outside the loop, unrolled 1× to 8×,
 /// give the same checksum (the exit code, computed independently: 86) under Bacalhau's engine.
 #[test]
 fn unrolled_loops_compute_the_same() {
-    let source = std::fs::read(repo().join("tests/data/unroll-loops.wasm")).unwrap();
-    let dir = scratch("runner-unroll");
-    let raw = dir.join("raw.wasm");
-    std::fs::write(&raw, &source).unwrap();
-    assert_eq!(wasi_runner_exit_code(&raw), 86);
+    let (source, dir) = fixture_module("unroll-loops", 86);
     for factor in [2, 3, 8] {
         let unroll = wasm_ship::Unroll { factor, marked_factor: factor, max_body_bytes: 600, functions: &["loops"], callees: &[] };
         let (shipped, report) = wasm_ship::ship(&source, "unroll", unroll).unwrap();
@@ -114,11 +121,7 @@ fn unrolled_loops_compute_the_same() {
 /// (computed independently: 21) under Bacalhau's engine, and the rewrite happened.
 #[test]
 fn rewritten_loads_compute_the_same() {
-    let source = std::fs::read(repo().join("tests/data/wazero-addressing.wasm")).unwrap();
-    let dir = scratch("runner-addressing");
-    let raw = dir.join("raw.wasm");
-    std::fs::write(&raw, &source).unwrap();
-    assert_eq!(wasi_runner_exit_code(&raw), 21);
+    let (source, dir) = fixture_module("wazero-addressing", 21);
     let (shipped, report) = wasm_ship::ship(&source, "addressing", wasm_ship::sd_wasm_unroll()).unwrap();
     // Three loads of the marked function's body rewritten (the fourth adds a negative
     // constant and stays), before its loop is copied.
