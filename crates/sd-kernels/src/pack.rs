@@ -1,6 +1,7 @@
 //! fp16 weights widened straight into a GEMM kernel's packed panel layout (tract-linalg's
 //! `PackedFormat`): one pass over the fp16 weight instead of a Cast to an f32 copy and a
-//! second pass packing that copy.
+//! second pass packing that copy. And f32 activations whose mn axis is contiguous packed with
+//! four k rows per loop pass ([`pack_f32_mn_major`]).
 //!
 //! Layout (as tract-linalg's `PackedFormat::pack_t` writes it): panels of `r` consecutive
 //! mn-indices, `panel_len` elements apart; inside a panel, element (k, x) at `k * r + x`.
@@ -44,6 +45,57 @@ pub fn pack_f16(src: &[u16], k: usize, mn: usize, k_stride: usize, mn_stride: us
             }
         }
         panel[k * r..].fill(0.0);
+    }
+}
+
+/// Packs a `k × mn` f32 matrix whose mn axis is contiguous (element (kk, x) at
+/// `src[kk * k_stride + x]`) into `ceil(mn / r)` panels of `panel_len >= k * r` elements, the
+/// same layout and bytes as tract-linalg's `PackedFormat` packing (its `pack_mn_major`), the
+/// padding zeroed. tract's loop copies one panel row per pass over the panels: under an engine
+/// that checks for exit at every loop header (wazero, Bacalhau's engine) each 32-byte copy paid
+/// a check. Here each panel's rows are copied four per pass.
+pub fn pack_f32_mn_major(src: &[f32], k: usize, mn: usize, k_stride: usize, r: usize, panel_len: usize, dst: &mut [f32]) {
+    let panels = mn.div_ceil(r);
+    assert!(panel_len >= k * r && dst.len() >= panels * panel_len);
+    if k > 0 && mn > 0 {
+        assert!((k - 1) * k_stride + mn <= src.len());
+    }
+    for (p, panel) in dst[..panels * panel_len].chunks_exact_mut(panel_len).enumerate() {
+        let rows = r.min(mn - p * r);
+        let src = &src[p * r..];
+        // Full panels of the widths tract's f32 kernels use (B's r is the kernel's nr): copies
+        // of a constant size, inlined.
+        match (rows == r, r) {
+            (true, 4) => copy_rows::<4>(src, k, k_stride, panel),
+            (true, 6) => copy_rows::<6>(src, k, k_stride, panel),
+            (true, 8) => copy_rows::<8>(src, k, k_stride, panel),
+            (true, 12) => copy_rows::<12>(src, k, k_stride, panel),
+            (true, 16) => copy_rows::<16>(src, k, k_stride, panel),
+            _ => {
+                for kk in 0..k {
+                    panel[kk * r..kk * r + rows].copy_from_slice(&src[kk * k_stride..][..rows]);
+                    panel[kk * r + rows..kk * r + r].fill(0.0);
+                }
+            }
+        }
+        panel[k * r..].fill(0.0);
+    }
+}
+
+/// `panel[kk * R..][..R] = src[kk * k_stride..][..R]` for every kk < k, four per pass.
+#[inline(always)]
+fn copy_rows<const R: usize>(src: &[f32], k: usize, k_stride: usize, panel: &mut [f32]) {
+    let row = |panel: &mut [f32], kk: usize| panel[kk * R..kk * R + R].copy_from_slice(&src[kk * k_stride..][..R]);
+    let mut kk = 0;
+    while kk + 4 <= k {
+        row(panel, kk);
+        row(panel, kk + 1);
+        row(panel, kk + 2);
+        row(panel, kk + 3);
+        kk += 4;
+    }
+    for kk in kk..k {
+        row(panel, kk);
     }
 }
 
@@ -128,6 +180,31 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Against tract-linalg's own packing of the same matrix (its reference path).
+    #[test]
+    fn f32_mn_major_matches_tract() {
+        use tract_data::internal::*;
+        use tract_linalg::pack::PackedFormat;
+        for &(k, mn, r, extra) in &[(19usize, 8usize, 8usize, 0usize), (40, 20, 8, 3), (64, 16, 8, 0), (5, 13, 16, 1), (1, 1, 8, 0), (130, 27, 4, 2), (3, 24, 8, 5), (9, 36, 12, 1), (7, 12, 6, 0), (6, 40, 16, 2)] {
+            let k_stride = mn + extra;
+            let src: Vec<f32> = (0..k * k_stride).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let format = PackedFormat::new(DatumType::F32, r, 16);
+            let t = Tensor::from_shape(&[k, k_stride], &src).unwrap();
+            let (shape, strides) = ([k, mn], [k_stride as isize, 1]);
+            let view = unsafe { TensorView::from_bytes(&t, 0, &shape, &strides) };
+            let mut theirs = format.new_packed_buffer(k, mn).unwrap();
+            format.repack_tensor_view(&mut theirs, &view, 0, 1).unwrap();
+            let panel_len = format.single_panel_len(k);
+            let mut ours = vec![f32::NAN; mn.div_ceil(r) * panel_len];
+            pack_f32_mn_major(&src, k, mn, k_stride, r, panel_len, &mut ours);
+            let theirs: &[f32] = unsafe { std::slice::from_raw_parts(theirs.packed.as_bytes().as_ptr() as *const f32, ours.len()) };
+            for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+                // tract leaves the end padding as allocated (zeroed): compare every element.
+                assert_eq!(a.to_bits(), b.to_bits(), "k {k} mn {mn} r {r} stride {k_stride} at {i}");
+            }
+        }
     }
 
     #[test]

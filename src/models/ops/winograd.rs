@@ -249,10 +249,15 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
             let packed = &mut packed_v.iter_mut().find(|(c, _)| *c == cols).unwrap().1;
             {
                 let slots: Vec<Mutex<&mut EagerPackedInput>> = packed.iter_mut().map(Mutex::new).collect();
+                let v_plain = v.try_as_plain_ram()?;
+                let v_all = v_plain.as_slice::<f32>()?;
+                let panel_len = pack_b.single_panel_len(inputs);
                 threads::try_for_each_part(positions, |p| -> TractResult<()> {
-                    let (shape, strides) = ([inputs, cols], [(positions * cols) as isize, 1]);
-                    let view = unsafe { TensorView::from_bytes(&v, (p * cols * 4) as isize, &shape, &strides) };
-                    pack_b.repack_tensor_view(&mut slots[p].lock().unwrap_or_else(|e| e.into_inner()), &view, 0, 1)
+                    let mut slot = slots[p].lock().unwrap_or_else(|e| e.into_inner());
+                    let dst = super::blob_f32(Arc::get_mut(&mut slot.packed).context("packed buffer is shared")?);
+                    // Channel c's row of position p: v_all[c * positions * cols + p * cols..][..cols].
+                    sd_kernels::pack::pack_f32_mn_major(&v_all[p * cols..], inputs, cols, positions * cols, pack_b.r, panel_len, dst);
+                    Ok(())
                 })?;
             }
             let packed_v = &*packed;
