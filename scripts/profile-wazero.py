@@ -101,9 +101,9 @@ def exits_by_function(samples):
 
 
 def self_by_function(samples):
-    """Every sample for the function it was taken in: a wasm function by its name, the exit
-    machinery (the trampoline and the Go code it runs, by the wasm function that called it)
-    as one entry, anything else (Go's runtime, the kernel) by its symbol."""
+    """Every sample for the function it was taken in: a wasm function by its name, anything
+    else (Go's runtime, the kernel) by its symbol, except the exit machinery (the trampoline
+    and the Go code it runs, whichever wasm function called it), counted as one entry."""
     counts = collections.Counter()
     for frames in samples:
         if any(TRAMPOLINE in f for f in frames):

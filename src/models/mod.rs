@@ -59,7 +59,8 @@ pub struct InputSpec {
 
 impl OnnxGraph {
     /// Reads `rel` (and its external data) from the model dir and parses it, after checking
-    /// that its weights and `working(proto)` bytes of working memory can be allocated.
+    /// that its weights and `working(proto, external weight bytes)` bytes of working memory
+    /// can be allocated.
     pub fn load(files: &dyn ModelFiles, rel: &str, working: impl FnOnce(&pb::ModelProto, u64) -> u64) -> Result<Self> {
         Self::load_merged(files, rel, working, &Merge::default())
     }
@@ -285,15 +286,18 @@ fn read_proto(files: &dyn ModelFiles, rel: &str) -> Result<(pb::ModelProto, Vec<
         SdError::model(format!("{path} is not a valid ONNX file ({e}); it may be truncated: copy or export it again"))
     })?;
     drop(bytes);
-    let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-    let external = take_external_initializers(&mut proto, files, dir, &path)?;
+    let external = take_external_initializers(&mut proto, files, folder(rel), &path)?;
     Ok((proto, external, path))
+}
+
+/// The folder of `rel` in the model dir ("" at its top).
+fn folder(rel: &str) -> &str {
+    rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
 }
 
 /// The network's name in messages: its folder (`unet/model.onnx` → `unet`).
 fn network_name(rel: &str) -> &str {
-    let dir = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-    dir.rsplit('/').next().filter(|d| !d.is_empty()).unwrap_or(rel)
+    folder(rel).rsplit('/').next().filter(|d| !d.is_empty()).unwrap_or(rel)
 }
 
 /// Bytes loading and running a network needs: its weights, room for the f32 copy of its
