@@ -105,6 +105,14 @@ mod imp {
                 F32x4(i32x4_shuffle::<2, 3, 6, 7>(ab23, cd23)),
             ]
         }
+        /// Into the four floats at `p`.
+        ///
+        /// # Safety
+        /// `p..p + 4` must be valid for writes.
+        #[inline(always)]
+        pub unsafe fn store_to(self, p: *mut f32) {
+            unsafe { v128_store(p as *mut v128, self.0) }
+        }
         /// The even and the odd elements of `s[at..at + 8]`.
         #[inline(always)]
         pub fn deinterleave(s: &[f32], at: usize) -> (Self, Self) {
@@ -173,6 +181,14 @@ mod imp {
         #[inline(always)]
         pub fn transpose(m: [Self; 4]) -> [Self; 4] {
             std::array::from_fn(|l| F32x4(std::array::from_fn(|r| m[r].0[l])))
+        }
+        /// Into the four floats at `p`.
+        ///
+        /// # Safety
+        /// `p..p + 4` must be valid for writes.
+        #[inline(always)]
+        pub unsafe fn store_to(self, p: *mut f32) {
+            unsafe { std::ptr::copy_nonoverlapping(self.0.as_ptr(), p, 4) }
         }
         /// The even and the odd elements of `s[at..at + 8]`.
         #[inline(always)]

@@ -186,17 +186,40 @@ impl Variant for F4 {
 }
 
 /// U = G·g·Gᵀ of 3×3 kernels `g` (row-major): `V::POSITIONS` values row-major (the rest
-/// unused); lane by lane for [`F32x4`].
-#[inline(always)]
+/// unused); lane by lane for [`F32x4`]. The tests' reference for [`kernel_rows`].
+#[cfg(test)]
 fn kernel_tile<V: Variant, L: Lanes>(g: [L; 9]) -> [L; MAX_POSITIONS] {
+    let mut u = [L::splat(0.0); MAX_POSITIONS];
+    kernel_tile_each::<V, L>(g, |p, value| u[p] = value);
+    u
+}
+
+/// U = G·g·Gᵀ of 3×3 kernels `g` (row-major), each value handed to `put(position, value)` as
+/// soon as its row of U is computed, so that the caller stores it straight to its plane: no
+/// round trip through a local array (36 stores and loads per four kernels for F4).
+#[inline(always)]
+fn kernel_tile_each<V: Variant, L: Lanes>(g: [L; 9], mut put: impl FnMut(usize, L)) {
     // G over the kernel's rows (column by column), then over the columns (row by row).
     let columns: [[L; MAX_T]; 3] = std::array::from_fn(|c| V::kernel([g[c], g[3 + c], g[6 + c]]));
-    let mut u = [L::splat(0.0); MAX_POSITIONS];
     for r in 0..V::T {
         let row = V::kernel([columns[0][r], columns[1][r], columns[2][r]]);
-        u[V::T * r..][..V::T].copy_from_slice(&row[..V::T]);
+        for (c, &value) in row[..V::T].iter().enumerate() {
+            put(V::T * r + c, value);
+        }
     }
-    u
+}
+
+/// U of four kernels (`g`: their nine values interleaved, kernel l's k-th at 4k + l) stored as
+/// four lanes at `planes[p] + at` for each position p. Not inlined: in its caller's loop the
+/// plane pointers would be live across the loop header, where wazero (Bacalhau's engine) calls
+/// its exit check and spills every live value around the call; here they are loaded as used.
+///
+/// # Safety
+/// `planes[p] + at .. + 4` must be valid for writes for every position p of `V`.
+#[inline(never)]
+unsafe fn kernel_four<V: Variant>(g: &[f32; 36], planes: &[*mut f32; MAX_POSITIONS], at: usize) {
+    let g = std::array::from_fn(|k| F32x4::load(g, 4 * k));
+    kernel_tile_each::<V, F32x4>(g, |p, value| unsafe { value.store_to(planes[p].add(at)) });
 }
 
 /// tract-linalg's packed layout of a GEMM operand: panels of `r` rows (of m, or n), each
@@ -235,6 +258,9 @@ fn kernel_rows<V: Variant, W>(w: &[W], rows: usize, inputs: usize, panels: Panel
     assert!(u.iter().all(|u| u.len() >= rows.div_ceil(r) * panel_len));
     let row_len = inputs * 9;
     assert!(w.len() >= rows * row_len);
+    // The planes' starts, so that each store below is one instruction and not a bounds check per
+    // plane: every offset written is below (panel + 1)·panel_len, in bounds by the asserts above.
+    let planes: [*mut f32; MAX_POSITIONS] = std::array::from_fn(|p| u.get_mut(p).map_or(std::ptr::null_mut(), |s| s.as_mut_ptr()));
     let mut widened = vec![0f32; r.min(rows) * row_len];
     let mut interleaved = vec![0f32; (r / 4).max(1) * 4 * row_len];
     for panel in 0..rows.div_ceil(r) {
@@ -255,18 +281,17 @@ fn kernel_rows<V: Variant, W>(w: &[W], rows: usize, inputs: usize, panels: Panel
         }
         for i in 0..inputs {
             for (group, interleaved) in interleaved.chunks_exact(4 * row_len).take(groups).enumerate() {
-                let g = std::array::from_fn(|k| F32x4::load(interleaved, 4 * (i * 9 + k)));
-                for (plane, value) in u.iter_mut().zip(kernel_tile::<V, _>(g)) {
-                    value.store(plane, base + i * r + 4 * group);
-                }
+                let g: &[f32; 36] = interleaved[36 * i..][..36].try_into().unwrap();
+                // SAFETY: the last float written, base + i·r + 4·group + 3, is at most
+                // base + inputs·r − 1 < (panel + 1)·panel_len ≤ a plane's length.
+                unsafe { kernel_four::<V>(g, &planes, base + i * r + 4 * group) }
             }
         }
         for j in 4 * groups..in_panel {
             for i in 0..inputs {
-                let t = kernel_tile::<V, f32>(w[j * row_len + i * 9..][..9].try_into().unwrap());
-                for (plane, value) in u.iter_mut().zip(t) {
-                    plane[base + i * r + j] = value;
-                }
+                let g = w[j * row_len + i * 9..][..9].try_into().unwrap();
+                // SAFETY: as above (i·r + j < inputs·r ≤ panel_len).
+                kernel_tile_each::<V, f32>(g, |p, value| unsafe { *planes[p].add(base + i * r + j) = value });
             }
         }
     }
