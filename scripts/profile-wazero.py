@@ -3,6 +3,8 @@
 
     python3 scripts/profile-wazero.py                  # print the table
     python3 scripts/profile-wazero.py --write          # and rewrite tools/wasm-ship/src/hot-loops.txt
+    python3 scripts/profile-wazero.py --write --merge --latent 32
+                                                       # add what a larger latent makes hot
     python3 scripts/profile-wazero.py --self --as-shipped --networks unet --latent 8
                                                        # where the load's time goes, as shipped
 
@@ -124,6 +126,9 @@ def main():
     p.add_argument("--latent", type=int, default=16, help="latent side for the UNet and the decoder (default 16)")
     p.add_argument("--min-share", type=float, default=0.5, help="percent of a network's exits (default 0.5)")
     p.add_argument("--write", action="store_true", help=f"rewrite {os.path.relpath(HOT_LOOPS, ROOT)}")
+    p.add_argument("--merge", action="store_true",
+                   help="with --write: keep the functions already listed (each at its larger share), so profiles "
+                        "at several latents add up: a larger latent shrinks the load's share of the exits")
     p.add_argument("--self", action="store_true",
                    help="print where all the samples are (each function's own time) instead of the exits")
     p.add_argument("--as-shipped", action="store_true",
@@ -137,6 +142,7 @@ def main():
         runner, module = os.path.join(work, "wasi-runner-perfmap"), os.path.join(work, "sd-named.wasm")
         build_runner(runner)
         ship_named(module, args.as_shipped)
+        module_bytes = open(module, "rb").read()
         hot = {}
         for network in args.networks:
             samples = record(runner, module, args.models, network, args.latent, args.runs, work)
@@ -155,6 +161,14 @@ def main():
                 print(f"{share:6.1f} %  {name}")
                 hot[name] = max(hot.get(name, 0), share)
     if args.write:
+        if args.merge:
+            # Names the profiled module no longer has (code moved or renamed) are dropped:
+            # wasm-ship matches them as substrings of the module's function names.
+            for line in open(HOT_LOOPS):
+                if not line.startswith("#") and len(line.split()) == 2:
+                    share, name = line.split()
+                    if name.encode() in module_bytes:
+                        hot[name] = max(hot.get(name, 0), float(share))
         with open(HOT_LOOPS, "w") as f:
             f.write("# Functions whose innermost loops tools/wasm-ship unrolls: written by\n"
                     "# scripts/profile-wazero.py --write (largest share of one network's exits under\n"
