@@ -108,7 +108,7 @@ fn bench(network: BenchNetwork, models: &std::path::Path, latent: usize, runs: u
     let b = bench_network(&files, network, latent, runs, &mut hooks)?;
     let line = serde_json::json!({
         "network": b.network.name(), "latent": b.latent, "load_s": b.load_seconds, "warmup_s": b.warmup_seconds, "runs_s": b.run_seconds, "threads": threads,
-        "peak_memory_bytes": crate::models::memory::peak_bytes(),
+        "peak_memory_bytes": crate::models::memory::peak_bytes(), "weights_per_run": b.weights_per_run,
     });
     println!("{line}");
     Ok(())

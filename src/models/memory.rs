@@ -120,7 +120,7 @@ pub fn ensure(what: &str, needed: u64) -> Result<()> {
 
 /// Memory the system can still give a native process (Linux: MemAvailable + SwapFree); `None` in
 /// wasm, whose linear memory the probe measures exactly, and where the system does not say.
-fn free_system_memory() -> Option<u64> {
+pub(crate) fn free_system_memory() -> Option<u64> {
     if !cfg!(target_os = "linux") {
         return None;
     }

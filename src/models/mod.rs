@@ -9,6 +9,7 @@ pub mod lora;
 pub mod memory;
 pub mod ops;
 pub mod profile;
+pub mod resident;
 pub mod tensor_file;
 pub mod text_encoder;
 pub mod threads;
@@ -27,10 +28,18 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
-/// An optimized network and the fp16 weights it is fed on every run (see [`OnnxGraph`]).
+/// An optimized network and the fp16 weights it is fed on every run (see [`OnnxGraph`]; none
+/// where they were folded at load, [`resident`]).
 pub struct Plan {
     plan: std::sync::Arc<TypedSimplePlan>,
     weights: Vec<TValue>,
+}
+
+impl Plan {
+    /// How many weights are fed (and widened) on every run.
+    pub fn weights_per_run(&self) -> usize {
+        self.weights.len()
+    }
 }
 
 /// A parsed (not yet optimized) ONNX network and where it came from, for messages.
@@ -45,6 +54,8 @@ pub struct OnnxGraph {
     pub model: InferenceModel,
     pub path: String,
     weights: Vec<TValue>,
+    /// Whether the weights' per-run handling is done once at load ([`resident`]).
+    fold_weights: bool,
 }
 
 /// What one input of a network looks like before we pin it.
@@ -86,7 +97,10 @@ impl OnnxGraph {
         for tensor in proto.graph.iter_mut().flat_map(|g| g.initializer.iter_mut()).filter(|t| merge.changes(&t.name)) {
             merge_into_proto(tensor, merge).map_err(|e| e.context(&path))?;
         }
-        memory::ensure(network_name(rel), memory_needed(&proto, &external, working))?;
+        let needed = memory_needed(&proto, &external, working);
+        memory::ensure(network_name(rel), needed)?;
+        let fp16_bytes = external.iter().filter(|t| t.datum_type == DatumType::F16).map(byte_len).sum();
+        let fold_weights = resident::fold_at_load(fp16_bytes, needed);
         let parsed = tract_onnx::onnx().parse(&proto, None).map_err(|e| {
             SdError::model(format!("{path} could not be read by tract: {}", chain(&e)))
         })?;
@@ -96,7 +110,7 @@ impl OnnxGraph {
         if !undefined.is_empty() {
             return Err(SdError::model(format!("{path} refers to undefined values {undefined:?}")));
         }
-        let mut graph = OnnxGraph { model: parsed.model, path, weights: Vec::new() };
+        let mut graph = OnnxGraph { model: parsed.model, path, weights: Vec::new(), fold_weights };
         graph.bind_external_initializers(external, files, merge)?;
         Ok(graph)
     }
@@ -183,14 +197,19 @@ impl OnnxGraph {
         ops::substitute_decluttered(&mut decluttered).map_err(|e| SdError::runtime(format!("{path}: {}", chain(&e))))?;
         let mut optimized = decluttered.into_optimized().map_err(optimizing)?;
         ops::substitute(&mut optimized).map_err(|e| SdError::runtime(format!("{path}: {}", chain(&e))))?;
+        let weights = if self.fold_weights && !self.weights.is_empty() {
+            resident::fold_weights(&mut optimized, self.weights, &path)?.1
+        } else {
+            self.weights
+        };
         // With weights as inputs, tract's memory-minded ordering counts live values, not
         // bytes, and runs many Casts early: every f32 weight copy alive at once (3.4 GB on
         // SD 1.5). Its plain depth-first order casts each weight right before its one use.
-        let options = RunOptions { skip_order_opt_ram: !self.weights.is_empty(), ..Default::default() };
+        let options = RunOptions { skip_order_opt_ram: !weights.is_empty(), ..Default::default() };
         let plan = optimized
             .into_runnable_with_options(&options)
             .map_err(|e| SdError::runtime(format!("{path}: preparing to run failed: {}", chain(&e))))?;
-        Ok(Plan { plan, weights: self.weights })
+        Ok(Plan { plan, weights })
     }
 
     /// Reads each external initializer into the tensor that keeps it. fp16 ones stay inputs

@@ -19,6 +19,11 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
+    /// The optimized network.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
     /// `seq_len` is the tokenizer's padded length (77 for CLIP); `clip_skip` 1 is the last
     /// layer; `loras`: the LoRAs merged into its weights ([`super::lora::plan`]).
     pub fn load(files: &dyn ModelFiles, seq_len: usize, clip_skip: usize, loras: &Merge) -> Result<Self> {

@@ -21,6 +21,11 @@ pub struct Unet {
 }
 
 impl Unet {
+    /// The optimized network.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
     /// Checks that the UNet at `latent` can have its memory (weights and a run's working
     /// memory), without loading it: the job's largest network, asked for before the first one
     /// loads.

@@ -13,6 +13,11 @@ pub struct VaeDecoder {
 }
 
 impl VaeDecoder {
+    /// The optimized network.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
     /// `dir`: `vae_decoder` or `vae_decoder_taesd` (same interface: latents in, [-1, 1] out).
     /// `scale`: the VAE scale factor (output side / latent side), for the memory check.
     pub fn load(files: &dyn ModelFiles, dir: &str, latent: [usize; 4], scale: u32) -> Result<Self> {

@@ -46,6 +46,8 @@ pub struct NetworkBench {
     /// uses (page faults) and any lazy setup, as the peers' warm-up runs do in scripts/bench.py.
     pub warmup_seconds: f64,
     pub run_seconds: Vec<f64>,
+    /// Weights fed and widened on every run: 0 where they were packed once at load.
+    pub weights_per_run: usize,
 }
 
 /// Loads `network` for an `latent`×`latent` latent (the text encoder: 77 tokens) and runs it
@@ -61,7 +63,7 @@ pub fn bench_network(
     let mut rng = TorchRng::new(0);
     // The ids of one prompt chunk, as the pipeline's text encoder and UNet take them.
     let text_len = crate::prompt::CHUNK_TOKENS + 2;
-    let (run, load_seconds): (Box<dyn Fn() -> Result<()>>, f64) = match network {
+    let (run, load_seconds, weights_per_run): (Box<dyn Fn() -> Result<()>>, f64, usize) = match network {
         BenchNetwork::Unet => {
             let latent_shape = [1, dir.unet_config_usize("in_channels", 4), latent, latent];
             let text_shape = [1, text_len, dir.unet_config_usize("cross_attention_dim", 768)];
@@ -72,7 +74,8 @@ pub fn bench_network(
             let (sample, hidden) = (rng.randn(&latent_shape), rng.randn(&text_shape));
             // An LCM UNet at guidance 1, as LCM-LoRA runs.
             let guidance = guidance_dim.map(|dim| guidance_embedding(1.0, dim, 1));
-            (Box::new(move || unet.predict(&sample, 500.0, &hidden, guidance.as_ref()).map(drop)), seconds)
+            let per_run = unet.plan().weights_per_run();
+            (Box::new(move || unet.predict(&sample, 500.0, &hidden, guidance.as_ref()).map(drop)), seconds, per_run)
         }
         BenchNetwork::VaeDecoder | BenchNetwork::TaesdDecoder => {
             let folder = if network == BenchNetwork::VaeDecoder { VaeChoice::Full } else { VaeChoice::Taesd }.dir();
@@ -82,7 +85,8 @@ pub fn bench_network(
             let shape = [1, dir.vae_config_usize("latent_channels", 4), latent, latent];
             let (vae, seconds) = load_network(hooks, "VAE decoder", || VaeDecoder::load(files, folder, shape, scale))?;
             let latents = rng.randn(&shape);
-            (Box::new(move || vae.decode(&latents).map(drop)), seconds)
+            let per_run = vae.plan().weights_per_run();
+            (Box::new(move || vae.decode(&latents).map(drop)), seconds, per_run)
         }
         BenchNetwork::TextEncoder => {
             let (encoder, seconds) =
@@ -90,7 +94,8 @@ pub fn bench_network(
             // Start, a few words, then end tokens as padding (CLIP's ids).
             let mut ids = vec![49406, 320, 1125, 539, 320, 2103];
             ids.resize(text_len, 49407);
-            (Box::new(move || encoder.encode(&ids).map(drop)), seconds)
+            let per_run = encoder.plan().weights_per_run();
+            (Box::new(move || encoder.encode(&ids).map(drop)), seconds, per_run)
         }
     };
     // Step 1 is the warm-up.
@@ -103,5 +108,5 @@ pub fn bench_network(
         hooks.event(&Event::Step { index: index + 1, total: runs + 1, seconds, elapsed: seconds_each.iter().sum() });
     }
     let warmup_seconds = seconds_each.remove(0);
-    Ok(NetworkBench { network, latent, load_seconds, warmup_seconds, run_seconds: seconds_each })
+    Ok(NetworkBench { network, latent, load_seconds, warmup_seconds, run_seconds: seconds_each, weights_per_run })
 }

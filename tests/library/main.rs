@@ -13,6 +13,7 @@ mod lora;
 mod native_pipeline;
 mod outputs;
 mod prompts;
+mod resident;
 mod rng;
 mod schedulers;
 mod threads;
