@@ -244,8 +244,21 @@ pub fn kernel_rows_f32(algorithm: Algorithm, w: &[f32], rows: usize, inputs: usi
 /// [`kernel_rows_f32`] of fp16 weights (their bits), widened a panel at a time.
 #[inline(never)]
 pub fn kernel_rows_f16(algorithm: Algorithm, w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+    #[inline(always)]
     fn run<V: Variant>(w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
         kernel_rows::<V, _>(w, rows, inputs, panels, u, crate::cast::f16_to_f32)
+    }
+    /// The same code compiled for AVX-512 (wider widening and shuffles natively; the same
+    /// operations per value, so the same bits).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(algorithm: Algorithm, w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+        with_variant!(algorithm, run(w, rows, inputs, panels, u))
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { run_avx512(algorithm, w, rows, inputs, panels, u) };
     }
     with_variant!(algorithm, run(w, rows, inputs, panels, u))
 }
