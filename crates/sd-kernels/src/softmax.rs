@@ -93,6 +93,7 @@ pub fn exp_sub_sum(x: &mut [f32], shift: f32) -> f32 {
 }
 
 /// x[i] = exp(x[i] - shift), element by element (vectorized by LLVM at the target's width).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 fn exp_sub(x: &mut [f32], shift: f32) {
     for v in x.iter_mut() {
