@@ -31,8 +31,8 @@ pub fn fold_at_load(fp16_bytes: u64, needed: u64) -> bool {
 
 /// Folds the weight-only part of `model`, whose last `weights.len()` inputs are fed `weights`
 /// on every run, into constants; afterwards the model has no weight inputs. Returns how many
-/// nodes were folded. An op that cannot be evaluated out of a plan leaves the model as it was,
-/// and its weights are returned to be fed per run as before.
+/// nodes it evaluated and the weights still to be fed per run: none, unless an op could not be
+/// evaluated out of a plan, which leaves the model as it was and returns all of them.
 pub fn fold_weights(model: &mut TypedModel, weights: Vec<TValue>, path: &str) -> Result<(usize, Vec<TValue>)> {
     let fail = |e: TractError| SdError::runtime(format!("{path}: folding the weights at load failed: {}", chain(&e)));
     let own = model.inputs.len() - weights.len();
