@@ -198,7 +198,7 @@ impl OnnxGraph {
         let mut optimized = decluttered.into_optimized().map_err(optimizing)?;
         ops::substitute(&mut optimized).map_err(|e| SdError::runtime(format!("{path}: {}", chain(&e))))?;
         let weights = if self.fold_weights && !self.weights.is_empty() {
-            resident::fold_weights(&mut optimized, self.weights, &path)?.1
+            resident::fold_weights(&mut optimized, self.weights, &path)?
         } else {
             self.weights
         };

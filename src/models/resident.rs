@@ -30,10 +30,10 @@ pub fn fold_at_load(fp16_bytes: u64, needed: u64) -> bool {
 }
 
 /// Folds the weight-only part of `model`, whose last `weights.len()` inputs are fed `weights`
-/// on every run, into constants; afterwards the model has no weight inputs. Returns how many
-/// nodes it evaluated and the weights still to be fed per run: none, unless an op could not be
-/// evaluated out of a plan, which leaves the model as it was and returns all of them.
-pub fn fold_weights(model: &mut TypedModel, weights: Vec<TValue>, path: &str) -> Result<(usize, Vec<TValue>)> {
+/// on every run, into constants; afterwards the model has no weight inputs. Returns the weights
+/// still to be fed per run: none, unless an op could not be evaluated out of a plan, which
+/// leaves the model as it was and returns all of them.
+pub fn fold_weights(model: &mut TypedModel, weights: Vec<TValue>, path: &str) -> Result<Vec<TValue>> {
     let fail = |e: TractError| SdError::runtime(format!("{path}: folding the weights at load failed: {}", chain(&e)));
     let own = model.inputs.len() - weights.len();
     let weight_inputs: Vec<OutletId> = model.inputs[own..].to_vec();
@@ -73,8 +73,8 @@ pub fn fold_weights(model: &mut TypedModel, weights: Vec<TValue>, path: &str) ->
         }
     }
     let mut values: HashMap<OutletId, TValue> = weight_inputs.iter().copied().zip(weights.iter().cloned()).collect();
-    let mut evaluated = 0;
-    for &id in order.iter().filter(|id| folded.contains(id) && !weight_inputs.iter().any(|o| o.node == **id)) {
+    // The folded nodes other than the weight inputs themselves (sources: no inputs).
+    for &id in order.iter().filter(|id| folded.contains(id) && !model.node(**id).inputs.is_empty()) {
         let node = model.node(id);
         let mut inputs = TVec::new();
         for input in &node.inputs {
@@ -91,12 +91,11 @@ pub fn fold_weights(model: &mut TypedModel, weights: Vec<TValue>, path: &str) ->
         }
         let Some(outputs) = node.op.eval_out_of_plan(inputs).map_err(fail)? else {
             // Not expected of a cast or a packing: keep every weight per run.
-            return Ok((0, weights));
+            return Ok(weights);
         };
         for (slot, value) in outputs.into_iter().enumerate() {
             values.insert(OutletId::new(id, slot), value);
         }
-        evaluated += 1;
     }
 
     let mut patch = TypedModelPatch::default();
@@ -111,5 +110,5 @@ pub fn fold_weights(model: &mut TypedModel, weights: Vec<TValue>, path: &str) ->
     patch.apply(model).map_err(fail)?;
     model.inputs.retain(|o| !weight_inputs.contains(o));
     model.compact().map_err(fail)?;
-    Ok((evaluated, Vec::new()))
+    Ok(Vec::new())
 }
