@@ -190,7 +190,7 @@ impl Variant for F4 {
 #[cfg(test)]
 fn kernel_tile<V: Variant, L: Lanes>(g: [L; 9]) -> [L; MAX_POSITIONS] {
     let mut u = [L::splat(0.0); MAX_POSITIONS];
-    kernel_tile_each::<V, L>(g, |p, value| u[p] = value);
+    kernel_tile_each::<V, L>(|k| g[k], |p, value| u[p] = value);
     u
 }
 
@@ -198,9 +198,11 @@ fn kernel_tile<V: Variant, L: Lanes>(g: [L; 9]) -> [L; MAX_POSITIONS] {
 /// soon as its row of U is computed, so that the caller stores it straight to its plane: no
 /// round trip through a local array (36 stores and loads per four kernels for F4).
 #[inline(always)]
-fn kernel_tile_each<V: Variant, L: Lanes>(g: [L; 9], mut put: impl FnMut(usize, L)) {
-    // G over the kernel's rows (column by column), then over the columns (row by row).
-    let columns: [[L; MAX_T]; 3] = std::array::from_fn(|c| V::kernel([g[c], g[3 + c], g[6 + c]]));
+fn kernel_tile_each<V: Variant, L: Lanes>(g: impl Fn(usize) -> L, mut put: impl FnMut(usize, L)) {
+    // G over the kernel's rows (column by column), then over the columns (row by row); each
+    // kernel value loaded where it is used (`g(k)`), not gathered into an array first (a copy
+    // through the stack at sixteen lanes).
+    let columns = [V::kernel([g(0), g(3), g(6)]), V::kernel([g(1), g(4), g(7)]), V::kernel([g(2), g(5), g(8)])];
     for r in 0..V::T {
         let row = V::kernel([columns[0][r], columns[1][r], columns[2][r]]);
         for (c, &value) in row[..V::T].iter().enumerate() {
@@ -209,17 +211,25 @@ fn kernel_tile_each<V: Variant, L: Lanes>(g: [L; 9], mut put: impl FnMut(usize, 
     }
 }
 
-/// U of four kernels (`g`: their nine values interleaved, kernel l's k-th at 4k + l) stored as
-/// four lanes at `planes[p] + at` for each position p. Not inlined: in its caller's loop the
-/// plane pointers would be live across the loop header, where wazero (Bacalhau's engine) calls
-/// its exit check and spills every live value around the call; here they are loaded as used.
+/// U of `L::N` kernels (`g`: their nine values interleaved, kernel l's k-th at N·k + l) stored
+/// as N lanes at `planes[p] + at` for each position p.
 ///
 /// # Safety
-/// `planes[p] + at .. + 4` must be valid for writes for every position p of `V`.
+/// `planes[p] + at .. + L::N` must be valid for writes for every position p of `V`.
+#[inline(always)]
+unsafe fn kernel_group<V: Variant, L: Lanes>(g: &[f32], planes: &[*mut f32; MAX_POSITIONS], at: usize) {
+    kernel_tile_each::<V, L>(|k| L::load(g, L::N * k), |p, value| unsafe { value.store_to(planes[p].add(at)) });
+}
+
+/// [`kernel_group`] of four kernels. Not inlined: in its caller's loop the plane pointers
+/// would be live across the loop header, where wazero (Bacalhau's engine) calls its exit check
+/// and spills every live value around the call; here they are loaded as used.
+///
+/// # Safety
+/// As [`kernel_group`]'s.
 #[inline(never)]
-unsafe fn kernel_four<V: Variant>(g: &[f32; 36], planes: &[*mut f32; MAX_POSITIONS], at: usize) {
-    let g = std::array::from_fn(|k| F32x4::load(g, 4 * k));
-    kernel_tile_each::<V, F32x4>(g, |p, value| unsafe { value.store_to(planes[p].add(at)) });
+unsafe fn kernel_four<V: Variant>(g: &[f32], planes: &[*mut f32; MAX_POSITIONS], at: usize) {
+    unsafe { kernel_group::<V, F32x4>(g, planes, at) }
 }
 
 /// tract-linalg's packed layout of a GEMM operand: panels of `r` rows (of m, or n), each
@@ -236,7 +246,7 @@ pub struct Panels {
 #[inline(never)]
 pub fn kernel_rows_f32(algorithm: Algorithm, w: &[f32], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
     fn run<V: Variant>(w: &[f32], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
-        kernel_rows::<V, _>(w, rows, inputs, panels, u, |src, dst| dst.copy_from_slice(src))
+        kernel_rows::<V, _, 4>(w, rows, inputs, panels, u, |src, dst| dst.copy_from_slice(src), kernel_four::<V>)
     }
     with_variant!(algorithm, run(w, rows, inputs, panels, u))
 }
@@ -246,14 +256,23 @@ pub fn kernel_rows_f32(algorithm: Algorithm, w: &[f32], rows: usize, inputs: usi
 pub fn kernel_rows_f16(algorithm: Algorithm, w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
     #[inline(always)]
     fn run<V: Variant>(w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
-        kernel_rows::<V, _>(w, rows, inputs, panels, u, crate::cast::f16_to_f32)
+        kernel_rows::<V, _, 4>(w, rows, inputs, panels, u, crate::cast::f16_to_f32, kernel_four::<V>)
     }
-    /// The same code compiled for AVX-512 (wider widening and shuffles natively; the same
-    /// operations per value, so the same bits).
+    /// The same code compiled for AVX-512, sixteen output channels at a time where the panels
+    /// hold a multiple of sixteen rows (the AVX-512 GEMM tiles' 16 and 32): one 512-bit store
+    /// per position and input, the same operations per value, so the same bits.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn run_avx512(algorithm: Algorithm, w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
-        with_variant!(algorithm, run(w, rows, inputs, panels, u))
+        #[inline(always)]
+        fn run_wide<V: Variant>(w: &[u16], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
+            if panels.r % 16 == 0 {
+                kernel_rows::<V, _, 16>(w, rows, inputs, panels, u, crate::cast::f16_to_f32, kernel_group::<V, crate::lanes::F32x16>)
+            } else {
+                run::<V>(w, rows, inputs, panels, u)
+            }
+        }
+        with_variant!(algorithm, run_wide(w, rows, inputs, panels, u))
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
@@ -263,9 +282,18 @@ pub fn kernel_rows_f16(algorithm: Algorithm, w: &[u16], rows: usize, inputs: usi
     with_variant!(algorithm, run(w, rows, inputs, panels, u))
 }
 
-/// The kernel transform, panel by panel, each panel's weights first made f32 by `widen`.
+/// The kernel transform, panel by panel, each panel's weights first made f32 by `widen`, `N`
+/// output channels at a time by `group` ([`kernel_group`] of N lanes).
 #[inline(always)]
-fn kernel_rows<V: Variant, W>(w: &[W], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]], widen: impl Fn(&[W], &mut [f32])) {
+fn kernel_rows<V: Variant, W, const N: usize>(
+    w: &[W],
+    rows: usize,
+    inputs: usize,
+    panels: Panels,
+    u: &mut [&mut [f32]],
+    widen: impl Fn(&[W], &mut [f32]),
+    group: unsafe fn(&[f32], &[*mut f32; MAX_POSITIONS], usize),
+) {
     let Panels { r, panel_len } = panels;
     assert!(u.len() == V::POSITIONS && panel_len >= inputs * r);
     assert!(u.iter().all(|u| u.len() >= rows.div_ceil(r) * panel_len));
@@ -275,7 +303,7 @@ fn kernel_rows<V: Variant, W>(w: &[W], rows: usize, inputs: usize, panels: Panel
     // plane: every offset written is below (panel + 1)·panel_len, in bounds by the asserts above.
     let planes: [*mut f32; MAX_POSITIONS] = std::array::from_fn(|p| u.get_mut(p).map_or(std::ptr::null_mut(), |s| s.as_mut_ptr()));
     let mut widened = vec![0f32; r.min(rows) * row_len];
-    let mut interleaved = vec![0f32; (r / 4).max(1) * 4 * row_len];
+    let mut interleaved = vec![0f32; (r / N).max(1) * N * row_len];
     for panel in 0..rows.div_ceil(r) {
         let first = panel * r;
         let in_panel = r.min(rows - first);
@@ -283,28 +311,27 @@ fn kernel_rows<V: Variant, W>(w: &[W], rows: usize, inputs: usize, panels: Panel
         widen(&w[first * row_len..][..in_panel * row_len], panel_weights);
         let w = &*panel_weights;
         let base = panel * panel_len;
-        // Four output channels at a time: their values for one input are adjacent in each
-        // position's panel, so each of the results is one four-lane store; all the panel's
-        // groups of four per input, so each position's panel is written in order (whole cache
-        // lines, not halves revisited when the panel has 8 rows).
-        let groups = in_panel / 4;
-        for (group, interleaved) in interleaved.chunks_exact_mut(4 * row_len).take(groups).enumerate() {
-            let row = |l: usize| &w[(4 * group + l) * row_len..][..row_len];
-            crate::lanes::interleave_rows([row(0), row(1), row(2), row(3)], interleaved);
+        // N output channels at a time: their values for one input are adjacent in each
+        // position's panel, so each of the results is one N-lane store; all the panel's
+        // groups per input, so each position's panel is written in order (whole cache lines,
+        // not halves revisited when the panel has 8 rows).
+        let groups = in_panel / N;
+        for (group, interleaved) in interleaved.chunks_exact_mut(N * row_len).take(groups).enumerate() {
+            let rows: [&[f32]; N] = std::array::from_fn(|l| &w[(N * group + l) * row_len..][..row_len]);
+            crate::lanes::interleave_rows(&rows, interleaved);
         }
         for i in 0..inputs {
-            for (group, interleaved) in interleaved.chunks_exact(4 * row_len).take(groups).enumerate() {
-                let g: &[f32; 36] = interleaved[36 * i..][..36].try_into().unwrap();
-                // SAFETY: the last float written, base + i·r + 4·group + 3, is at most
+            for (g, interleaved) in interleaved.chunks_exact(N * row_len).take(groups).enumerate() {
+                // SAFETY: the last float written, base + i·r + N·g + N − 1, is at most
                 // base + inputs·r − 1 < (panel + 1)·panel_len ≤ a plane's length.
-                unsafe { kernel_four::<V>(g, &planes, base + i * r + 4 * group) }
+                unsafe { group(&interleaved[9 * N * i..][..9 * N], &planes, base + i * r + N * g) }
             }
         }
-        for j in 4 * groups..in_panel {
+        for j in N * groups..in_panel {
             for i in 0..inputs {
-                let g = w[j * row_len + i * 9..][..9].try_into().unwrap();
+                let g = &w[j * row_len + i * 9..][..9];
                 // SAFETY: as above (i·r + j < inputs·r ≤ panel_len).
-                kernel_tile_each::<V, f32>(g, |p, value| unsafe { *planes[p].add(base + i * r + j) = value });
+                kernel_tile_each::<V, f32>(|k| g[k], |p, value| unsafe { *planes[p].add(base + i * r + j) = value });
             }
         }
     }
@@ -513,10 +540,12 @@ mod tests {
         one_channel::<F4>(1e-5);
     }
 
-    /// The four-lane kernel transform, fp16 and f32, against [`kernel_tile`] one kernel at a
-    /// time, for panels of 4 and 8 rows with a partial last panel and padded panels.
+    /// The kernel transform, fp16 and f32, four lanes and sixteen (called directly, as the
+    /// AVX-512 build runs it), against [`kernel_tile`] one kernel at a time, for panels of 4 to
+    /// 32 rows with a partial last panel and padded panels.
     fn kernel_rows_match<V: Variant>() {
-        for (rows, inputs, r, pad) in [(9usize, 3usize, 4usize, 0usize), (12, 5, 8, 3), (3, 2, 4, 1), (1, 1, 8, 0)] {
+        let cases = [(9usize, 3usize, 4usize, 0usize), (12, 5, 8, 3), (3, 2, 4, 1), (1, 1, 8, 0), (40, 3, 16, 0), (37, 2, 16, 5), (70, 2, 32, 0)];
+        for (rows, inputs, r, pad) in cases {
             let panels = Panels { r, panel_len: inputs * r + pad };
             // Finite fp16 values (exponents 5..25, both signs).
             let w16: Vec<u16> = (0..rows * inputs * 9).map(|i| ((i * 7 % 21) as u16 + 5) << 10 | (i * 37 % 1024) as u16 | ((i as u16 & 1) << 15)).collect();
@@ -531,18 +560,19 @@ mod tests {
                     }
                 }
             }
-            for fp16 in [false, true] {
+            for way in ["f32", "fp16", "fp16 sixteen lanes"] {
                 let mut got = vec![vec![f32::NAN; len]; V::POSITIONS];
                 let mut planes: Vec<&mut [f32]> = got.iter_mut().map(|p| p.as_mut_slice()).collect();
-                if fp16 {
-                    kernel_rows_f16(V::ALGORITHM, &w16, rows, inputs, panels, &mut planes);
-                } else {
-                    kernel_rows_f32(V::ALGORITHM, &w32, rows, inputs, panels, &mut planes);
+                match way {
+                    "f32" => kernel_rows_f32(V::ALGORITHM, &w32, rows, inputs, panels, &mut planes),
+                    "fp16" => kernel_rows_f16(V::ALGORITHM, &w16, rows, inputs, panels, &mut planes),
+                    _ if r % 16 == 0 => kernel_rows::<V, _, 16>(&w16, rows, inputs, panels, &mut planes, crate::cast::f16_to_f32, kernel_group::<V, crate::lanes::F32x16>),
+                    _ => continue,
                 }
                 for p in 0..V::POSITIONS {
                     // Bits, NaN where nothing is written (padding, rows past `rows`) included.
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&got[p]), bits(&want[p]), "F{}, rows {rows}, inputs {inputs}, r {r}, fp16 {fp16}, position {p}", V::M);
+                    assert_eq!(bits(&got[p]), bits(&want[p]), "F{}, rows {rows}, inputs {inputs}, r {r}, {way}, position {p}", V::M);
                 }
             }
         }

@@ -128,6 +128,11 @@ pub fn replace(model: &mut TypedModel, id: usize) -> TractResult<bool> {
 /// The convolution of `x` [N, C, H, W] by `w` [O, C, 3, 3] plus `bias` (one per output channel,
 /// or one for all), zero padding `pad` (top, left, bottom, right), stride 1.
 pub fn conv(x: &Tensor, w: &Tensor, bias: &Tensor, pad: [usize; 4]) -> TractResult<Tensor> {
+    conv_by(None, x, w, bias, pad)
+}
+
+/// [`conv`] by `algorithm`, or by [`algorithm_for`] the output plane when `None`.
+fn conv_by(algorithm: Option<Algorithm>, x: &Tensor, w: &Tensor, bias: &Tensor, pad: [usize; 4]) -> TractResult<Tensor> {
     let &[batch, inputs, height, width] = x.shape() else { bail!("convolution input of shape {:?}", x.shape()) };
     let &[outputs, kernel_inputs, 3, 3] = w.shape() else { bail!("3×3 kernel of shape {:?}", w.shape()) };
     ensure!(kernel_inputs == inputs, "kernel for {kernel_inputs} channels, input of {inputs}");
@@ -166,24 +171,34 @@ pub fn conv(x: &Tensor, w: &Tensor, bias: &Tensor, pad: [usize; 4]) -> TractResu
 
     let shape = Shape { batch, inputs, height, width, outputs, top, left, oh, ow };
     let y = out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.as_mut_ptr();
-    transformed(algorithm_for(oh, ow), x, &weights, &bias, &shape, SharedOut(y))?;
+    transformed(algorithm.unwrap_or_else(|| algorithm_for(oh, ow)), x, &weights, &bias, &shape, SharedOut(y))?;
     Ok(out)
 }
 
-/// F4 where the output plane is at least [`F4_FROM`] on each side, else F2.
+/// F4 where the output plane is at least [`f4_from`] on each side, else F2.
 fn algorithm_for(oh: usize, ow: usize) -> Algorithm {
-    if oh.min(ow) >= F4_FROM {
+    if oh.min(ow) >= f4_from() {
         Algorithm::F4
     } else {
         Algorithm::F2
     }
 }
 
-/// The smallest output side convolved by F4: its kernel transform writes 36 values per
-/// channel pair against F2's 16, repaid by its fewer products only where a plane has many tiles.
-/// Measured in sd.wasm (wasmtime, SD 1.5 UNet at a 32×32 latent, levels 32/16/8/4): F4 from 16
-/// 5.42 s, from 8 5.9 s, from 32 5.5 s, F2 only 5.72 s.
-pub const F4_FROM: usize = 16;
+/// The smallest output side convolved by F4: its kernel transform, paid per evaluation, writes
+/// 36 values per channel pair against F2's 16, repaid by its fewer products only where a plane
+/// has many tiles. Measured in sd.wasm (wasmtime, SD 1.5 UNet at a 32×32 latent, levels
+/// 32/16/8/4): F4 from 16 5.42 s, from 8 5.9 s, from 32 5.5 s, F2 only 5.72 s. Where tract's
+/// GEMM runs AVX-512 tiles (4× SIMD128's width), the transform weighs more against the
+/// products: 32 (native, 2026-12-03, best of 6: the UNet's 2560→1280 convolution at 16×16
+/// 0.12–0.14 s by F2 against 0.15–0.16 s by F4; at 32×32 F4 stays ahead, 0.034–0.041 s against
+/// 0.047–0.054 s).
+pub fn f4_from() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return 32;
+    }
+    16
+}
 
 /// A convolution's sizes: input [batch, inputs, height, width], the leading padding, output
 /// [batch, outputs, oh, ow].
@@ -412,10 +427,12 @@ mod tests {
         let xt = random(x, 1);
         let wt = random(&[outputs, x[1], 3, 3], 2);
         let bt = if bias_len == 0 { tensor0(0.5f32) } else { random(&[bias_len], 3) };
-        let ours = conv(&xt, &wt, &bt, pad).unwrap();
         let reference = tract_conv(&xt, &wt, &bt, pad);
-        let worst = difference(&ours, &reference);
-        assert!(worst < 1e-5, "{x:?} → {outputs} pad {pad:?}: relative difference {worst}");
+        for algorithm in [Algorithm::F2, Algorithm::F4] {
+            let ours = conv_by(Some(algorithm), &xt, &wt, &bt, pad).unwrap();
+            let worst = difference(&ours, &reference);
+            assert!(worst < 1e-5, "{algorithm:?}, {x:?} → {outputs} pad {pad:?}: relative difference {worst}");
+        }
     }
 
     #[test]
@@ -425,7 +442,8 @@ mod tests {
         check(&[1, 4, 6, 5], 70, [0, 2, 1, 0], 70); // uneven padding, blocks of outputs
         check(&[1, 3, 3, 3], 2, [0; 4], 2); // one output
         check(&[1, 130, 12, 10], 260, [1; 4], 260); // more than one block
-        // F4's planes (each side ≥ F4_FROM): cut-off tiles, a batch, blocks, uneven padding.
+        // Planes of more tiles (F4 by default where each side is at least f4_from()): cut-off
+        // tiles, a batch, blocks, uneven padding.
         check(&[2, 20, 19, 23], 12, [1; 4], 12);
         check(&[1, 130, 18, 17], 260, [1; 4], 260);
         check(&[1, 6, 17, 21], 9, [0, 2, 1, 0], 0);
@@ -438,9 +456,12 @@ mod tests {
         let half = random(&[36, 24, 3, 3], 9).cast_to::<f16>().unwrap().into_owned();
         let wide = half.cast_to::<f32>().unwrap().into_owned();
         let bt = random(&[36], 10);
-        let ours = conv(&xt, &half, &bt, [1; 4]).unwrap();
-        let worst = difference(&ours, &tract_conv(&xt, &wide, &bt, [1; 4]));
-        assert!(worst < 1e-5, "relative difference {worst}");
+        let reference = tract_conv(&xt, &wide, &bt, [1; 4]);
+        for algorithm in [Algorithm::F2, Algorithm::F4] {
+            let ours = conv_by(Some(algorithm), &xt, &half, &bt, [1; 4]).unwrap();
+            let worst = difference(&ours, &reference);
+            assert!(worst < 1e-5, "{algorithm:?}: relative difference {worst}");
+        }
     }
 
     /// A picture big enough for several chunks of tile rows, U kept across them.
@@ -457,13 +478,14 @@ mod tests {
     /// beyond the tolerance above.
     #[test]
     fn the_comparison_has_power() {
-        for (side, algorithm) in [(8, Algorithm::F2), (F4_FROM, Algorithm::F4)] {
-            assert_eq!(algorithm_for(side, side), algorithm);
+        assert_eq!((algorithm_for(8, 8), algorithm_for(f4_from(), f4_from())), (Algorithm::F2, Algorithm::F4));
+        for algorithm in [Algorithm::F2, Algorithm::F4] {
+            let side = 16;
             let (xt, wt, bt) = (random(&[1, 8, side, side], 1), random(&[8, 8, 3, 3], 2), random(&[8], 3));
             let reference = tract_conv(&xt, &wt, &bt, [1; 4]);
-            let shifted = conv(&xt, &wt, &bt, [1, 0, 1, 2]).unwrap();
+            let shifted = conv_by(Some(algorithm), &xt, &wt, &bt, [1, 0, 1, 2]).unwrap();
             assert!(difference(&shifted, &reference) > 0.05);
-            let other_bias = conv(&xt, &wt, &random(&[8], 4), [1; 4]).unwrap();
+            let other_bias = conv_by(Some(algorithm), &xt, &wt, &random(&[8], 4), [1; 4]).unwrap();
             assert!(difference(&other_bias, &reference) > 0.05);
         }
     }
@@ -476,10 +498,12 @@ mod tests {
         use crate::models::threads::pool;
         use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
         let (xt, wt, bt) = (random(&[2, 48, 20, 18], 5), random(&[200, 48, 3, 3], 6), random(&[200], 7));
-        let one = conv(&xt, &wt, &bt, [1; 4]).unwrap();
-        for n in [2, 3] {
-            let many = multithread_tract_scope(pool(n).unwrap(), || conv(&xt, &wt, &bt, [1; 4])).unwrap();
-            assert!(one == many, "{n} threads: different bits than 1");
+        for algorithm in [Algorithm::F2, Algorithm::F4] {
+            let one = conv_by(Some(algorithm), &xt, &wt, &bt, [1; 4]).unwrap();
+            for n in [2, 3] {
+                let many = multithread_tract_scope(pool(n).unwrap(), || conv_by(Some(algorithm), &xt, &wt, &bt, [1; 4])).unwrap();
+                assert!(one == many, "{algorithm:?}, {n} threads: different bits than 1");
+            }
         }
     }
 }
