@@ -1,6 +1,7 @@
-//! Row softmax pieces for attention: a vectorized `exp` (Cephes' expf polynomial, ~1 ulp on
-//! the range attention uses) and "subtract the row max, exponentiate in place, return the
-//! sum". SIMD128 on wasm32; the portable version computes the same formula lane by lane.
+//! Softmax pieces for attention: a vectorized `exp` (Cephes' expf polynomial, ~1 ulp on the
+//! range attention uses) and "subtract each row's max, exponentiate in place, sum" over a panel
+//! of rows in a GEMM operand's packed layout. SIMD128 on wasm32; the portable version computes
+//! the same formula lane by lane.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const C1: f32 = 0.693_359_4; // ln 2, high part (exact in a few bits)
@@ -46,82 +47,74 @@ fn two_to(n: f32) -> f32 {
     f32::from_bits((n + (127.0 + 8_388_608.0)).to_bits() << 23)
 }
 
-/// The largest element (NaNs ignored unless all are NaN; -inf for an empty slice).
-pub fn max(x: &[f32]) -> f32 {
+/// The most rows [`panel_softmax`] takes (tract's f32 GEMM tiles have at most 32).
+pub const MAX_ROWS: usize = 64;
+
+/// Softmax of a panel's rows, up to the division: `p` holds `r` rows stored column by column
+/// (row l's c-th value at `p[r·c + l]`: tract-linalg's packed layout of a GEMM's A operand, so
+/// the result is P·V's operand as it stands). Each row's max is subtracted and the result
+/// exponentiated in place; `inv[l]` gets 1 / row l's sum. Vectorized across the rows (the
+/// layout's contiguous axis); each row's values are summed in column order, so the bits are the
+/// same at any vector width.
+pub fn panel_softmax(p: &mut [f32], r: usize, inv: &mut [f32]) {
+    assert!(r > 0 && r <= MAX_ROWS && p.len() % r == 0 && inv.len() >= r);
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        unsafe { simd128::max(x) }
+    if r % 4 == 0 {
+        // SAFETY: whole groups of four rows, the columns in bounds (asserted above).
+        unsafe { simd128::panel_softmax(p, r, inv) };
+        return;
     }
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    {
-        let mut acc = [f32::NEG_INFINITY; 8];
-        let chunks = x.chunks_exact(8);
-        let tail = chunks.remainder();
-        for c in chunks {
-            for l in 0..8 {
-                acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
-            }
-        }
-        let mut m = f32::NEG_INFINITY;
-        for v in acc.iter().chain(tail) {
-            m = if *v > m { *v } else { m };
-        }
-        m
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        unsafe { panel_softmax_avx512(p, r, inv) };
+        return;
     }
+    panel_softmax_portable(p, r, inv)
 }
 
-/// x[i] = exp(x[i] - shift) in place; returns the sum of the new values.
-pub fn exp_sub_sum(x: &mut [f32], shift: f32) -> f32 {
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        unsafe { simd128::exp_sub_sum(x, shift) }
-    }
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    {
-        // Two passes: the exponentials as wide as the CPU goes (each element alone), then the
-        // sum in the vector version's order (four lanes, in k order each), so the bits match
-        // the wasm build's whatever the vector width.
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            unsafe { exp_sub_avx512(x, shift) };
-            return sum4(x);
-        }
-        exp_sub(x, shift);
-        sum4(x)
-    }
-}
-
-/// x[i] = exp(x[i] - shift), element by element (vectorized by LLVM at the target's width).
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-#[inline(always)]
-fn exp_sub(x: &mut [f32], shift: f32) {
-    for v in x.iter_mut() {
-        *v = exp(*v - shift);
-    }
-}
-
-/// [`exp_sub`] compiled for AVX-512: sixteen lanes natively where the CPU has them. The same
+/// [`panel_softmax_portable`] compiled for AVX-512: sixteen rows per instruction. The same
 /// operations per element (Rust does not fuse multiplies and adds), so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn exp_sub_avx512(x: &mut [f32], shift: f32) {
-    exp_sub(x, shift)
+unsafe fn panel_softmax_avx512(p: &mut [f32], r: usize, inv: &mut [f32]) {
+    panel_softmax_portable(p, r, inv)
 }
 
-/// The sum in four lanes, element i into lane i % 4 in order, then (0 + 2) + (1 + 3) + the
-/// tail: the SIMD128 version's order.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn sum4(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 4];
-    let chunks = x.chunks_exact(4);
-    let tail: f32 = chunks.remainder().iter().fold(0.0, |s, v| s + v);
-    for c in chunks {
-        for l in 0..4 {
-            acc[l] += c[l];
+/// [`panel_softmax`] element by element, the GEMM tiles' panel heights as constants so that
+/// each loop over a column's rows becomes straight vector code.
+#[inline(always)]
+fn panel_softmax_portable(p: &mut [f32], r: usize, inv: &mut [f32]) {
+    match r {
+        4 => panel_rows(p, 4, inv),
+        8 => panel_rows(p, 8, inv),
+        16 => panel_rows(p, 16, inv),
+        32 => panel_rows(p, 32, inv),
+        _ => panel_rows(p, r, inv),
+    }
+}
+
+#[inline(always)]
+fn panel_rows(p: &mut [f32], r: usize, inv: &mut [f32]) {
+    let mut max = [f32::NEG_INFINITY; MAX_ROWS];
+    let max = &mut max[..r];
+    for column in p.chunks_exact(r) {
+        for (m, &v) in max.iter_mut().zip(column) {
+            // NaN in v is skipped (as f32x4.pmax does).
+            *m = if v > *m { v } else { *m };
         }
     }
-    (acc[0] + acc[2]) + (acc[1] + acc[3]) + tail
+    let mut sum = [0f32; MAX_ROWS];
+    let sum = &mut sum[..r];
+    for column in p.chunks_exact_mut(r) {
+        for ((v, &m), s) in column.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
+            *v = exp(*v - m);
+            *s += *v;
+        }
+    }
+    for (i, &s) in inv.iter_mut().zip(sum.iter()) {
+        *i = 1.0 / s;
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -144,48 +137,27 @@ mod simd128 {
         f32x4_mul(p, e)
     }
 
-    pub unsafe fn max(x: &[f32]) -> f32 {
-        let n = x.len() / 8 * 8;
-        let p = x.as_ptr();
-        let (mut a, mut b) = (f32x4_splat(f32::NEG_INFINITY), f32x4_splat(f32::NEG_INFINITY));
-        let mut i = 0;
-        while i < n {
-            // pmax(a, v) = if a < v { v } else { a }: NaN in v is skipped.
-            a = f32x4_pmax(a, v128_load(p.add(i) as *const v128));
-            b = f32x4_pmax(b, v128_load(p.add(i + 4) as *const v128));
-            i += 8;
+    /// [`super::panel_softmax`] for `r` a multiple of four: each group of four rows down all
+    /// the columns (a row's lane sees the same operations in the same order as the portable
+    /// version).
+    pub unsafe fn panel_softmax(p: &mut [f32], r: usize, inv: &mut [f32]) {
+        let columns = p.len() / r;
+        let ptr = p.as_mut_ptr();
+        for g in (0..r).step_by(4) {
+            let mut m = f32x4_splat(f32::NEG_INFINITY);
+            for c in 0..columns {
+                // pmax(m, v) = if m < v { v } else { m }: NaN in v is skipped.
+                m = f32x4_pmax(m, v128_load(ptr.add(c * r + g) as *const v128));
+            }
+            let mut s = f32x4_splat(0.0);
+            for c in 0..columns {
+                let at = ptr.add(c * r + g) as *mut v128;
+                let e = exp4(f32x4_sub(v128_load(at), m));
+                v128_store(at, e);
+                s = f32x4_add(s, e);
+            }
+            v128_store(inv.as_mut_ptr().add(g) as *mut v128, f32x4_div(f32x4_splat(1.0), s));
         }
-        let a = f32x4_pmax(a, b);
-        let mut m = f32::NEG_INFINITY;
-        for v in [f32x4_extract_lane::<0>(a), f32x4_extract_lane::<1>(a), f32x4_extract_lane::<2>(a), f32x4_extract_lane::<3>(a)]
-            .iter()
-            .chain(&x[n..])
-        {
-            m = if *v > m { *v } else { m };
-        }
-        m
-    }
-
-    pub unsafe fn exp_sub_sum(x: &mut [f32], shift: f32) -> f32 {
-        let n = x.len() / 4 * 4;
-        let p = x.as_mut_ptr();
-        let s = f32x4_splat(shift);
-        let mut acc = f32x4_splat(0.0);
-        let mut i = 0;
-        while i < n {
-            let v = exp4(f32x4_sub(v128_load(p.add(i) as *const v128), s));
-            v128_store(p.add(i) as *mut v128, v);
-            acc = f32x4_add(acc, v);
-            i += 4;
-        }
-        let mut tail = 0.0;
-        for v in &mut x[n..] {
-            *v = exp(*v - shift);
-            tail += *v;
-        }
-        (f32x4_extract_lane::<0>(acc) + f32x4_extract_lane::<2>(acc))
-            + (f32x4_extract_lane::<1>(acc) + f32x4_extract_lane::<3>(acc))
-            + tail
     }
 }
 
@@ -226,20 +198,28 @@ mod tests {
         assert_eq!(round_small(-3.5), -4.0);
     }
 
+    /// Every panel height the GEMM tiles use (and an odd one), against each row computed alone:
+    /// the same bits, the sum in column order.
     #[test]
-    fn vector_versions_match_scalar() {
-        for len in [0usize, 1, 3, 4, 7, 8, 9, 31, 77, 256, 1001] {
-            let data: Vec<f32> = (0..len).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.037).collect();
-            let want_max = data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            assert_eq!(max(&data), want_max, "len {len}");
-            let mut got = data.clone();
-            let sum = exp_sub_sum(&mut got, want_max);
-            let mut want_sum = 0f64;
-            for (g, d) in got.iter().zip(&data) {
-                assert_eq!(g.to_bits(), exp(d - want_max).to_bits());
-                want_sum += *g as f64;
+    fn panel_softmax_matches_rows_one_at_a_time() {
+        for r in [4usize, 8, 12, 16, 32, 3] {
+            for columns in [1usize, 7, 77, 256] {
+                let data: Vec<f32> = (0..r * columns).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.037).collect();
+                let mut got = data.clone();
+                let mut inv = vec![f32::NAN; r];
+                panel_softmax(&mut got, r, &mut inv);
+                for l in 0..r {
+                    let row: Vec<f32> = (0..columns).map(|c| data[c * r + l]).collect();
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for (c, v) in row.iter().enumerate() {
+                        let e = exp(v - max);
+                        assert_eq!(got[c * r + l].to_bits(), e.to_bits(), "r {r}, {columns} columns, row {l}, column {c}");
+                        sum += e;
+                    }
+                    assert_eq!(inv[l].to_bits(), (1.0 / sum).to_bits(), "r {r}, {columns} columns, row {l}");
+                }
             }
-            assert!((sum as f64 - want_sum).abs() <= 1e-5 * want_sum.max(1.0), "len {len}: {sum} vs {want_sum}");
         }
     }
 }

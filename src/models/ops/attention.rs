@@ -113,86 +113,101 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
     }
     ensure!(sk > 0, "attention over zero keys");
     let block = BLOCK.min(sq);
-    let (mmm, packing, pack_a, pack_b) = super::f32_kernel(block, d, sk)?;
+    // Q·Kᵀ and P·V each on the kernel tract picks for its shape; P is written in P·V's packed
+    // A layout (panels of `r` rows, column-major within a panel).
+    let (qk, qk_packing, qk_a, qk_b) = super::f32_kernel(block, d, sk)?;
+    let (pv, pv_packing, pv_a, pv_b) = super::f32_kernel(block, sk, d)?;
+    let r = pv_a.r;
+    ensure!(r <= sd_kernels::softmax::MAX_ROWS, "a GEMM tile of {r} rows");
+    let panel_len = pv_a.single_panel_len(sk);
     let scale_t = tensor0(scale);
     let q_head = sq * d;
     let kv_head = sk * d;
     let (kv_shape, kv_strides) = ([sk, d], [d as isize, 1]);
+    let panel_strides = [1isize, r as isize];
     // Heads are independent: natively they are split over the `--threads` pool in contiguous
     // runs, each run with its own buffers, each head computed as on one thread (same bytes).
     let heads = b * hq;
     let parts = super::super::threads::current().clamp(1, heads);
     super::super::threads::try_for_each_part(parts, |part| -> TractResult<()> {
-        let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
-        let mut kbuf = pack_b.new_packed_buffer(d, sk)?; // Kᵀ: k = D, n = S_k
-        let mut vbuf = pack_b.new_packed_buffer(sk, d)?; // V: k = S_k, n = D
-        // Q and P buffers per block height: full blocks, and the last partial one.
-        let mut abufs: Vec<(usize, EagerPackedInput, EagerPackedInput)> = Vec::new();
-        let mut scores = unsafe { Tensor::uninitialized::<f32>(&[block, sk])? };
-        let mut inv = Tensor::zero::<f32>(&[block])?;
+        let mut qk_scratch: Box<dyn ScratchSpace> = unsafe { qk.allocate_scratch_space() };
+        let mut pv_scratch: Box<dyn ScratchSpace> = unsafe { pv.allocate_scratch_space() };
+        let mut kbuf = qk_b.new_packed_buffer(d, sk)?; // Kᵀ: k = D, n = S_k
+        let mut vbuf = pv_b.new_packed_buffer(sk, d)?; // V: k = S_k, n = D
+        // Q per panel height (full panels, and the last partial one); P per block height.
+        let mut qbufs: Vec<(usize, EagerPackedInput)> = Vec::new();
+        let mut pbufs: Vec<(usize, EagerPackedInput)> = Vec::new();
+        let mut inv = Tensor::zero::<f32>(&[block.next_multiple_of(r)])?;
         for head_index in part * heads / parts..(part + 1) * heads / parts {
             let (bi, h) = (head_index / hq, head_index % hq);
             let kvh = bi * hkv + h / group;
             unsafe {
                 let kview = TensorView::from_bytes(k, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
-                pack_b.repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
+                qk_b.repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
                 let vview = TensorView::from_bytes(v, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
-                pack_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
+                pv_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
             }
             let head = head_index * q_head;
             let mut i0 = 0;
             while i0 < sq {
                 let rows = block.min(sq - i0);
-                if !abufs.iter().any(|(r, _, _)| *r == rows) {
-                    abufs.push((rows, pack_a.new_packed_buffer(d, rows)?, pack_a.new_packed_buffer(sk, rows)?));
+                if !pbufs.iter().any(|(n, _)| *n == rows) {
+                    pbufs.push((rows, pv_a.new_packed_buffer(sk, rows)?));
                 }
-                let (_, qbuf, pbuf) = abufs.iter_mut().find(|(r, _, _)| *r == rows).unwrap();
-                let offset = ((head + i0 * d) * 4) as isize;
-                let (q_shape, q_strides) = ([rows, d], [d as isize, 1]);
-                let (s_shape, s_strides) = ([rows, sk], [sk as isize, 1]);
-                unsafe {
-                    let qview = TensorView::from_bytes(q, offset, &q_shape, &q_strides);
-                    pack_a.repack_tensor_view(qbuf, &qview, 1, 0)?;
-                    let sview = TensorView::from_bytes(&scores, 0, &s_shape, &s_strides);
-                    let store = mmm.c_view(Some(0), Some(1)).wrap(&sview);
-                    mmm.run_with_scratch_space(
-                        rows,
-                        sk,
-                        &mut *scratch,
-                        &[
-                            FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*qbuf), b: AsInputValue::Borrowed(&kbuf), packing },
-                            FusedSpec::BinScalar(&scale_t, BinOp::Mul),
-                            FusedSpec::Store(store),
-                        ],
-                    )?;
+                let pbuf = &mut pbufs.iter_mut().find(|(n, _)| *n == rows).unwrap().1;
+                let mut scores = take_plain(pbuf)?;
+                for first in (0..rows).step_by(r) {
+                    let height = r.min(rows - first);
+                    if !qbufs.iter().any(|(n, _)| *n == height) {
+                        qbufs.push((height, qk_a.new_packed_buffer(d, height)?));
+                    }
+                    let qbuf = &mut qbufs.iter_mut().find(|(n, _)| *n == height).unwrap().1;
+                    let (q_shape, q_strides) = ([height, d], [d as isize, 1]);
+                    unsafe {
+                        let qview = TensorView::from_bytes(q, ((head + (i0 + first) * d) * 4) as isize, &q_shape, &q_strides);
+                        qk_a.repack_tensor_view(qbuf, &qview, 1, 0)?;
+                        // This panel of P: row l's score c at r·c + l.
+                        let s_shape = [height, sk];
+                        let sview = TensorView::from_bytes(&scores, (first / r * panel_len * 4) as isize, &s_shape, &panel_strides);
+                        let store = qk.c_view(Some(0), Some(1)).wrap(&sview);
+                        qk.run_with_scratch_space(
+                            height,
+                            sk,
+                            &mut *qk_scratch,
+                            &[
+                                FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*qbuf), b: AsInputValue::Borrowed(&kbuf), packing: qk_packing },
+                                FusedSpec::BinScalar(&scale_t, BinOp::Mul),
+                                FusedSpec::Store(store),
+                            ],
+                        )?;
+                    }
                 }
                 {
                     let mut s = scores.try_as_plain_ram_mut()?;
                     let s = s.as_slice_mut::<f32>()?;
                     let mut inv = inv.try_as_plain_ram_mut()?;
                     let inv = inv.as_slice_mut::<f32>()?;
-                    for r in 0..rows {
-                        let row = &mut s[r * sk..(r + 1) * sk];
-                        let max = sd_kernels::softmax::max(row);
-                        let sum = sd_kernels::softmax::exp_sub_sum(row, max);
-                        inv[r] = 1.0 / sum;
+                    // Whole panels: rows past `rows` in the last one hold finite leftovers
+                    // (zeros, or an earlier block's probabilities) that P·V never stores.
+                    for (panel, inv) in s.chunks_exact_mut(panel_len).zip(inv.chunks_exact_mut(r)).take(rows.div_ceil(r)) {
+                        sd_kernels::softmax::panel_softmax(&mut panel[..r * sk], r, inv);
                     }
                 }
+                give_back(pbuf, scores)?;
+                let (q_shape, q_strides) = ([rows, d], [d as isize, 1]);
                 unsafe {
-                    let sview = TensorView::from_bytes(&scores, 0, &s_shape, &s_strides);
-                    pack_a.repack_tensor_view(pbuf, &sview, 1, 0)?;
                     // This head's rows of the output: no other part writes them.
-                    let oview = TensorView::from_bytes(&out, offset, &q_shape, &q_strides);
-                    let store = mmm.c_view(Some(0), Some(1)).wrap(&oview);
+                    let oview = TensorView::from_bytes(&out, ((head + i0 * d) * 4) as isize, &q_shape, &q_strides);
+                    let store = pv.c_view(Some(0), Some(1)).wrap(&oview);
                     let inv_shape = [rows];
                     let inv_strides = [1isize];
                     let inv_view = TensorView::from_bytes(&inv, 0, &inv_shape, &inv_strides);
-                    mmm.run_with_scratch_space(
+                    pv.run_with_scratch_space(
                         rows,
                         d,
-                        &mut *scratch,
+                        &mut *pv_scratch,
                         &[
-                            FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*pbuf), b: AsInputValue::Borrowed(&vbuf), packing },
+                            FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*pbuf), b: AsInputValue::Borrowed(&vbuf), packing: pv_packing },
                             FusedSpec::BinPerRow(inv_view, BinOp::Mul),
                             FusedSpec::Store(store),
                         ],
@@ -204,6 +219,19 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
         Ok(())
     })?;
     Ok(out)
+}
+
+/// A packed operand's bytes as a plain f32 tensor, moved out (no copy), for the products and
+/// the softmax to write in place; [`give_back`] returns them.
+fn take_plain(packed: &mut EagerPackedInput) -> TractResult<Tensor> {
+    let blob = Arc::try_unwrap(std::mem::take(&mut packed.packed)).map_err(|_| format_err!("packed buffer is shared"))?;
+    let len = blob.layout().size() / 4;
+    Tensor::from_storage(DatumType::F32, &[len], PlainStorage::from(blob)).into_plain_ram()
+}
+
+fn give_back(packed: &mut EagerPackedInput, t: Tensor) -> TractResult<()> {
+    packed.packed = Arc::new(t.into_blob()?);
+    Ok(())
 }
 
 #[cfg(test)]
