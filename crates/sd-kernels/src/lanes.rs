@@ -45,6 +45,47 @@ impl Lanes for f32 {
     }
 }
 
+/// The operations and [`Lanes`] of `$name([f32; $n])`, each a plain loop over the lanes (what
+/// LLVM turns into one vector instruction at the target's width).
+macro_rules! array_lanes {
+    (@op $name:ident, $n:literal, $trait:ident, $method:ident, $op:tt) => {
+        impl std::ops::$trait for $name {
+            type Output = Self;
+            #[inline(always)]
+            fn $method(mut self, o: Self) -> Self {
+                for l in 0..$n {
+                    self.0[l] = self.0[l] $op o.0[l];
+                }
+                self
+            }
+        }
+    };
+    ($name:ident, $n:literal) => {
+        array_lanes!(@op $name, $n, Add, add, +);
+        array_lanes!(@op $name, $n, Sub, sub, -);
+        array_lanes!(@op $name, $n, Mul, mul, *);
+        impl $crate::lanes::Lanes for $name {
+            const N: usize = $n;
+            #[inline(always)]
+            fn splat(x: f32) -> Self {
+                $name([x; $n])
+            }
+            #[inline(always)]
+            fn load(s: &[f32], at: usize) -> Self {
+                $name(s[at..at + $n].try_into().unwrap())
+            }
+            #[inline(always)]
+            fn store(self, s: &mut [f32], at: usize) {
+                s[at..at + $n].copy_from_slice(&self.0)
+            }
+            #[inline(always)]
+            unsafe fn store_to(self, p: *mut f32) {
+                unsafe { std::ptr::copy_nonoverlapping(self.0.as_ptr(), p, $n) }
+            }
+        }
+    };
+}
+
 /// Four floats.
 #[derive(Clone, Copy, Debug)]
 pub struct F32x4(Inner);
@@ -144,46 +185,7 @@ mod imp {
 mod imp {
     use super::F32x4;
 
-    impl std::ops::Add for F32x4 {
-        type Output = Self;
-        #[inline(always)]
-        fn add(self, o: Self) -> Self {
-            F32x4(std::array::from_fn(|l| self.0[l] + o.0[l]))
-        }
-    }
-    impl std::ops::Sub for F32x4 {
-        type Output = Self;
-        #[inline(always)]
-        fn sub(self, o: Self) -> Self {
-            F32x4(std::array::from_fn(|l| self.0[l] - o.0[l]))
-        }
-    }
-    impl std::ops::Mul for F32x4 {
-        type Output = Self;
-        #[inline(always)]
-        fn mul(self, o: Self) -> Self {
-            F32x4(std::array::from_fn(|l| self.0[l] * o.0[l]))
-        }
-    }
-    impl super::Lanes for F32x4 {
-        const N: usize = 4;
-        #[inline(always)]
-        fn splat(x: f32) -> Self {
-            F32x4([x; 4])
-        }
-        #[inline(always)]
-        fn load(s: &[f32], at: usize) -> Self {
-            F32x4(s[at..at + 4].try_into().unwrap())
-        }
-        #[inline(always)]
-        fn store(self, s: &mut [f32], at: usize) {
-            s[at..at + 4].copy_from_slice(&self.0)
-        }
-        #[inline(always)]
-        unsafe fn store_to(self, p: *mut f32) {
-            unsafe { std::ptr::copy_nonoverlapping(self.0.as_ptr(), p, 4) }
-        }
-    }
+    array_lanes!(F32x4, 4);
 
     impl F32x4 {
         /// The 4×4 matrix whose rows are `m` transposed: lane l of row r becomes lane r of row l.
@@ -215,55 +217,7 @@ mod imp {
 #[derive(Clone, Copy, Debug)]
 pub struct F32x16([f32; 16]);
 
-impl std::ops::Add for F32x16 {
-    type Output = Self;
-    #[inline(always)]
-    fn add(mut self, o: Self) -> Self {
-        for l in 0..16 {
-            self.0[l] = self.0[l] + o.0[l];
-        }
-        self
-    }
-}
-impl std::ops::Sub for F32x16 {
-    type Output = Self;
-    #[inline(always)]
-    fn sub(mut self, o: Self) -> Self {
-        for l in 0..16 {
-            self.0[l] = self.0[l] - o.0[l];
-        }
-        self
-    }
-}
-impl std::ops::Mul for F32x16 {
-    type Output = Self;
-    #[inline(always)]
-    fn mul(mut self, o: Self) -> Self {
-        for l in 0..16 {
-            self.0[l] = self.0[l] * o.0[l];
-        }
-        self
-    }
-}
-impl Lanes for F32x16 {
-    const N: usize = 16;
-    #[inline(always)]
-    fn splat(x: f32) -> Self {
-        F32x16([x; 16])
-    }
-    #[inline(always)]
-    fn load(s: &[f32], at: usize) -> Self {
-        F32x16(s[at..at + 16].try_into().unwrap())
-    }
-    #[inline(always)]
-    fn store(self, s: &mut [f32], at: usize) {
-        s[at..at + 16].copy_from_slice(&self.0)
-    }
-    #[inline(always)]
-    unsafe fn store_to(self, p: *mut f32) {
-        unsafe { std::ptr::copy_nonoverlapping(self.0.as_ptr(), p, 16) }
-    }
-}
+array_lanes!(F32x16, 16);
 
 /// Rows interleaved: `out[R·c + l]` = `rows[l][c]` for every column c of the R rows (all of one
 /// length, R a multiple of four), four columns of four rows at a time by 4×4 transposes.
