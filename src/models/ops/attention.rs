@@ -2,14 +2,16 @@
 //! its `FlashSdpaOp`) on tract-linalg's packed GEMM kernels instead of FlashSdpaOp's 32×32
 //! ndarray tiles.
 //!
-//! Per (batch, head): K and V are packed once into the kernel's B layout. Then per block of
-//! `BLOCK` query rows: Q·Kᵀ·scale with the kernel (scale fused into the tile) into a
-//! `BLOCK × S_k` score buffer, a row softmax (sd_kernels::softmax: vectorized max, exp, sum),
-//! the probabilities repacked as the kernel's A operand, P·V with the kernel and the 1/sum row
-//! scaling fused into its store, straight into the output. Exact softmax per row (every key
-//! of a row is in the block), so no online rescaling; memory is the block's scores, not the
-//! S_q × S_k matrix: flash attention's memory behaviour with GEMM-class kernels. Every buffer
-//! is allocated once per evaluation (natively: per thread) and reused across heads and blocks.
+//! Per (batch, head): K and V are packed once into the kernels' B layouts. Then per block of
+//! `BLOCK` query rows: Q·Kᵀ·scale with the kernel (scale fused into the tile), panel by panel
+//! of P·V's packed A operand (r rows each, stored column-major through the C store's strides),
+//! straight into that operand's buffer; the softmax across each panel's rows
+//! (sd_kernels::softmax::panel_softmax: vectorized max, exp, sum); P·V with the kernel and the
+//! 1/sum row scaling fused into its store, straight into the output. No repack of the
+//! probabilities. Exact softmax per row (every key of a row is in the block), so no online
+//! rescaling; memory is the block's scores, not the S_q × S_k matrix: flash attention's memory
+//! behaviour with GEMM-class kernels. Every buffer is allocated once per evaluation (natively:
+//! per thread) and reused across heads and blocks.
 //!
 //! Replaces FlashSdpaOp nodes without mask and without causal masking (what the SD UNets
 //! have); anything else keeps tract's op.
