@@ -115,10 +115,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
     }
     ensure!(sk > 0, "attention over zero keys");
     let block = BLOCK.min(sq);
-    // Q·Kᵀ and P·V each on the kernel tract picks for its shape; P is written in P·V's packed
-    // A layout (panels of `r` rows, column-major within a panel).
+    // Q·Kᵀ and P·V on one kernel, the one tract picks for Q·Kᵀ's shape; P is written in its
+    // packed A layout (panels of `r` rows, column-major within a panel). (A second pick for
+    // P·V's shape was faster natively but picked another kernel in the browser page's build than
+    // in sd.wasm's: 1/255 apart at full size.)
     let (qk, qk_packing, qk_a, qk_b) = super::f32_kernel(block, d, sk)?;
-    let (pv, pv_packing, pv_a, pv_b) = super::f32_kernel(block, sk, d)?;
+    let (pv, pv_packing, pv_a, pv_b) = (&qk, qk_packing, &qk_a, &qk_b);
     let r = pv_a.r;
     ensure!(r <= sd_kernels::softmax::MAX_ROWS, "a GEMM tile of {r} rows");
     let panel_len = pv_a.single_panel_len(sk);
