@@ -2,7 +2,7 @@
 //! its `FlashSdpaOp`) on tract-linalg's packed GEMM kernels instead of FlashSdpaOp's 32×32
 //! ndarray tiles.
 //!
-//! Per (batch, head): K and V are packed once into the kernels' B layouts. Then per block of
+//! Per (batch, head): K and V are packed once into the kernel's B layout. Then per block of
 //! `BLOCK` query rows: Q·Kᵀ·scale with the kernel (scale fused into the tile), panel by panel
 //! of P·V's packed A operand (r rows each, stored column-major through the C store's strides),
 //! straight into that operand's buffer; the softmax across each panel's rows
@@ -119,11 +119,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
     // packed A layout (panels of `r` rows, column-major within a panel). (A second pick for
     // P·V's shape was faster natively but picked another kernel in the browser page's build than
     // in sd.wasm's: 1/255 apart at full size.)
-    let (qk, qk_packing, qk_a, qk_b) = super::f32_kernel(block, d, sk)?;
-    let (pv, pv_packing, pv_a, pv_b) = (&qk, qk_packing, &qk_a, &qk_b);
-    let r = pv_a.r;
+    let (mmm, packing, pack_a, pack_b) = super::f32_kernel(block, d, sk)?;
+    let r = pack_a.r;
     ensure!(r <= sd_kernels::softmax::MAX_ROWS, "a GEMM tile of {r} rows");
-    let panel_len = pv_a.single_panel_len(sk);
+    let panel_len = pack_a.single_panel_len(sk);
     let scale_t = tensor0(scale);
     let q_head = sq * d;
     let kv_head = sk * d;
@@ -134,10 +133,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
     let heads = b * hq;
     let parts = super::super::threads::current().clamp(1, heads);
     super::super::threads::try_for_each_part(parts, |part| -> TractResult<()> {
-        let mut qk_scratch: Box<dyn ScratchSpace> = unsafe { qk.allocate_scratch_space() };
-        let mut pv_scratch: Box<dyn ScratchSpace> = unsafe { pv.allocate_scratch_space() };
-        let mut kbuf = qk_b.new_packed_buffer(d, sk)?; // Kᵀ: k = D, n = S_k
-        let mut vbuf = pv_b.new_packed_buffer(sk, d)?; // V: k = S_k, n = D
+        let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
+        let mut kbuf = pack_b.new_packed_buffer(d, sk)?; // Kᵀ: k = D, n = S_k
+        let mut vbuf = pack_b.new_packed_buffer(sk, d)?; // V: k = S_k, n = D
         // Q per panel height (full panels, and the last partial one); P per block height.
         let mut qbufs: Vec<(usize, EagerPackedInput)> = Vec::new();
         let mut pbufs: Vec<(usize, EagerPackedInput)> = Vec::new();
@@ -147,39 +145,39 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
             let kvh = bi * hkv + h / group;
             unsafe {
                 let kview = TensorView::from_bytes(k, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
-                qk_b.repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
+                pack_b.repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
                 let vview = TensorView::from_bytes(v, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
-                pv_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
+                pack_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
             }
             let head = head_index * q_head;
             let mut i0 = 0;
             while i0 < sq {
                 let rows = block.min(sq - i0);
                 if !pbufs.iter().any(|(n, _)| *n == rows) {
-                    pbufs.push((rows, pv_a.new_packed_buffer(sk, rows)?));
+                    pbufs.push((rows, pack_a.new_packed_buffer(sk, rows)?));
                 }
                 let pbuf = &mut pbufs.iter_mut().find(|(n, _)| *n == rows).unwrap().1;
                 let mut scores = take_plain(pbuf)?;
                 for first in (0..rows).step_by(r) {
                     let height = r.min(rows - first);
                     if !qbufs.iter().any(|(n, _)| *n == height) {
-                        qbufs.push((height, qk_a.new_packed_buffer(d, height)?));
+                        qbufs.push((height, pack_a.new_packed_buffer(d, height)?));
                     }
                     let qbuf = &mut qbufs.iter_mut().find(|(n, _)| *n == height).unwrap().1;
                     let (q_shape, q_strides) = ([height, d], [d as isize, 1]);
                     unsafe {
                         let qview = TensorView::from_bytes(q, ((head + (i0 + first) * d) * 4) as isize, &q_shape, &q_strides);
-                        qk_a.repack_tensor_view(qbuf, &qview, 1, 0)?;
+                        pack_a.repack_tensor_view(qbuf, &qview, 1, 0)?;
                         // This panel of P: row l's score c at r·c + l.
                         let s_shape = [height, sk];
                         let sview = TensorView::from_bytes(&scores, (first / r * panel_len * 4) as isize, &s_shape, &panel_strides);
-                        let store = qk.c_view(Some(0), Some(1)).wrap(&sview);
-                        qk.run_with_scratch_space(
+                        let store = mmm.c_view(Some(0), Some(1)).wrap(&sview);
+                        mmm.run_with_scratch_space(
                             height,
                             sk,
-                            &mut *qk_scratch,
+                            &mut *scratch,
                             &[
-                                FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*qbuf), b: AsInputValue::Borrowed(&kbuf), packing: qk_packing },
+                                FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*qbuf), b: AsInputValue::Borrowed(&kbuf), packing },
                                 FusedSpec::BinScalar(&scale_t, BinOp::Mul),
                                 FusedSpec::Store(store),
                             ],
@@ -202,16 +200,16 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
                 unsafe {
                     // This head's rows of the output: no other part writes them.
                     let oview = TensorView::from_bytes(&out, ((head + i0 * d) * 4) as isize, &q_shape, &q_strides);
-                    let store = pv.c_view(Some(0), Some(1)).wrap(&oview);
+                    let store = mmm.c_view(Some(0), Some(1)).wrap(&oview);
                     let inv_shape = [rows];
                     let inv_strides = [1isize];
                     let inv_view = TensorView::from_bytes(&inv, 0, &inv_shape, &inv_strides);
-                    pv.run_with_scratch_space(
+                    mmm.run_with_scratch_space(
                         rows,
                         d,
-                        &mut *pv_scratch,
+                        &mut *scratch,
                         &[
-                            FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*pbuf), b: AsInputValue::Borrowed(&vbuf), packing: pv_packing },
+                            FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*pbuf), b: AsInputValue::Borrowed(&vbuf), packing },
                             FusedSpec::BinPerRow(inv_view, BinOp::Mul),
                             FusedSpec::Store(store),
                         ],
