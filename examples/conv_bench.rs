@@ -18,8 +18,18 @@ fn main() {
     sd_wasm::models::threads::use_threads(threads).unwrap();
     println!("{threads} thread(s), best of {runs}, F4 from output side {}", f4_from());
     // (batch, inputs, outputs, side): the up path's widest at 16×16, the 1280-channel levels,
-    // a batch of two (guidance), the 640 and 320 levels.
-    let shapes = [(1usize, 2560usize, 1280usize, 16usize), (1, 1280, 1280, 16), (1, 1280, 1280, 8), (2, 1280, 1280, 16), (1, 640, 640, 32), (1, 320, 320, 64)];
+    // a batch of two (guidance), the 640 and 320 levels, the up path's first convolution at
+    // each of those two (skip connection concatenated).
+    let shapes = [
+        (1usize, 2560usize, 1280usize, 16usize),
+        (1, 1280, 1280, 16),
+        (1, 1280, 1280, 8),
+        (2, 1280, 1280, 16),
+        (1, 640, 640, 32),
+        (1, 1920, 640, 32),
+        (1, 320, 320, 64),
+        (1, 960, 320, 64),
+    ];
     for (batch, inputs, outputs, side) in shapes {
         let x = Tensor::from_shape(&[batch, inputs, side, side], &vec![0.5f32; batch * inputs * side * side]).unwrap();
         let w: Vec<f16> = (0..outputs * inputs * 9).map(|i| f16::from_f32(((i % 7) as f32 - 3.0) * 0.01)).collect();

@@ -1,10 +1,12 @@
 //! Native per-op profile of one network of a model dir (scripts/profile-ops.py drives it):
 //!
-//!     cargo run --release --example profile -- DIR [--network unet|vae] [--latent 32] [--runs 2] [--top 25]
+//!     cargo run --release --example profile -- DIR [--network unet|vae] [--latent 32] [--runs 2] [--top 25] [--threads 1]
 //!     cargo run --release --example profile -- DIR --compare all     # our ops vs tract's: output difference
 //!
 //! One warm-up evaluation (not profiled), then --runs profiled ones; prints the table of
 //! [`sd_wasm::models::profile::Profile::report`] and the unprofiled time of one evaluation.
+//! With `--threads N` each node's wall time is measured on the `--threads` pool: profiles at 1
+//! and N threads side by side show which ops do not scale.
 
 use sd_wasm::model_dir::{DirFiles, ModelDir};
 use sd_wasm::models::unet::guidance_embedding;
@@ -13,7 +15,7 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = args.first().expect("usage: profile DIR [--network unet|vae] [--latent N] [--runs N] [--top N]").clone();
+    let dir = args.first().expect("usage: profile DIR [--network unet|vae] [--latent N] [--runs N] [--top N] [--threads N]").clone();
     let opt = |name: &str, default: &str| -> String {
         args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
     };
@@ -21,6 +23,8 @@ fn main() {
     let latent: usize = opt("--latent", "32").parse().unwrap();
     let runs: usize = opt("--runs", "2").parse().unwrap();
     let top: usize = opt("--top", "25").parse().unwrap();
+    let threads: usize = opt("--threads", "1").parse().unwrap();
+    sd_wasm::models::threads::use_threads(threads).unwrap();
     if let Some(set) = args.iter().position(|a| a == "--compare").and_then(|i| args.get(i + 1)) {
         // One UNet evaluation with tract's ops and one with the set named: max |difference|.
         let files = DirFiles::open(&dir).unwrap();
@@ -78,7 +82,8 @@ fn main() {
         run();
     }
     let p = profile::take().unwrap();
-    println!("{network}, latent {latent}x{latent}, native ({}), one thread", std::env::consts::ARCH);
+    let on = if threads == 1 { "one thread".to_string() } else { format!("{threads} threads") };
+    println!("{network}, latent {latent}x{latent}, native ({}), {on}", std::env::consts::ARCH);
     println!("unprofiled evaluation (warm-up): {plain:.3} s");
     print!("{}", p.report(top));
 }

@@ -66,6 +66,7 @@ def main():
     p.add_argument("--vae", action="store_true", help="also the VAE decoder at a 64x64 latent (512x512)")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--wasm-perf", action="store_true", help="also perf-profile dist/sd.wasm's build")
+    p.add_argument("--threads", type=int, default=1, help="native threads (--threads of sd; default 1)")
     p.add_argument("--ops", help="SD_WASM_OPS for the run (tract, cast, attention, all)")
     args = p.parse_args()
     models = os.path.abspath(args.models)
@@ -80,7 +81,7 @@ def main():
     jobs = [("unet", latent) for latent in args.latents] + ([("vae", 64)] if args.vae else [])
     for network, latent in jobs:
         out = subprocess.run([exe, models, "--network", network, "--latent", str(latent), "--runs", str(args.runs),
-                              "--top", str(args.top)], env=env, capture_output=True, text=True)
+                              "--top", str(args.top), "--threads", str(args.threads)], env=env, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"profile: {network} at {latent} failed: {out.stderr.strip()[-2000:]}")
         print(out.stdout)

@@ -225,14 +225,12 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
     let chunks_per_image = tile_rows.div_ceil(chunk_rows);
     let max_cols = chunk_rows * across;
     let (mmm, packing, pack_a, pack_b) = f32_kernel(outputs.min(BLOCK), inputs, max_cols)?;
-    // Blocks of output channels, a multiple of the kernel's rows, every thread busy.
-    let threads = threads::current().max(1);
-    let block = outputs.div_ceil(threads).min(BLOCK).next_multiple_of(mmm.mr()).min(outputs);
-    let blocks = outputs.div_ceil(block);
-    let parts = threads.min(blocks);
+    // Blocks of output channels over the threads, each part's blocks at most BLOCK rows.
+    let blocks = Blocks::new(outputs, mmm.mr(), threads::current());
+    let (parts, block) = (blocks.parts(), blocks.largest());
     let keep_u = batch * chunks_per_image > 1 && positions * outputs * inputs * 4 <= U_BYTES;
     // Packed U per block, kept across chunks (keep_u), else per thread and refilled per block.
-    let kept_u: Vec<Mutex<Option<Vec<EagerPackedInput>>>> = (0..if keep_u { blocks } else { 0 }).map(|_| Mutex::new(None)).collect();
+    let kept_u: Vec<Mutex<Option<Vec<EagerPackedInput>>>> = (0..if keep_u { blocks.len() } else { 0 }).map(|_| Mutex::new(None)).collect();
     let panels = Panels { r: pack_a.r, panel_len: pack_a.single_panel_len(inputs) };
     let mut v = unsafe { Tensor::uninitialized::<f32>(&[inputs * positions * max_cols])? };
     let mut packed_v: Vec<(usize, Vec<EagerPackedInput>)> = Vec::new();
@@ -282,9 +280,8 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
                 let products = unsafe { Tensor::uninitialized::<f32>(&[positions * block * cols])? };
                 let mut own_u: Option<(usize, Vec<EagerPackedInput>)> = None;
                 let mut out_scratch = vec![0f32; algorithm.scratch_len(across)];
-                for b in part * blocks / parts..(part + 1) * blocks / parts {
-                    let o0 = b * block;
-                    let m = block.min(outputs - o0);
+                for b in blocks.of_part(part) {
+                    let (o0, m) = blocks.rows(b);
                     let fresh = |buffers: &mut Vec<EagerPackedInput>| weights.transform(algorithm, o0, m, inputs, panels, buffers);
                     let mut kept = kept_u.get(b).map(|k| k.lock().unwrap_or_else(|e| e.into_inner()));
                     let u_packed: &Vec<EagerPackedInput> = match kept.as_deref_mut() {
@@ -334,6 +331,62 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
         }
     }
     Ok(())
+}
+
+/// Output channels cut into blocks for the products: first into one run of whole kernel row
+/// panels (`mr` rows) per thread, as even as panels allow (blocks of BLOCK rows dealt out in
+/// turn left one thread half again the other's work at 320 and 640 channels on two threads),
+/// then each run into blocks of at most [`BLOCK`] rows. Each output channel is still computed
+/// whole by one tile, so the cut does not change a bit.
+struct Blocks {
+    /// Each block's first row and its rows.
+    rows: Vec<(usize, usize)>,
+    /// Each part's first block; the last entry is the block count.
+    starts: Vec<usize>,
+}
+
+impl Blocks {
+    fn new(outputs: usize, mr: usize, threads: usize) -> Blocks {
+        let panels = outputs.div_ceil(mr);
+        let parts = threads.clamp(1, panels.max(1));
+        let per_block = (BLOCK / mr).max(1);
+        let (mut rows, mut starts) = (Vec::new(), vec![0]);
+        for part in 0..parts {
+            let (first, end) = (part * panels / parts, (part + 1) * panels / parts);
+            let run = end - first;
+            // The part's panels in equal blocks, none above BLOCK rows.
+            let count = run.div_ceil(per_block);
+            for i in 0..count {
+                let (p0, p1) = (first + i * run / count, first + (i + 1) * run / count);
+                let o0 = p0 * mr;
+                rows.push((o0, (p1 * mr).min(outputs) - o0));
+            }
+            starts.push(rows.len());
+        }
+        Blocks { rows, starts }
+    }
+
+    fn parts(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Rows of the largest block (the products' buffer per thread).
+    fn largest(&self) -> usize {
+        self.rows.iter().map(|r| r.1).max().unwrap_or(0)
+    }
+
+    fn of_part(&self, part: usize) -> std::ops::Range<usize> {
+        self.starts[part]..self.starts[part + 1]
+    }
+
+    /// Block `b`'s first output channel and its count.
+    fn rows(&self, b: usize) -> (usize, usize) {
+        self.rows[b]
+    }
 }
 
 /// The kernel's weights as stored: f32, or fp16 bits when the convolution reads them before
@@ -487,6 +540,32 @@ mod tests {
             assert!(difference(&shifted, &reference) > 0.05);
             let other_bias = conv_by(Some(algorithm), &xt, &wt, &random(&[8], 4), [1; 4]).unwrap();
             assert!(difference(&other_bias, &reference) > 0.05);
+        }
+    }
+
+    /// Every output channel in exactly one block, in order; blocks of whole panels (but the
+    /// last) and at most BLOCK rows; the parts' panel counts within one of each other.
+    #[test]
+    fn blocks_cover_the_outputs_evenly() {
+        for (outputs, mr, threads) in [(320, 32, 2), (640, 32, 2), (1280, 32, 2), (200, 32, 3), (320, 4, 2), (4, 4, 2), (330, 16, 4), (7, 32, 1)] {
+            let blocks = Blocks::new(outputs, mr, threads);
+            let mut next = 0;
+            let mut panels_per_part = Vec::new();
+            for part in 0..blocks.parts() {
+                let mut panels = 0;
+                for b in blocks.of_part(part) {
+                    let (o0, m) = blocks.rows(b);
+                    assert_eq!(o0, next, "{outputs}/{mr}/{threads}: block {b} starts at {o0}");
+                    assert!(m > 0 && m <= BLOCK.max(mr) && (m % mr == 0 || o0 + m == outputs), "{outputs}/{mr}/{threads}: block {b} has {m} rows");
+                    next += m;
+                    panels += m.div_ceil(mr);
+                }
+                panels_per_part.push(panels);
+            }
+            assert_eq!(next, outputs);
+            assert_eq!(blocks.parts(), threads.min(outputs.div_ceil(mr)));
+            let (least, most) = (panels_per_part.iter().min().unwrap(), panels_per_part.iter().max().unwrap());
+            assert!(most - least <= 1, "{outputs}/{mr}/{threads}: panels per part {panels_per_part:?}");
         }
     }
 
