@@ -242,7 +242,9 @@ pub struct Panels {
 
 /// Kernel transform of `rows` output channels straight into the GEMM's A operand: `w` holds
 /// their [rows][inputs][3][3] weights; position p's [rows × inputs] matrix goes to `u[p]`,
-/// packed as `panels` says (rows past `rows` in the last panel are left as they are).
+/// packed as `panels` says. Every float of the `rows.div_ceil(r)` panels is written (rows past
+/// `rows` in the last panel and each panel's tail past `inputs · r` as zeros), so the planes
+/// need no clearing first.
 #[inline(never)]
 pub fn kernel_rows_f32(algorithm: Algorithm, w: &[f32], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
     fn run<V: Variant>(w: &[f32], rows: usize, inputs: usize, panels: Panels, u: &mut [&mut [f32]]) {
@@ -332,6 +334,25 @@ fn kernel_rows<V: Variant, W, const N: usize>(
                 let g = &w[j * row_len + i * 9..][..9];
                 // SAFETY: as above (i·r + j < inputs·r ≤ panel_len).
                 kernel_tile_each::<V, f32>(|k| g[k], |p, value| unsafe { *planes[p].add(base + i * r + j) = value });
+            }
+        }
+    }
+    zero_padding(u, rows, inputs, panels);
+}
+
+/// Zeros what [`kernel_rows`] does not compute in each plane's panels: the rows past `rows` in
+/// the last panel and each panel's tail past `inputs · r`.
+fn zero_padding(u: &mut [&mut [f32]], rows: usize, inputs: usize, panels: Panels) {
+    let Panels { r, panel_len } = panels;
+    let last_rows = rows - (rows.div_ceil(r).max(1) - 1) * r;
+    for plane in u.iter_mut() {
+        for panel in plane[..rows.div_ceil(r) * panel_len].chunks_exact_mut(panel_len) {
+            panel[inputs * r..].fill(0.0);
+        }
+        if rows > 0 && last_rows < r {
+            let last = &mut plane[(rows.div_ceil(r) - 1) * panel_len..][..inputs * r];
+            for row in last.chunks_exact_mut(r) {
+                row[last_rows..].fill(0.0);
             }
         }
     }
@@ -551,7 +572,8 @@ mod tests {
             let w16: Vec<u16> = (0..rows * inputs * 9).map(|i| ((i * 7 % 21) as u16 + 5) << 10 | (i * 37 % 1024) as u16 | ((i as u16 & 1) << 15)).collect();
             let w32: Vec<f32> = w16.iter().map(|&h| crate::cast::f16_bits_to_f32(h)).collect();
             let len = rows.div_ceil(r) * panels.panel_len;
-            let mut want = vec![vec![f32::NAN; len]; V::POSITIONS];
+            // Zeros where no value goes (padding, rows past `rows`): every float is written.
+            let mut want = vec![vec![0f32; len]; V::POSITIONS];
             for o in 0..rows {
                 for i in 0..inputs {
                     let t = kernel_tile::<V, f32>(std::array::from_fn(|k| w32[(o * inputs + i) * 9 + k]));
@@ -570,7 +592,7 @@ mod tests {
                     _ => continue,
                 }
                 for p in 0..V::POSITIONS {
-                    // Bits, NaN where nothing is written (padding, rows past `rows`) included.
+                    // Bits, the zeros of the padding included (`got` starts as NaN).
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got[p]), bits(&want[p]), "F{}, rows {rows}, inputs {inputs}, r {r}, {way}, position {p}", V::M);
                 }

@@ -9,7 +9,7 @@ pub mod winograd;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::tract_linalg::mmm::{MatMatMul, MmmDispatch, Query};
+use tract_onnx::tract_core::tract_linalg::mmm::{EagerPackedInput, MatMatMul, MmmDispatch, Query};
 use tract_onnx::tract_core::tract_linalg::pack::PackedFormat;
 use tract_onnx::tract_core::tract_linalg::WeightType;
 
@@ -107,6 +107,27 @@ pub fn blob_f32(blob: &mut Blob) -> &mut [f32] {
     let bytes = blob.as_bytes_mut();
     // SAFETY: aligned as said, and read as whole floats (the length rounds down).
     unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, bytes.len() / 4) }
+}
+
+/// A packed buffer of `format` for a k × mn operand, like its `new_packed_buffer` but not
+/// cleared first: the Winograd op's buffers are large (36 planes of a block's U, tens of MB)
+/// and each is written whole by its packer, so clearing them was a full extra pass through
+/// memory per evaluation.
+///
+/// # Safety
+/// Every float of the buffer must be written before it is read (the packers in sd_kernels
+/// document that they write their panels whole, padding included).
+pub unsafe fn packed_buffer_for_overwrite(format: &PackedFormat, k: usize, mn: usize) -> TractResult<EagerPackedInput> {
+    use tract_onnx::tract_core::tract_linalg::mmm::PackedExoticFact;
+    ensure!(format.dt == f32::datum_type());
+    // SAFETY: an uninitialized blob, as tract's own buffers start; see the function's contract.
+    let packed = unsafe { Blob::new_for_size_and_align(4 * format.len(k, mn), format.alignment_bytes) };
+    Ok(EagerPackedInput {
+        fact: PackedExoticFact { format: Box::new(format.clone()), mn: mn.to_dim(), k },
+        packed: Arc::new(packed),
+        panel_bytes: format.single_panel_len(k) * 4,
+        mn,
+    })
 }
 
 /// tract-linalg's f32 GEMM kernel for an m×k by k×n product (the one its dispatch picks, our

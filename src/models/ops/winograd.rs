@@ -256,7 +256,8 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
             }
             // V packed per position as the kernel's B (k = input channels, n = tiles).
             if !packed_v.iter().any(|(c, _)| *c == cols) {
-                let buffers = (0..positions).map(|_| pack_b.new_packed_buffer(inputs, cols)).collect::<TractResult<_>>()?;
+                // SAFETY: pack_f32_mn_major below writes each panel whole, padding included.
+                let buffers = (0..positions).map(|_| unsafe { super::packed_buffer_for_overwrite(&pack_b, inputs, cols) }).collect::<TractResult<_>>()?;
                 packed_v.push((cols, buffers));
             }
             let packed = &mut packed_v.iter_mut().find(|(c, _)| *c == cols).unwrap().1;
@@ -278,7 +279,9 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
             threads::try_for_each_part(parts, |part| -> TractResult<()> {
                 let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
                 let products = unsafe { Tensor::uninitialized::<f32>(&[positions * block * cols])? };
-                let mut own_u: Option<(usize, Vec<EagerPackedInput>)> = None;
+                // This part's U when not kept: sized once for its largest block.
+                let mut own_u: Option<Vec<EagerPackedInput>> = None;
+                let own_rows = blocks.of_part(part).map(|b| blocks.rows(b).1).max().unwrap_or(0);
                 let mut out_scratch = vec![0f32; algorithm.scratch_len(across)];
                 for b in blocks.of_part(part) {
                     let (o0, m) = blocks.rows(b);
@@ -292,10 +295,10 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
                             slot.insert(buffers)
                         }
                         None => {
-                            if own_u.as_ref().is_none_or(|(rows, _)| *rows != m) {
-                                own_u = Some((m, new_buffers(&pack_a, positions, inputs, m)?));
-                            }
-                            let buffers = &mut own_u.as_mut().unwrap().1;
+                            let buffers = match &mut own_u {
+                                Some(buffers) => buffers,
+                                None => own_u.insert(new_buffers(&pack_a, positions, inputs, own_rows)?),
+                            };
                             fresh(buffers)?;
                             buffers
                         }
@@ -413,9 +416,11 @@ impl Weights<'_> {
     }
 }
 
-/// One packed A buffer per position for `m` rows (zeroed: the last panel's rows past `m` stay 0).
+/// One packed A buffer per position for `m` rows, not cleared: the kernel transform writes
+/// every float of its panels, padding included ([`kernels::kernel_rows_f16`]).
 fn new_buffers(pack_a: &PackedFormat, positions: usize, inputs: usize, m: usize) -> TractResult<Vec<EagerPackedInput>> {
-    (0..positions).map(|_| pack_a.new_packed_buffer(inputs, m)).collect()
+    // SAFETY: filled by Weights::transform before any product reads them (both callers).
+    (0..positions).map(|_| unsafe { super::packed_buffer_for_overwrite(pack_a, inputs, m) }).collect()
 }
 
 /// The output's data, written by the blocks' threads at disjoint places.
