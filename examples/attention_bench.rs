@@ -1,6 +1,7 @@
 //! Times the attention op alone on the SD 1.5 UNet's shapes at a 64×64 latent (self-attention
 //! of the 320-channel level, S = 4096, 8 heads of 40; its cross-attention to 77 tokens; the
-//! 640-channel level's S = 1024, 8 heads of 80):
+//! 640-channel level's S = 1024, 8 heads of 80), and SD 2.x's (SD-Turbo's) 320-channel level, 5 heads of
+//! 64 at S = 4096:
 //!
 //!     cargo run --profile profiling --example attention_bench -- [THREADS] [RUNS]
 //!
@@ -21,7 +22,7 @@ fn main() {
         let n = shape.iter().product::<usize>();
         Tensor::from_shape(&shape, &(0..n).map(|i| (((i * 7919 + seed) % 1000) as f32 - 500.0) * 0.004).collect::<Vec<_>>()).unwrap()
     };
-    for (heads, sq, sk, d) in [(8usize, 4096usize, 4096usize, 40usize), (8, 4096, 77, 40), (8, 1024, 1024, 80)] {
+    for (heads, sq, sk, d) in [(8usize, 4096usize, 4096usize, 40usize), (8, 4096, 77, 40), (8, 1024, 1024, 80), (5, 4096, 4096, 64)] {
         let (q, k, v) = (tensor([1, heads, sq, d], 1), tensor([1, heads, sk, d], 2), tensor([1, heads, sk, d], 3));
         let best = (0..runs)
             .map(|_| {

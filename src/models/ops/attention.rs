@@ -128,10 +128,15 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
     let kv_head = sk * d;
     let (kv_shape, kv_strides) = ([sk, d], [d as isize, 1]);
     let panel_strides = [1isize, r as isize];
-    // Heads are independent: natively they are split over the `--threads` pool in contiguous
-    // runs, each run with its own buffers, each head computed as on one thread (same bytes).
+    // Each head's query blocks are independent: the (head, block) pairs are split over the
+    // threads in contiguous runs, each run with its own buffers, each block computed as on one
+    // thread (same bytes). Whole heads per thread where they divide evenly; otherwise a head is
+    // shared and both threads pack its K and V (SD 2.x's 5 heads at S = 4096 left one of two
+    // threads 3 heads against 2).
     let heads = b * hq;
-    let parts = super::super::threads::current().clamp(1, heads);
+    let blocks_per_head = sq.div_ceil(block);
+    let units = heads * blocks_per_head;
+    let parts = super::super::threads::current().clamp(1, units);
     super::super::threads::try_for_each_part(parts, |part| -> TractResult<()> {
         let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
         let mut kbuf = pack_b.new_packed_buffer(d, sk)?; // Kᵀ: k = D, n = S_k
@@ -140,18 +145,22 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
         let mut qbufs: Vec<(usize, EagerPackedInput)> = Vec::new();
         let mut pbufs: Vec<(usize, EagerPackedInput)> = Vec::new();
         let mut inv = Tensor::zero::<f32>(&[block.next_multiple_of(r)])?;
-        for head_index in part * heads / parts..(part + 1) * heads / parts {
+        let mut packed_kv = None;
+        for unit in part * units / parts..(part + 1) * units / parts {
+            let (head_index, i0) = (unit / blocks_per_head, unit % blocks_per_head * block);
             let (bi, h) = (head_index / hq, head_index % hq);
             let kvh = bi * hkv + h / group;
-            unsafe {
-                let kview = TensorView::from_bytes(k, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
-                pack_b.repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
-                let vview = TensorView::from_bytes(v, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
-                pack_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
+            if packed_kv != Some(kvh) {
+                unsafe {
+                    let kview = TensorView::from_bytes(k, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
+                    pack_b.repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
+                    let vview = TensorView::from_bytes(v, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
+                    pack_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
+                }
+                packed_kv = Some(kvh);
             }
             let head = head_index * q_head;
-            let mut i0 = 0;
-            while i0 < sq {
+            {
                 let rows = block.min(sq - i0);
                 if !pbufs.iter().any(|(n, _)| *n == rows) {
                     pbufs.push((rows, pack_a.new_packed_buffer(sk, rows)?));
@@ -215,7 +224,6 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
                         ],
                     )?;
                 }
-                i0 += rows;
             }
         }
         Ok(())
@@ -277,14 +285,15 @@ mod tests {
         check(&[1, 1, 1, 3], &[1, 1, 1, 3], None);
     }
 
-    /// Natively the heads are split over the `--threads` pool: the same bits at 1, 2 and 3
-    /// threads (3 splits 8 heads unevenly), for grouped heads and a batch of 2 too.
+    /// Natively the (head, query block) pairs are split over the `--threads` pool: the same
+    /// bits at 1, 2 and 3 threads (3 splits 8 heads inside a head, so does 2 with 5 heads), for
+    /// grouped heads and a batch of 2 too.
     #[cfg(not(target_family = "wasm"))]
     #[test]
     fn the_same_bits_on_any_number_of_threads() {
         use crate::models::threads::pool;
         use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
-        for (q, kv) in [([1, 8, 256, 40], [1, 8, 77, 40]), ([2, 4, 65, 16], [2, 2, 33, 16])] {
+        for (q, kv) in [([1, 8, 256, 40], [1, 8, 77, 40]), ([2, 4, 65, 16], [2, 2, 33, 16]), ([1, 5, 200, 64], [1, 5, 200, 64])] {
             let (qt, kt, vt) = (random(&q, 4), random(&kv, 5), random(&kv, 6));
             let one = attention(&qt, &kt, &vt, None).unwrap();
             for n in [2, 3] {
