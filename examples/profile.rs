@@ -4,7 +4,7 @@
 //!     cargo run --release --example profile -- DIR --compare all     # our ops vs tract's: output difference
 //!
 //! One warm-up evaluation (not profiled), then --runs profiled ones; prints the table of
-//! [`sd_wasm::models::profile::Profile::report`] and the unprofiled time of one evaluation.
+//! [`sd_wasm::models::profile::Profiles::report`] and the unprofiled time of one evaluation.
 //! With `--threads N` each node's wall time is measured on the `--threads` pool: profiles at 1
 //! and N threads side by side show which ops do not scale.
 
@@ -77,7 +77,7 @@ fn main() {
     let t = Instant::now();
     run();
     let plain = t.elapsed().as_secs_f64();
-    profile::start();
+    profile::start(profile::std_clock);
     for _ in 0..runs {
         run();
     }

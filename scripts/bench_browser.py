@@ -5,7 +5,8 @@ its bytes against sd.wasm's under wasmtime with the same request, and its time a
 
     scripts/build-web.sh && scripts/build-wasm.sh
     nice -n 5 python3 scripts/bench_browser.py                   # each page build the site has
-    python3 scripts/bench_browser.py --variants single threads=2 --size 256
+    python3 scripts/bench_browser.py --variants plain threads=2 --size 256
+    python3 scripts/bench_browser.py --variants plain threads=2 --profile   # + each op's time in the tab
 
 Variants: `plain` is web/pkg (one thread, the page without cross-origin isolation);
 `threads=N` is web/pkg-threads on N threads (the isolated page, when scripts/build-web.sh built
@@ -36,7 +37,8 @@ PROMPT = "a lighthouse at dusk, oil painting"
 
 
 def page_run(model, variant, args, out):
-    plain = ["--plain"] if variant == "plain" else ["--query", variant]
+    query = "&".join(q for q in ([] if variant == "plain" else [variant]) + (["profile=1"] if args.profile else []))
+    plain = (["--plain"] if variant == "plain" else []) + (["--query", query] if query else [])
     folder = ["--folder"] if args.folder else []
     cmd = ["node", os.path.join(ROOT, "tests", "browser", "bench.mjs"), "--models", f"{os.path.basename(model)}={model}", "--out", out, *plain, *folder, "--size", str(args.size), "--steps", "1", "--guidance", "0", "--decoder", "taesd", "--prompt", PROMPT]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.join(ROOT, "tests", "browser"))
@@ -67,6 +69,8 @@ def main():
     p.add_argument("--folder", action="store_true", help="pick the model dir as a folder (no download into the Cache API)")
     p.add_argument("--variants", nargs="+", help="plain, threads=N (default: plain, and threads=1 threads=2 with web/pkg-threads)")
     p.add_argument("--keep", help="write the PNGs and results.json here (made empty first) instead of a temporary dir")
+    p.add_argument("--profile", action="store_true",
+                   help="also print each page run's per-op profile (?profile=1: every node timed in the tab, as examples/profile.rs does natively)")
     args = p.parse_args()
     model = os.path.abspath(args.model or bench_pictures.ensure_model("sd-turbo"))
     if not os.path.isdir(os.path.join(model, "vae_decoder_taesd")):
@@ -106,6 +110,8 @@ def main():
                 same = f.read() == cli_png
             failed |= not same
             m = r["metadata"]
+            if args.profile:
+                print(f"\npage {variant}, per-op profile in the tab:\n{r.get('profile') or '(none)'}")
             rows.append((f"page {variant} ({r.get('build') or 'single-threaded'})", m["timings_seconds"].get("load_unet", 0.0),
                          m["timings_seconds"]["seconds_per_step"], r["wall_seconds"], m.get("peak_memory_bytes", 0),
                          r["renderer_peak_bytes"], "yes" if same else "NO"))

@@ -313,6 +313,28 @@ pub fn last_panic() -> String {
     LAST_PANIC.with(|p| p.borrow().clone())
 }
 
+/// Starts a per-node profile of every network evaluation (`?profile=1` on the page, for
+/// scripts/bench_browser.py --profile): what each kind of op costs in the tab, at any thread count.
+#[wasm_bindgen(js_name = profileStart)]
+pub fn profile_start() {
+    crate::models::profile::start(performance_now);
+}
+
+/// The profile collected since [`profile_start`], as the native `examples/profile.rs` prints it.
+#[wasm_bindgen(js_name = profileReport)]
+pub fn profile_report() -> String {
+    crate::models::profile::take().map(|p| p.report(25)).unwrap_or_default()
+}
+
+/// `performance.now()` in seconds: microseconds in a worker (Date.now()'s milliseconds would
+/// round most nodes to zero).
+fn performance_now() -> f64 {
+    let global = js_sys::global();
+    let now = Reflect::get(&global, &"performance".into())
+        .and_then(|performance| Reflect::get(&performance, &"now".into())?.dyn_into::<js_sys::Function>()?.call0(&performance));
+    now.ok().and_then(|t| t.as_f64()).unwrap_or_else(js_sys::Date::now) / 1000.0
+}
+
 #[wasm_bindgen]
 pub fn version() -> String {
     crate::VERSION.to_string()

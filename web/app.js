@@ -88,6 +88,7 @@ function finish(outcome) {
     $("parameters").hidden = false;
     const metadata = pictures.map((p) => JSON.parse(p.metadata));
     window.lastMetadata = metadata[0]; // for tests/browser/bench.mjs
+    window.lastProfile = outcome.profile; // ?profile=1 only (web/worker.js)
     const total = metadata.reduce((sum, m) => sum + m.timings_seconds.total, 0);
     $("progress").value = 1;
     setStatus(`Done in ${total.toFixed(2)} s (${metadata[0].timings_seconds.seconds_per_step.toFixed(3)} s/step). ` +

@@ -19,11 +19,11 @@
 const CACHE = "sd-wasm-models-v1";
 // The page's query (web/app.js passes it on): threads, the pool's failure channel, test knobs.
 const query = new URL(self.location.href).searchParams;
-let generate, last_panic, testPanicOnPool, pool = null;
+let generate, last_panic, testPanicOnPool, profileStart, profileReport, pool = null;
 const load = async (path) => { const pkg = await import(path); await pkg.default(); return pkg; };
 const ready = (async () => {
   const pkg = (self.crossOriginIsolated && (await load("./pkg-threads/sd_wasm.js").catch(() => null))) || (await load("./pkg/sd_wasm.js"));
-  ({ generate, last_panic, testPanicOnPool } = pkg);
+  ({ generate, last_panic, testPanicOnPool, profileStart, profileReport } = pkg);
   return pkg;
 })();
 /** Starts the threaded build's pool once: ?threads=N on the page, else every core. */
@@ -42,6 +42,9 @@ let cancelRequested = false;
 // and wakes at once on Cancel; so a test can press Cancel while a network loads.
 const slowReadsMs = Number(query.get("slowReads")) || 0;
 // For the tests (?poolPanicAtStep=N): a thread of the threaded build's pool panics at step N.
+// For scripts/bench_browser.py --profile (?profile=1): each network's per-op profile goes with
+// the result (`profile`, the text examples/profile.rs prints natively).
+const profiling = query.get("profile") === "1";
 const poolPanicAtStep = Number(query.get("poolPanicAtStep")) || 0;
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
@@ -276,7 +279,9 @@ async function run({ source, checkpoint, vae, pictures, loras, request, cancelBu
       pictures: pickedFiles("your pictures", pictures),
       loras: pickedFiles("your LoRA files", loras),
     };
+    if (profiling) profileStart();
     const result = generate(modelFiles(files), JSON.stringify(request), hooks, extras);
+    if (profiling) result.profile = profileReport();
     post(result, result.pictures.map((p) => p.png.buffer));
   } catch (e) {
     if (e instanceof Failure) post({ type: "error", kind: e.kind, message: e.message });

@@ -1,12 +1,12 @@
-//! Per-node profiling of tract plans (scripts/profile-ops.py, `examples/profile.rs`): while a
-//! [`Profiler`] is installed, every network evaluation ([`super::run_f32`]) runs node by node
-//! through tract's `run_plan_with_eval`, timing each node and counting its multiply-adds
-//! from the op's own cost model. The ops are the ones the wasm build runs too (same tract,
-//! same optimizer; only the kernels tract-linalg picks differ).
+//! Per-node profiling of tract plans (scripts/profile-ops.py, `examples/profile.rs`, and the
+//! browser page's `?profile=1`, scripts/bench_browser.py --profile): while profiling is on,
+//! every network evaluation ([`super::run_f32`]) runs node by node through tract's
+//! `run_plan_with_eval`, timing each node and counting its multiply-adds from the op's own cost
+//! model, one [`Profile`] per network. The ops are the ones the wasm build runs too (same
+//! tract, same optimizer; only the kernels tract-linalg picks differ).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Instant;
 use tract_onnx::prelude::*;
 
 /// Time and work of one kind of op (tract's op name) over the evaluations profiled.
@@ -29,40 +29,60 @@ pub struct NodeTime {
     pub fma: f64,
 }
 
+/// One network's evaluations.
 #[derive(Debug, Default)]
 pub struct Profile {
     pub evaluations: usize,
     /// Wall time of the evaluations, node timing included.
     pub total_seconds: f64,
     pub kinds: BTreeMap<String, OpKind>,
-    pub nodes: BTreeMap<(usize, usize), NodeTime>,
+    pub nodes: BTreeMap<usize, NodeTime>,
 }
 
-static PROFILE: Mutex<Option<Profile>> = Mutex::new(None);
+/// Everything profiled since [`start`], by network ("UNet", "text encoder", …).
+#[derive(Debug, Default)]
+pub struct Profiles {
+    pub networks: BTreeMap<String, Profile>,
+}
 
-/// Starts collecting: evaluations from now on are profiled.
-pub fn start() {
-    *PROFILE.lock().unwrap() = Some(Profile::default());
+/// Seconds since some fixed point: the front end's clock (a browser has no `Instant`).
+pub type Clock = fn() -> f64;
+
+struct Collecting {
+    clock: Clock,
+    profiles: Profiles,
+}
+
+static PROFILE: Mutex<Option<Collecting>> = Mutex::new(None);
+
+/// Starts collecting: evaluations from now on are profiled, timed by `clock`.
+pub fn start(clock: Clock) {
+    *PROFILE.lock().unwrap() = Some(Collecting { clock, profiles: Profiles::default() });
 }
 
 /// Stops collecting and returns what was collected.
-pub fn take() -> Option<Profile> {
-    PROFILE.lock().unwrap().take()
+pub fn take() -> Option<Profiles> {
+    PROFILE.lock().unwrap().take().map(|c| c.profiles)
+}
+
+/// `std::time::Instant` as a [`Clock`], for every target that has it.
+pub fn std_clock() -> f64 {
+    static ZERO: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ZERO.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
 }
 
 pub(crate) fn active() -> bool {
     PROFILE.lock().map(|p| p.is_some()).unwrap_or(false)
 }
 
-/// Runs `plan` node by node, timing each node into the profile being collected.
-pub(crate) fn run_profiled(plan: &std::sync::Arc<TypedSimplePlan>, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-    let plan_id = std::sync::Arc::as_ptr(plan) as usize;
-    let mut state = match TypedSimpleState::new(plan) {
-        Ok(s) => s,
-        Err(e) => return Err(e),
+/// Runs `plan` node by node, timing each node into network `what`'s profile.
+pub(crate) fn run_profiled(plan: &std::sync::Arc<TypedSimplePlan>, inputs: TVec<TValue>, what: &str) -> TractResult<TVec<TValue>> {
+    let Some(clock) = PROFILE.lock().ok().and_then(|p| p.as_ref().map(|c| c.clock)) else {
+        return plan.run(inputs);
     };
+    let mut state = TypedSimpleState::new(plan)?;
     let mut samples: Vec<(usize, String, String, String, f64, f64)> = Vec::new();
-    let start = Instant::now();
+    let start = clock();
     let result = state.run_plan_with_eval(inputs, |ctx, op_state, node, input| {
         let facts: Vec<TypedFact> = input.iter().map(|t| TypedFact::shape_and_dt_of(t)).collect();
         let fact_refs: Vec<&TypedFact> = facts.iter().collect();
@@ -78,16 +98,17 @@ pub(crate) fn run_profiled(plan: &std::sync::Arc<TypedSimplePlan>, inputs: TVec<
                     .sum::<i64>() as f64
             })
             .unwrap_or(0.0);
-        let t = Instant::now();
+        let t = clock();
         let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
-        let seconds = t.elapsed().as_secs_f64();
+        let seconds = clock() - t;
         let info = node.op.info().map(|i| i.join(" ")).unwrap_or_default();
         samples.push((node.id, node.name.clone(), node.op.name().to_string(), info, seconds, fma));
         out
     });
-    let total = start.elapsed().as_secs_f64();
+    let total = clock() - start;
     if let Ok(mut guard) = PROFILE.lock() {
-        if let Some(p) = guard.as_mut() {
+        if let Some(c) = guard.as_mut() {
+            let p = c.profiles.networks.entry(what.to_string()).or_default();
             p.evaluations += 1;
             p.total_seconds += total;
             let mut seen = std::collections::HashSet::new();
@@ -99,13 +120,20 @@ pub(crate) fn run_profiled(plan: &std::sync::Arc<TypedSimplePlan>, inputs: TVec<
                 kind.calls += 1;
                 kind.seconds += seconds;
                 kind.fma += fma;
-                let node = p.nodes.entry((plan_id, id)).or_insert(NodeTime { name, op, info, seconds: 0.0, fma: 0.0 });
+                let node = p.nodes.entry(id).or_insert(NodeTime { name, op, info, seconds: 0.0, fma: 0.0 });
                 node.seconds += seconds;
                 node.fma += fma;
             }
         }
     }
     result
+}
+
+impl Profiles {
+    /// Each network's [`Profile::report`] under its name.
+    pub fn report(&self, top: usize) -> String {
+        self.networks.iter().map(|(name, p)| format!("{name}: {}", p.report(top))).collect::<Vec<_>>().join("\n")
+    }
 }
 
 impl Profile {

@@ -69,7 +69,7 @@ pub fn denoise(
     let [tokens, dim] = job.text.text_shape()?;
     let batches: Vec<&[u64]> = plan.seeds.chunks(plan.batch_size).collect();
     let total = plan.timesteps.len() * batches.len();
-    let mut progress = Progress { done: 0, total, start: run.now(), previews };
+    let mut progress = Progress { done: 0, total, start: run.now(), loads_at_start: loads(run), previews };
     let mut finals = Vec::with_capacity(plan.seeds.len());
     for batch in batches {
         let n = batch.len();
@@ -81,8 +81,13 @@ pub fn denoise(
         let latents = denoise_batch(unet, job, batch, run, &mut progress)?;
         finals.extend(latents.axis_iter(Axis(0)).map(|l| l.insert_axis(Axis(0)).to_owned()));
     }
-    run.timings.denoising += run.now() - progress.start;
+    run.timings.denoising += progress.elapsed(run);
     Ok(finals)
+}
+
+/// Seconds spent loading networks so far (the UNet's, a preview decoder's).
+fn loads(run: &Run) -> f64 {
+    run.timings.load_unet + run.timings.load_vae
 }
 
 /// Steps done over all batches, for progress events and previews.
@@ -90,7 +95,16 @@ struct Progress<'p, 'd> {
     done: usize,
     total: usize,
     start: f64,
+    loads_at_start: f64,
     previews: &'p mut Previews<'d>,
+}
+
+impl Progress<'_, '_> {
+    /// Seconds spent on steps so far: loads during the stage are timed as loads, so seconds per
+    /// step (and the page's ETA) mean the steps, also in a 1-step run whose load is most of it.
+    fn elapsed(&self, run: &Run) -> f64 {
+        run.now() - self.start - (loads(run) - self.loads_at_start)
+    }
 }
 
 fn denoise_batch(unet: &Unet, job: &Job, seeds: &[u64], run: &mut Run, progress: &mut Progress) -> Result<Latents> {
@@ -162,8 +176,8 @@ fn guided_prediction(
 fn step_done(job: &Job, progress: &mut Progress, step_start: f64, latents: &Latents, run: &mut Run) {
     progress.done += 1;
     let (done, total) = (progress.done, progress.total);
-    let now = run.now();
-    run.event(Event::Step { index: done, total, seconds: now - step_start, elapsed: now - progress.start });
+    let (seconds, elapsed) = (run.now() - step_start, progress.elapsed(run));
+    run.event(Event::Step { index: done, total, seconds, elapsed });
     if job.req.preview_every.is_some_and(|k| done % k == 0 && done < total) {
         if let Some(image) = progress.previews.picture(latents, job.plan, run) {
             run.event(Event::Preview { index: done, image });

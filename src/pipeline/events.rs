@@ -9,6 +9,8 @@ use crate::tensor::Latents;
 pub enum Event {
     Loading { network: &'static str },
     Loaded { network: &'static str, seconds: f64 },
+    /// Step `index` of `total` done: its seconds, and all steps' so far (network loads not
+    /// included, so ETA and seconds per step are the steps').
     Step { index: usize, total: usize, seconds: f64, elapsed: f64 },
     /// The latents after step `index`, as a small picture (one pixel per latent).
     Preview { index: usize, image: RgbImage },

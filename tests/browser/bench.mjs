@@ -68,6 +68,7 @@ try {
   if (result.state === "done") {
     writeFileSync(join(opts.out, "page.png"), await linkBytes(page));
     result.metadata = await page.evaluate(() => window.lastMetadata);
+    result.profile = await page.evaluate(() => window.lastProfile || "");
   }
 } catch (e) {
   result.failure = String(e.stack || e);

@@ -203,3 +203,62 @@ fn a_job_groups_requests_by_text_length() {
         assert_eq!(job.results[&index].as_ref().unwrap()[0].image.pixels, alone.image.pixels, "request {index}");
     }
 }
+
+/// Model files whose network files take 1,000 s per read on the run's clock (a [`ClockHooks`]);
+/// configs (JSON) read in no time.
+struct SlowFiles {
+    inner: DirFiles,
+    clock: std::sync::Arc<std::sync::Mutex<f64>>,
+}
+
+impl ModelFiles for SlowFiles {
+    fn read_range(&self, rel: &str, offset: u64, len: Option<u64>) -> sd_wasm::Result<Vec<u8>> {
+        if !rel.ends_with(".json") {
+            *self.clock.lock().unwrap() += 1000.0;
+        }
+        self.inner.read_range(rel, offset, len)
+    }
+    fn size(&self, rel: &str) -> Option<u64> {
+        self.inner.size(rel)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Hooks on a clock that only reads move: each step event's `elapsed`, and the previews.
+struct ClockHooks {
+    clock: std::sync::Arc<std::sync::Mutex<f64>>,
+    elapsed: Vec<f64>,
+    previews: usize,
+}
+
+impl Hooks for ClockHooks {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Step { elapsed, .. } => self.elapsed.push(*elapsed),
+            Event::Preview { .. } => self.previews += 1,
+            _ => {}
+        }
+    }
+    fn now(&self) -> f64 {
+        *self.clock.lock().unwrap()
+    }
+}
+
+/// Seconds per step are the steps': the UNet's load and a TAESD preview decoder's load, both
+/// inside the denoising stage, are timed as loads. Every read of a network's files takes 1,000 s
+/// here and nothing else takes time, so the steps must come out at 0 s while the loads take thousands (a 1-step
+/// run's "s/step" was its UNet load plus the step).
+#[test]
+fn seconds_per_step_leave_out_the_loads() {
+    let clock = std::sync::Arc::new(std::sync::Mutex::new(0.0));
+    let files = SlowFiles { inner: DirFiles::open(repo().join("fixtures/tiny-sd-turbo")).unwrap(), clock: clock.clone() };
+    let request = GenerateRequest { steps: 3, guidance_scale: 0.0, preview_every: Some(1), ..euler_a_request() };
+    let mut hooks = ClockHooks { clock, elapsed: Vec::new(), previews: 0 };
+    let out = generate(&files, &request, &mut hooks).unwrap();
+    let t = &out.timings;
+    assert!(t.load_unet >= 1000.0 && t.load_vae >= 2000.0, "loads not timed as loads: {t:?}");
+    assert_eq!((t.denoising, sd_wasm::records::seconds_per_step(&request, &out)), (0.0, 0.0), "{t:?}");
+    assert_eq!((hooks.elapsed, hooks.previews), (vec![0.0; 3], 2));
+}
