@@ -20,10 +20,12 @@ pub struct Substituted {
     pub attention: usize,
     pub packs: usize,
     pub winograd: usize,
+    /// fp16 tables whose Gather now picks rows before the widening ([`cast::gather_first`]).
+    pub gathers: usize,
 }
 
 /// The ops swapped in by default. A set is a comma-separated list of `cast` (the fp16 weight
-/// cast), `pack` (the cast fused into the weight packing where one follows; implies `cast`),
+/// cast; a Gather of an fp16 table picks its rows before the cast), `pack` (the cast fused into the weight packing where one follows; implies `cast`),
 /// `attention`, `winograd` (3×3 convolutions); or `all`, or `tract` (none). `pack` is off by
 /// default: it measured no faster than `cast` in wasm (docs/performance.md).
 pub const DEFAULT: &str = "cast,attention,winograd";
@@ -48,6 +50,9 @@ pub fn substitute_decluttered(model: &mut TypedModel) -> TractResult<Substituted
 /// [`substitute_decluttered`] with an explicit set.
 pub fn substitute_decluttered_with(model: &mut TypedModel, set: &str) -> TractResult<Substituted> {
     let mut done = Substituted::default();
+    if has(set, "cast") || has(set, "pack") {
+        done.gathers = patch_each(model, cast::gather_first)?;
+    }
     if has(set, "winograd") {
         done.winograd = patch_each(model, winograd::replace)?;
     }
@@ -83,7 +88,7 @@ pub fn substitute_with(model: &mut TypedModel, set: &str) -> TractResult<Substit
 /// Runs `replace` (a patching replacement) on every node of the model as it stands, and
 /// returns how many it replaced. Patches append nodes and leave what they replace (and the
 /// nodes only that used: fused or bypassed casts) without successors: compacted away after.
-fn patch_each(model: &mut TypedModel, replace: fn(&mut TypedModel, usize) -> TractResult<bool>) -> TractResult<usize> {
+pub(crate) fn patch_each(model: &mut TypedModel, replace: fn(&mut TypedModel, usize) -> TractResult<bool>) -> TractResult<usize> {
     let mut replaced = 0;
     for id in 0..model.nodes().len() {
         if replace(model, id)? {
