@@ -37,8 +37,8 @@ PROMPT = "a lighthouse at dusk, oil painting"
 
 
 def page_run(model, variant, args, out):
-    query = "&".join(q for q in ([] if variant == "plain" else [variant]) + (["profile=1"] if args.profile else []))
-    plain = (["--plain"] if variant == "plain" else []) + (["--query", query] if query else [])
+    params = ([] if variant == "plain" else [variant]) + (["profile=1"] if args.profile else [])
+    plain = (["--plain"] if variant == "plain" else []) + (["--query", "&".join(params)] if params else [])
     folder = ["--folder"] if args.folder else []
     cmd = ["node", os.path.join(ROOT, "tests", "browser", "bench.mjs"), "--models", f"{os.path.basename(model)}={model}", "--out", out, *plain, *folder, "--size", str(args.size), "--steps", "1", "--guidance", "0", "--decoder", "taesd", "--prompt", PROMPT]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.join(ROOT, "tests", "browser"))

@@ -42,10 +42,10 @@ let cancelRequested = false;
 // and wakes at once on Cancel; so a test can press Cancel while a network loads.
 const slowReadsMs = Number(query.get("slowReads")) || 0;
 // For the tests (?poolPanicAtStep=N): a thread of the threaded build's pool panics at step N.
+const poolPanicAtStep = Number(query.get("poolPanicAtStep")) || 0;
 // For scripts/bench_browser.py --profile (?profile=1): each network's per-op profile goes with
 // the result (`profile`, the text examples/profile.rs prints natively).
 const profiling = query.get("profile") === "1";
-const poolPanicAtStep = Number(query.get("poolPanicAtStep")) || 0;
 
 const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 

@@ -425,7 +425,7 @@ fn onnx_datum_type(code: i32) -> Option<DatumType> {
 /// Runs a plan and returns its first output as an f32 array.
 pub(crate) fn run_f32(plan: &Plan, mut inputs: TVec<TValue>, what: &str) -> Result<ndarray::ArrayD<f32>> {
     inputs.extend(plan.weights.iter().cloned());
-    let outputs = if profile::active() { profile::run_profiled(&plan.plan, inputs, what) } else { plan.plan.run(inputs) }
+    let outputs = profile::run(&plan.plan, inputs, what)
         .map_err(|e| SdError::runtime(format!("{what} failed: {}", chain(&e))))?;
     let out = outputs[0]
         .cast_to::<f32>()

@@ -71,12 +71,9 @@ pub fn std_clock() -> f64 {
     ZERO.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
 }
 
-pub(crate) fn active() -> bool {
-    PROFILE.lock().map(|p| p.is_some()).unwrap_or(false)
-}
-
-/// Runs `plan` node by node, timing each node into network `what`'s profile.
-pub(crate) fn run_profiled(plan: &std::sync::Arc<TypedSimplePlan>, inputs: TVec<TValue>, what: &str) -> TractResult<TVec<TValue>> {
+/// Runs `plan`: as tract runs it, or, while collecting, node by node, timing each node into
+/// network `what`'s profile.
+pub(crate) fn run(plan: &std::sync::Arc<TypedSimplePlan>, inputs: TVec<TValue>, what: &str) -> TractResult<TVec<TValue>> {
     let Some(clock) = PROFILE.lock().ok().and_then(|p| p.as_ref().map(|c| c.clock)) else {
         return plan.run(inputs);
     };

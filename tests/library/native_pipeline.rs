@@ -248,8 +248,8 @@ impl Hooks for ClockHooks {
 
 /// Seconds per step are the steps': the UNet's load and a TAESD preview decoder's load, both
 /// inside the denoising stage, are timed as loads. Every read of a network's files takes 1,000 s
-/// here and nothing else takes time, so the steps must come out at 0 s while the loads take thousands (a 1-step
-/// run's "s/step" was its UNet load plus the step).
+/// here and nothing else takes time, so the steps must come out at 0 s while the loads take
+/// thousands (a 1-step run's "s/step" was its UNet load plus the step).
 #[test]
 fn seconds_per_step_leave_out_the_loads() {
     let clock = std::sync::Arc::new(std::sync::Mutex::new(0.0));

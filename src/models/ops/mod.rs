@@ -25,9 +25,10 @@ pub struct Substituted {
 }
 
 /// The ops swapped in by default. A set is a comma-separated list of `cast` (the fp16 weight
-/// cast; a Gather of an fp16 table picks its rows before the cast), `pack` (the cast fused into the weight packing where one follows; implies `cast`),
-/// `attention`, `winograd` (3×3 convolutions); or `all`, or `tract` (none). `pack` is off by
-/// default: it measured no faster than `cast` in wasm (docs/performance.md).
+/// cast; a Gather of an fp16 table picks its rows before the cast), `pack` (the cast fused into
+/// the weight packing where one follows; implies `cast`), `attention`, `winograd` (3×3
+/// convolutions); or `all`, or `tract` (none). `pack` is off by default: it measured no faster
+/// than `cast` in wasm (docs/performance.md).
 pub const DEFAULT: &str = "cast,attention,winograd";
 
 /// The set [`DEFAULT`] names, or the one the environment variable `SD_WASM_OPS` names, to
