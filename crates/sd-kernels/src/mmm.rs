@@ -30,7 +30,7 @@
 //! Written so it could go to tract-linalg as `wasm_f32_4x8`.
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub use simd::{chosen, register, tract_wasm_f32_8x8, wasm_f32_4x8, wasm_f32_4x8_unrolled};
+pub use simd::{chosen, product_into_rows, register, scores_into_panels, tile_loop, tract_wasm_f32_8x8, wasm_f32_4x8, wasm_f32_4x8_unrolled, TileLoop};
 
 /// Nothing to register outside wasm32+simd128: native builds use tract's native kernels.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
@@ -40,6 +40,31 @@ pub fn register() {}
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 pub fn chosen() -> Option<&'static str> {
     None
+}
+
+/// Which build of the tile's loop a kernel is: none outside wasm32+simd128 (no value exists).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[derive(Clone, Copy, Debug)]
+pub enum TileLoop {}
+
+/// Never ours outside wasm32+simd128.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub fn tile_loop(_kernel: &str) -> Option<TileLoop> {
+    None
+}
+
+/// Unreachable outside wasm32+simd128: there is no [`TileLoop`] to call it with.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[allow(clippy::too_many_arguments)]
+pub fn product_into_rows(tile: TileLoop, _: &[f32], _: usize, _: &[f32], _: usize, _: usize, _: usize, _: usize, _: &mut [f32], _: usize) {
+    match tile {}
+}
+
+/// Unreachable outside wasm32+simd128: there is no [`TileLoop`] to call it with.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[allow(clippy::too_many_arguments)]
+pub fn scores_into_panels(tile: TileLoop, _: &[f32], _: usize, _: &[f32], _: usize, _: usize, _: usize, _: usize, _: f32, _: &mut [f32], _: usize) {
+    match tile {}
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -186,6 +211,159 @@ mod simd {
     /// once before the first model is optimized.
     pub fn register() {
         std::hint::black_box((run::<false> as *const (), run::<true> as *const (), preferred as *const ()));
+    }
+
+    /// Which build of the tile's reduction loop a kernel is.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum TileLoop {
+        Step,
+        Unrolled,
+    }
+
+    /// Kernel `name`'s loop, when it is one of our tiles.
+    pub fn tile_loop(name: &str) -> Option<TileLoop> {
+        match name {
+            NAME_STEP => Some(TileLoop::Step),
+            NAME_UNROLLED => Some(TileLoop::Unrolled),
+            _ => None,
+        }
+    }
+
+    /// Attention's scores for one block of queries, `scale`·K·Qᵀ, written straight into the
+    /// softmax's panels: what tract's frame computes with our tile for Q·Kᵀ (A = four query
+    /// rows, B = eight keys, scale fused, stored through a panel's strides), the same bits,
+    /// without the frame. With a head size of 40–160 each tile's reduction is short, so per
+    /// tile the frame's bookkeeping, the kernel's operation loop and their loop headers
+    /// (each one a trip to Go under wazero with Bacalhau's settings) cost as much as the
+    /// products; here a tile is one pass of the key loop.
+    ///
+    /// Transposed so that no lanes move: the tile's A is four keys (`keys`: K packed as our
+    /// tile's A, panels of `key_panel` floats, k = `d`), its B eight queries (`queries`: the
+    /// block's Q packed as our B, panels of `query_panel`), so each tile row is one key's
+    /// scores for four queries: one v128 store into P, whose panels (`p_panel` floats each,
+    /// four query rows, key c's four values at 4c) are the P·V product's packed A. The same
+    /// products and sums per element as Q·Kᵀ (products commute; k order; multiply, then add;
+    /// then the scale), so the same bits. Keys past `n_keys` in the last panel are not
+    /// stored; query rows past `rows` (zero padding) are, in the panels P has.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scores_into_panels(
+        tile: TileLoop,
+        keys: &[f32],
+        key_panel: usize,
+        queries: &[f32],
+        query_panel: usize,
+        d: usize,
+        n_keys: usize,
+        rows: usize,
+        scale: f32,
+        p: &mut [f32],
+        p_panel: usize,
+    ) {
+        let (key_groups, query_groups, p_panels) = (n_keys.div_ceil(MR), rows.div_ceil(NR), rows.div_ceil(MR));
+        assert!(key_panel >= MR * d && query_panel >= NR * d && p_panel >= MR * n_keys);
+        assert!(keys.len() >= key_groups * key_panel && queries.len() >= query_groups * query_panel && p.len() >= p_panels * p_panel);
+        assert!(key_panel % MR == 0 && query_panel % MR == 0 && p_panel % MR == 0, "panels of whole v128s");
+        let s = f32x4_splat(scale);
+        let out = p.as_mut_ptr();
+        for j in 0..query_groups {
+            let b = queries[j * query_panel..].as_ptr();
+            let halves = (p_panels - 2 * j).min(2);
+            for g in 0..key_groups {
+                // SAFETY: panels of d steps in bounds (asserted above; wasm loads need no alignment).
+                let ab = unsafe { product_tile(tile, d, keys[g * key_panel..].as_ptr(), b) };
+                let first = g * MR;
+                // SAFETY (both branches): key first + r below n_keys, panel 2j + h below
+                // p_panels: 4 floats at (2j + h) · p_panel + 4 · (first + r) are within p.
+                unsafe {
+                    let at = out.add(2 * j * p_panel + MR * first);
+                    if first + MR <= n_keys && halves == 2 {
+                        for (r, row) in ab.iter().enumerate() {
+                            v128_store(at.add(MR * r) as *mut v128, f32x4_mul(s, row[0]));
+                            v128_store(at.add(p_panel + MR * r) as *mut v128, f32x4_mul(s, row[1]));
+                        }
+                    } else {
+                        scores_part(&ab, n_keys - first, halves, s, at, p_panel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A border tile of [`scores_into_panels`]: its first `keys` rows, `halves` query panels.
+    /// Out of line, so that the key loop has no loop inside it (tools/wasm-ship unrolls only
+    /// innermost loops).
+    #[inline(never)]
+    unsafe fn scores_part(ab: &Tile, keys: usize, halves: usize, s: v128, at: *mut f32, p_panel: usize) {
+        for (r, row) in ab.iter().enumerate().take(keys) {
+            for (h, v) in row.iter().enumerate().take(halves) {
+                unsafe { v128_store(at.add(h * p_panel + MR * r) as *mut v128, f32x4_mul(s, *v)) };
+            }
+        }
+    }
+
+    /// C = A·B (`m` × `n`, row i at `c[i · c_row..]`) with our tile, without tract's frame:
+    /// `a` is A packed as our A (panels of `a_panel` floats, four rows over k), `b` is B packed
+    /// as our B (panels of `b_panel`, eight columns over k). Row panels outside, column panels
+    /// inside, as tract's frame walks two packed operands when it knows no cache sizes (wasm).
+    /// The same bits as through the frame with the same tile (each element's products added in
+    /// k order); per tile, one pass of the column loop instead of the frame's bookkeeping and
+    /// the kernel's operation loop: with short reductions (the TAESD decoder's 64 channels)
+    /// those cost as much as the products under wazero.
+    #[allow(clippy::too_many_arguments)]
+    pub fn product_into_rows(tile: TileLoop, a: &[f32], a_panel: usize, b: &[f32], b_panel: usize, k: usize, m: usize, n: usize, c: &mut [f32], c_row: usize) {
+        let (row_panels, col_panels) = (m.div_ceil(MR), n.div_ceil(NR));
+        assert!(a_panel >= MR * k && b_panel >= NR * k && a_panel % MR == 0 && b_panel % MR == 0);
+        assert!(a.len() >= row_panels * a_panel && b.len() >= col_panels * b_panel);
+        assert!(m == 0 || n == 0 || (c_row >= n && c.len() >= (m - 1) * c_row + n));
+        let out = c.as_mut_ptr();
+        for i in 0..row_panels {
+            let ai = a[i * a_panel..].as_ptr();
+            let first_row = i * MR;
+            for j in 0..col_panels {
+                // SAFETY: panels of k steps in bounds (asserted above; wasm loads need no alignment).
+                let ab = unsafe { product_tile(tile, k, ai, b[j * b_panel..].as_ptr()) };
+                let first_col = j * NR;
+                // SAFETY (both branches): rows below m and columns below n, c_row apart, are
+                // within c (asserted above); v128 stores need no alignment in wasm.
+                unsafe {
+                    let at = out.add(first_row * c_row + first_col);
+                    if first_row + MR <= m && first_col + NR <= n {
+                        for (r, row) in ab.iter().enumerate() {
+                            v128_store(at.add(r * c_row) as *mut v128, row[0]);
+                            v128_store(at.add(r * c_row + 4) as *mut v128, row[1]);
+                        }
+                    } else {
+                        rows_part(&ab, m - first_row, n - first_col, at, c_row);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A border tile of [`product_into_rows`]: its first `rows` rows and `cols` columns. Out of
+    /// line, as [`scores_part`].
+    #[inline(never)]
+    unsafe fn rows_part(ab: &Tile, rows: usize, cols: usize, at: *mut f32, c_row: usize) {
+        for (r, row) in ab.iter().enumerate().take(rows) {
+            let lanes: [f32; NR] = unsafe { std::mem::transmute(*row) };
+            for (col, v) in lanes.iter().enumerate().take(cols) {
+                unsafe { *at.add(r * c_row + col) = *v };
+            }
+        }
+    }
+
+    /// One tile of A·B from zero: `k` steps of a four-row A panel and an eight-column B panel.
+    #[inline(always)]
+    unsafe fn product_tile(tile: TileLoop, k: usize, a: *const f32, b: *const f32) -> Tile {
+        let mut ab: Tile = [[f32x4_splat(0.0); 2]; MR];
+        let (a, b) = (a as *const v128, b as *const v128);
+        unsafe {
+            match tile {
+                TileLoop::Step => add_mat_mul(&mut ab, k, a, b),
+                TileLoop::Unrolled => add_mat_mul_wasm_ship_unroll(&mut ab, k, a, b),
+            }
+        }
+        ab
     }
 
     #[inline(always)]

@@ -188,3 +188,128 @@ fn dispatch_picks_the_tile_for_gemm_and_tracts_gemv_for_vectors() {
     assert_eq!(pick(8, 8, 2), tile);
     assert!(pick(320, 1280, 1).starts_with("wasm_f32_") && pick(320, 1280, 1).ends_with("x1"), "{}", pick(320, 1280, 1));
 }
+
+/// P's panels for one block of queries the way attention computed them before
+/// `scores_into_panels`: per panel of four query rows, Q·Kᵀ through tract's frame with `mmm`,
+/// the scale fused, stored through the panel's strides (key c's four rows at 4c).
+fn scores_through_the_frame(mmm: &dyn MatMatMul, q: &Tensor, k: &Tensor, scale: f32, p_panel: usize) -> Vec<f32> {
+    let (rows, d, n_keys) = (q.shape()[0], q.shape()[1], k.shape()[0]);
+    let (pa, pb) = &mmm.packings()[0];
+    let pa = pa.downcast_ref::<PackedFormat>().unwrap();
+    let pb = pb.downcast_ref::<PackedFormat>().unwrap();
+    let r = pa.r;
+    let mut kbuf = pb.new_packed_buffer(d, n_keys).unwrap();
+    let p = Tensor::zero::<f32>(&[rows.div_ceil(r) * p_panel]).unwrap();
+    let scale = tensor0(scale);
+    unsafe {
+        pb.repack_tensor_view(&mut kbuf, &k.view(), 1, 0).unwrap();
+        let mut scratch = mmm.allocate_scratch_space();
+        for first in (0..rows).step_by(r) {
+            let height = r.min(rows - first);
+            let panel = q.slice(0, first, first + height).unwrap();
+            let mut qbuf = pa.new_packed_buffer(d, height).unwrap();
+            pa.repack_tensor_view(&mut qbuf, &panel.view(), 1, 0).unwrap();
+            let shape = [height, n_keys];
+            let strides = [1isize, r as isize];
+            let view = tract_data::internal::TensorView::from_bytes(&p, (first / r * p_panel * 4) as isize, &shape, &strides);
+            let store = mmm.c_view(Some(0), Some(1)).wrap(&view);
+            let specs = [
+                FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&qbuf), b: AsInputValue::Borrowed(&kbuf), packing: 0 },
+                FusedSpec::BinScalar(&scale, BinOp::Mul),
+                FusedSpec::Store(store),
+            ];
+            mmm.run_with_scratch_space(height, n_keys, &mut *scratch, &specs).unwrap();
+        }
+    }
+    p.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
+}
+
+/// Attention's scores straight into P's panels: the same bits as through tract's frame with the
+/// same tile, at every head size, key count and block height the edges can take (partial key
+/// panels, a last query group of one panel, of a partial panel), and right against f64 sums.
+#[test]
+fn scores_into_panels_equal_the_frames_bit_for_bit() {
+    for (kernel, tile) in [(mmm::wasm_f32_4x8().mmm(), mmm::TileLoop::Step), (mmm::wasm_f32_4x8_unrolled().mmm(), mmm::TileLoop::Unrolled)] {
+        assert_eq!(mmm::tile_loop(kernel.name()), Some(tile));
+        let (pa, pb) = &kernel.packings()[0];
+        let pa = pa.downcast_ref::<PackedFormat>().unwrap();
+        let pb = pb.downcast_ref::<PackedFormat>().unwrap();
+        for d in [1usize, 3, 40, 64, 77] {
+            for n_keys in [1usize, 5, 8, 77, 130] {
+                for rows in [1usize, 4, 5, 8, 13, 64] {
+                    let seed = (d * 10_000 + n_keys * 100 + rows) as u64;
+                    let q = Tensor::from_shape(&[rows, d], &values(rows * d, seed)).unwrap();
+                    let k = Tensor::from_shape(&[n_keys, d], &values(n_keys * d, seed + 1)).unwrap();
+                    let scale = 0.158_113_88;
+                    let p_panel = pa.single_panel_len(n_keys);
+                    let want = scores_through_the_frame(&*kernel, &q, &k, scale, p_panel);
+                    let mut kbuf = pa.new_packed_buffer(d, n_keys).unwrap();
+                    let mut qbuf = pb.new_packed_buffer(d, rows).unwrap();
+                    pa.repack_tensor_view(&mut kbuf, &k.view(), 1, 0).unwrap();
+                    pb.repack_tensor_view(&mut qbuf, &q.view(), 1, 0).unwrap();
+                    let (keys, queries) = (packed_floats(&kbuf), packed_floats(&qbuf));
+                    let mut got = vec![f32::NAN; want.len()];
+                    let key_panel = pa.single_panel_len(d);
+                    let query_panel = pb.single_panel_len(d);
+                    mmm::scores_into_panels(tile, keys, key_panel, queries, query_panel, d, n_keys, rows, scale, &mut got, p_panel);
+                    let (qv, kv) = (q.try_as_plain_ram().unwrap(), k.try_as_plain_ram().unwrap());
+                    let (qv, kv) = (qv.as_slice::<f32>().unwrap(), kv.as_slice::<f32>().unwrap());
+                    for l in 0..rows {
+                        for c in 0..n_keys {
+                            let at = l / 4 * p_panel + 4 * c + l % 4;
+                            let what = format!("{tile:?} d={d} keys={n_keys} rows={rows}: query {l}, key {c}");
+                            assert_eq!(got[at].to_bits(), want[at].to_bits(), "{what}: {} vs the frame's {}", got[at], want[at]);
+                            let exact: f64 = (0..d).map(|i| qv[l * d + i] as f64 * kv[c * d + i] as f64).sum::<f64>() * scale as f64;
+                            assert!((got[at] as f64 - exact).abs() <= 1e-6 * d as f64, "{what}: {} vs {exact}", got[at]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A packed operand's floats, in place (aligned as the kernel needs).
+fn packed_floats(buf: &tract_linalg::mmm::EagerPackedInput) -> &[f32] {
+    let bytes = buf.packed.as_bytes();
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
+}
+
+/// A plain product without the frame: the same bits as through it with the same tile, for
+/// every edge shape `problems` has (partial row and column panels, k of 1 to 77), into rows
+/// further apart than n (what lies between them is left alone).
+#[test]
+fn product_into_rows_equals_the_frames_bit_for_bit() {
+    for (kernel, tile) in [(mmm::wasm_f32_4x8().mmm(), mmm::TileLoop::Step), (mmm::wasm_f32_4x8_unrolled().mmm(), mmm::TileLoop::Unrolled)] {
+        let (pa, pb) = &kernel.packings()[0];
+        let pa = pa.downcast_ref::<PackedFormat>().unwrap();
+        let pb = pb.downcast_ref::<PackedFormat>().unwrap();
+        for p in problems() {
+            let p = Problem { extra: Extra::None, transposed: false, ..p };
+            let (m, k, n) = (p.m, p.k, p.n);
+            let want = p.run(&*kernel);
+            let [a, b, ..] = p.inputs();
+            let a = Tensor::from_shape(&[m, k], &a).unwrap();
+            let b = Tensor::from_shape(&[k, n], &b).unwrap();
+            let mut abuf = pa.new_packed_buffer(k, m).unwrap();
+            let mut bbuf = pb.new_packed_buffer(k, n).unwrap();
+            pa.repack_tensor_view(&mut abuf, &a.view(), 1, 0).unwrap();
+            pb.repack_tensor_view(&mut bbuf, &b.view(), 0, 1).unwrap();
+            let c_row = n + 3;
+            let mut got = vec![f32::NAN; m * c_row];
+            let (a_panel, b_panel) = (abuf.panel_bytes / 4, bbuf.panel_bytes / 4);
+            mmm::product_into_rows(tile, packed_floats(&abuf), a_panel, packed_floats(&bbuf), b_panel, k, m, n, &mut got, c_row);
+            for i in 0..m {
+                for j in 0..c_row {
+                    let g = got[i * c_row + j];
+                    let what = format!("{tile:?} m={m} k={k} n={n} at ({i}, {j})");
+                    if j < n {
+                        assert_eq!(g.to_bits(), want[i * n + j].to_bits(), "{what}: {g} vs the frame's {}", want[i * n + j]);
+                    } else {
+                        assert!(g.is_nan(), "{what}: written past the row");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -137,11 +137,18 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
     let blocks_per_head = sq.div_ceil(block);
     let units = heads * blocks_per_head;
     let parts = super::super::threads::current().clamp(1, units);
+    // With our wasm tile, Q·Kᵀ skips tract's frame (sd_kernels::mmm::scores_into_panels: K
+    // is then the tile's A and a block's Q its B); otherwise each panel of P goes through it.
+    let direct = sd_kernels::mmm::tile_loop(mmm.name());
     super::super::threads::try_for_each_part(parts, |part| -> TractResult<()> {
         let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
-        let mut kbuf = pack_b.new_packed_buffer(d, sk)?; // Kᵀ: k = D, n = S_k
+        let mut kbuf = match direct {
+            Some(_) => pack_a.new_packed_buffer(d, sk)?, // K: k = D, m = S_k
+            None => pack_b.new_packed_buffer(d, sk)?,    // Kᵀ: k = D, n = S_k
+        };
         let mut vbuf = pack_b.new_packed_buffer(sk, d)?; // V: k = S_k, n = D
-        // Q per panel height (full panels, and the last partial one); P per block height.
+        // Q per panel height (full panels, and the last partial one; per block height when
+        // direct); P per block height.
         let mut qbufs: Vec<(usize, EagerPackedInput)> = Vec::new();
         let mut pbufs: Vec<(usize, EagerPackedInput)> = Vec::new();
         let mut inv = Tensor::zero::<f32>(&[block.next_multiple_of(r)])?;
@@ -153,7 +160,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
             if packed_kv != Some(kvh) {
                 unsafe {
                     let kview = TensorView::from_bytes(k, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
-                    pack_b.repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
+                    direct.map_or(&pack_b, |_| &pack_a).repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
                     let vview = TensorView::from_bytes(v, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
                     pack_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
                 }
@@ -167,30 +174,44 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
                 }
                 let pbuf = &mut pbufs.iter_mut().find(|(n, _)| *n == rows).unwrap().1;
                 let mut scores = take_plain(pbuf)?;
-                for first in (0..rows).step_by(r) {
-                    let height = r.min(rows - first);
-                    if !qbufs.iter().any(|(n, _)| *n == height) {
-                        qbufs.push((height, pack_a.new_packed_buffer(d, height)?));
+                if let Some(tile) = direct {
+                    if !qbufs.iter().any(|(n, _)| *n == rows) {
+                        qbufs.push((rows, pack_b.new_packed_buffer(d, rows)?));
                     }
-                    let qbuf = &mut qbufs.iter_mut().find(|(n, _)| *n == height).unwrap().1;
-                    let (q_shape, q_strides) = ([height, d], [d as isize, 1]);
-                    unsafe {
-                        let qview = TensorView::from_bytes(q, ((head + (i0 + first) * d) * 4) as isize, &q_shape, &q_strides);
-                        pack_a.repack_tensor_view(qbuf, &qview, 1, 0)?;
-                        // This panel of P: row l's score c at r·c + l.
-                        let s_shape = [height, sk];
-                        let sview = TensorView::from_bytes(&scores, (first / r * panel_len * 4) as isize, &s_shape, &panel_strides);
-                        let store = mmm.c_view(Some(0), Some(1)).wrap(&sview);
-                        mmm.run_with_scratch_space(
-                            height,
-                            sk,
-                            &mut *scratch,
-                            &[
-                                FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*qbuf), b: AsInputValue::Borrowed(&kbuf), packing },
-                                FusedSpec::BinScalar(&scale_t, BinOp::Mul),
-                                FusedSpec::Store(store),
-                            ],
-                        )?;
+                    let qbuf = &mut qbufs.iter_mut().find(|(n, _)| *n == rows).unwrap().1;
+                    let (q_shape, q_strides) = ([rows, d], [d as isize, 1]);
+                    let qview = unsafe { TensorView::from_bytes(q, ((head + i0 * d) * 4) as isize, &q_shape, &q_strides) };
+                    pack_b.repack_tensor_view(qbuf, &qview, 1, 0)?;
+                    let mut s = scores.try_as_plain_ram_mut()?;
+                    let (keys, queries) = (super::packed_f32(&kbuf), super::packed_f32(qbuf));
+                    let (key_panel, query_panel) = (kbuf.panel_bytes / 4, qbuf.panel_bytes / 4);
+                    sd_kernels::mmm::scores_into_panels(tile, keys, key_panel, queries, query_panel, d, sk, rows, scale, s.as_slice_mut::<f32>()?, panel_len);
+                } else {
+                    for first in (0..rows).step_by(r) {
+                        let height = r.min(rows - first);
+                        if !qbufs.iter().any(|(n, _)| *n == height) {
+                            qbufs.push((height, pack_a.new_packed_buffer(d, height)?));
+                        }
+                        let qbuf = &mut qbufs.iter_mut().find(|(n, _)| *n == height).unwrap().1;
+                        let (q_shape, q_strides) = ([height, d], [d as isize, 1]);
+                        unsafe {
+                            let qview = TensorView::from_bytes(q, ((head + (i0 + first) * d) * 4) as isize, &q_shape, &q_strides);
+                            pack_a.repack_tensor_view(qbuf, &qview, 1, 0)?;
+                            // This panel of P: row l's score c at r·c + l.
+                            let s_shape = [height, sk];
+                            let sview = TensorView::from_bytes(&scores, (first / r * panel_len * 4) as isize, &s_shape, &panel_strides);
+                            let store = mmm.c_view(Some(0), Some(1)).wrap(&sview);
+                            mmm.run_with_scratch_space(
+                                height,
+                                sk,
+                                &mut *scratch,
+                                &[
+                                    FusedSpec::AddMatMul { a: AsInputValue::Borrowed(&*qbuf), b: AsInputValue::Borrowed(&kbuf), packing },
+                                    FusedSpec::BinScalar(&scale_t, BinOp::Mul),
+                                    FusedSpec::Store(store),
+                                ],
+                            )?;
+                        }
                     }
                 }
                 {

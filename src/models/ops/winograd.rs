@@ -225,6 +225,8 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
     let chunks_per_image = tile_rows.div_ceil(chunk_rows);
     let max_cols = chunk_rows * across;
     let (mmm, packing, pack_a, pack_b) = f32_kernel(outputs.min(BLOCK), inputs, max_cols)?;
+    // With our wasm tile the products skip tract's frame (sd_kernels::mmm::product_into_rows).
+    let direct = sd_kernels::mmm::tile_loop(mmm.name());
     // Blocks of output channels over the threads, each part's blocks at most BLOCK rows.
     let blocks = Blocks::new(outputs, mmm.mr(), threads::current());
     let (parts, block) = (blocks.parts(), blocks.largest());
@@ -278,7 +280,7 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
             // Products and output transform, blocks of output channels over the threads.
             threads::try_for_each_part(parts, |part| -> TractResult<()> {
                 let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
-                let products = unsafe { Tensor::uninitialized::<f32>(&[positions * block * cols])? };
+                let mut products = unsafe { Tensor::uninitialized::<f32>(&[positions * block * cols])? };
                 // This part's U when not kept: sized once for its largest block.
                 let mut own_u: Option<Vec<EagerPackedInput>> = None;
                 let own_rows = blocks.of_part(part).map(|b| blocks.rows(b).1).max().unwrap_or(0);
@@ -304,6 +306,13 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
                         }
                     };
                     for p in 0..positions {
+                        if let Some(tile) = direct {
+                            let mut plain = products.try_as_plain_ram_mut()?;
+                            let c = &mut plain.as_slice_mut::<f32>()?[p * m * cols..][..m * cols];
+                            let (u, v) = (&u_packed[p], &packed_v[p]);
+                            sd_kernels::mmm::product_into_rows(tile, super::packed_f32(u), u.panel_bytes / 4, super::packed_f32(v), v.panel_bytes / 4, inputs, m, cols, c, cols);
+                            continue;
+                        }
                         let (shape, strides) = ([m, cols], [cols as isize, 1]);
                         unsafe {
                             let view = TensorView::from_bytes(&products, (p * m * cols * 4) as isize, &shape, &strides);
