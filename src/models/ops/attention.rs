@@ -13,6 +13,10 @@
 //! behaviour with GEMM-class kernels. Every buffer is allocated once per evaluation (natively:
 //! per thread) and reused across heads and blocks.
 //!
+//! In wasm, where tract picks our SIMD128 tile, Q·Kᵀ runs without tract's frame
+//! (sd_kernels::mmm::scores_into_panels, the same bits, K packed as the tile's A): a head's
+//! reduction is short, and per tile the frame cost as much as the products.
+//!
 //! Replaces FlashSdpaOp nodes without mask and without causal masking (what the SD UNets
 //! have); anything else keeps tract's op.
 
