@@ -9,6 +9,15 @@
 //! padding after k rows) is zeroed.
 
 use crate::cast::f16_bits_to_f32;
+use tract_linalg::mmm::EagerPackedInput;
+
+/// A packed operand's floats (its panels, padding included), read in place.
+pub fn floats(packed: &EagerPackedInput) -> &[f32] {
+    let bytes = packed.packed.as_bytes();
+    // SAFETY: tract's packed buffers are aligned for their kernel's vectors (at least 4 bytes);
+    // whole floats are read.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
+}
 
 /// Whether [`pack_f16`] has a vectorized path for this layout (otherwise it converts element
 /// by element, slower than a vectorized cast followed by tract's own packing).
@@ -199,7 +208,7 @@ mod tests {
             let panel_len = format.single_panel_len(k);
             let mut ours = vec![f32::NAN; mn.div_ceil(r) * panel_len];
             pack_f32_mn_major(&src, k, mn, k_stride, r, panel_len, &mut ours);
-            let theirs: &[f32] = unsafe { std::slice::from_raw_parts(theirs.packed.as_bytes().as_ptr() as *const f32, ours.len()) };
+            let theirs = &floats(&theirs)[..ours.len()];
             for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
                 // tract leaves the end padding as allocated (zeroed): compare every element.
                 assert_eq!(a.to_bits(), b.to_bits(), "k {k} mn {mn} r {r} stride {k_stride} at {i}");

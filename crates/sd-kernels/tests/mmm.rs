@@ -9,7 +9,7 @@
 //! both are right.
 #![cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 
-use sd_kernels::mmm;
+use sd_kernels::{mmm, pack};
 use tract_data::prelude::*;
 use tract_linalg::mmm::{AsInputValue, FusedSpec, MatMatMul, MmmDispatch, Query};
 use tract_linalg::pack::PackedFormat;
@@ -247,7 +247,7 @@ fn scores_into_panels_equal_the_frames_bit_for_bit() {
                     let mut qbuf = pb.new_packed_buffer(d, rows).unwrap();
                     pa.repack_tensor_view(&mut kbuf, &k.view(), 1, 0).unwrap();
                     pb.repack_tensor_view(&mut qbuf, &q.view(), 1, 0).unwrap();
-                    let (keys, queries) = (packed_floats(&kbuf), packed_floats(&qbuf));
+                    let (keys, queries) = (pack::floats(&kbuf), pack::floats(&qbuf));
                     let mut got = vec![f32::NAN; want.len()];
                     let key_panel = pa.single_panel_len(d);
                     let query_panel = pb.single_panel_len(d);
@@ -267,12 +267,6 @@ fn scores_into_panels_equal_the_frames_bit_for_bit() {
             }
         }
     }
-}
-
-/// A packed operand's floats, in place (aligned as the kernel needs).
-fn packed_floats(buf: &tract_linalg::mmm::EagerPackedInput) -> &[f32] {
-    let bytes = buf.packed.as_bytes();
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
 }
 
 /// A plain product without the frame: the same bits as through it with the same tile, for
@@ -298,7 +292,7 @@ fn product_into_rows_equals_the_frames_bit_for_bit() {
             let c_row = n + 3;
             let mut got = vec![f32::NAN; m * c_row];
             let (a_panel, b_panel) = (abuf.panel_bytes / 4, bbuf.panel_bytes / 4);
-            mmm::product_into_rows(tile, packed_floats(&abuf), a_panel, packed_floats(&bbuf), b_panel, k, m, n, &mut got, c_row);
+            mmm::product_into_rows(tile, pack::floats(&abuf), a_panel, pack::floats(&bbuf), b_panel, k, m, n, &mut got, c_row);
             for i in 0..m {
                 for j in 0..c_row {
                     let g = got[i * c_row + j];

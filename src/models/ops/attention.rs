@@ -144,12 +144,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
     // With our wasm tile, Q·Kᵀ skips tract's frame (sd_kernels::mmm::scores_into_panels: K
     // is then the tile's A and a block's Q its B); otherwise each panel of P goes through it.
     let direct = sd_kernels::mmm::tile_loop(mmm.name());
+    let pack_k = if direct.is_some() { &pack_a } else { &pack_b }; // K (k = D, m = S_k) or Kᵀ (n = S_k)
     super::super::threads::try_for_each_part(parts, |part| -> TractResult<()> {
         let mut scratch: Box<dyn ScratchSpace> = unsafe { mmm.allocate_scratch_space() };
-        let mut kbuf = match direct {
-            Some(_) => pack_a.new_packed_buffer(d, sk)?, // K: k = D, m = S_k
-            None => pack_b.new_packed_buffer(d, sk)?,    // Kᵀ: k = D, n = S_k
-        };
+        let mut kbuf = pack_k.new_packed_buffer(d, sk)?;
         let mut vbuf = pack_b.new_packed_buffer(sk, d)?; // V: k = S_k, n = D
         // Q per panel height (full panels, and the last partial one; per block height when
         // direct); P per block height.
@@ -164,7 +162,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
             if packed_kv != Some(kvh) {
                 unsafe {
                     let kview = TensorView::from_bytes(k, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
-                    direct.map_or(&pack_b, |_| &pack_a).repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
+                    pack_k.repack_tensor_view(&mut kbuf, &kview, 1, 0)?;
                     let vview = TensorView::from_bytes(v, (kvh * kv_head * 4) as isize, &kv_shape, &kv_strides);
                     pack_b.repack_tensor_view(&mut vbuf, &vview, 0, 1)?;
                 }
@@ -187,7 +185,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: Option<f32>) -> Trac
                     let qview = unsafe { TensorView::from_bytes(q, ((head + i0 * d) * 4) as isize, &q_shape, &q_strides) };
                     pack_b.repack_tensor_view(qbuf, &qview, 1, 0)?;
                     let mut s = scores.try_as_plain_ram_mut()?;
-                    let (keys, queries) = (super::packed_f32(&kbuf), super::packed_f32(qbuf));
+                    let (keys, queries) = (sd_kernels::pack::floats(&kbuf), sd_kernels::pack::floats(qbuf));
                     let (key_panel, query_panel) = (kbuf.panel_bytes / 4, qbuf.panel_bytes / 4);
                     sd_kernels::mmm::scores_into_panels(tile, keys, key_panel, queries, query_panel, d, sk, rows, scale, s.as_slice_mut::<f32>()?, panel_len);
                 } else {

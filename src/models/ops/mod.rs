@@ -115,13 +115,6 @@ pub fn blob_f32(blob: &mut Blob) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut f32, bytes.len() / 4) }
 }
 
-/// A packed operand's floats (its panels, padding included).
-pub fn packed_f32(packed: &EagerPackedInput) -> &[f32] {
-    let bytes = packed.packed.as_bytes();
-    // SAFETY: packed buffers are aligned for their kernel's vectors; whole floats are read.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
-}
-
 /// A packed buffer of `format` for a k × mn operand, like its `new_packed_buffer` but not
 /// cleared first: the Winograd op's buffers are large (36 planes of a block's U, tens of MB)
 /// and each is written whole by its packer, so clearing them was a full extra pass through

@@ -310,7 +310,7 @@ fn transformed(algorithm: Algorithm, x: &[f32], weights: &Weights, bias: &[f32],
                             let mut plain = products.try_as_plain_ram_mut()?;
                             let c = &mut plain.as_slice_mut::<f32>()?[p * m * cols..][..m * cols];
                             let (u, v) = (&u_packed[p], &packed_v[p]);
-                            sd_kernels::mmm::product_into_rows(tile, super::packed_f32(u), u.panel_bytes / 4, super::packed_f32(v), v.panel_bytes / 4, inputs, m, cols, c, cols);
+                            sd_kernels::mmm::product_into_rows(tile, sd_kernels::pack::floats(u), u.panel_bytes / 4, sd_kernels::pack::floats(v), v.panel_bytes / 4, inputs, m, cols, c, cols);
                             continue;
                         }
                         let (shape, strides) = ([m, cols], [cols as isize, 1]);
