@@ -447,10 +447,13 @@ mod simd {
         unsafe {
             let bhi = in_order(b.add(1));
             let blo = in_order(b);
-            let s: [v128; MR] = [3, 2, 1, 0].map(|r| f32x4_splat(in_order(a.add(r))));
+            let mut s = [blo; MR];
+            for r in (0..MR).rev() {
+                s[r] = f32x4_splat(in_order(a.add(r)));
+            }
             for r in 0..MR {
-                acc[r][0] = madd(acc[r][0], s[MR - 1 - r], blo);
-                acc[r][1] = madd(acc[r][1], s[MR - 1 - r], bhi);
+                acc[r][0] = madd(acc[r][0], s[r], blo);
+                acc[r][1] = madd(acc[r][1], s[r], bhi);
             }
         }
     }
