@@ -15,10 +15,15 @@
 //!    runs that check once per several iterations.
 //! 3. Loads of marked functions (hand-written kernels, [`MARKER`]) reshaped for wazero's
 //!    amd64 backend: constant address adds folded into offsets, `v128.load32_splat` as
-//!    `f32.load` + `f32x4.splat` ([`wazero_addressing`] says why).
+//!    `f32.load` + `f32x4.splat` ([`wazero_addressing`] says why); and a marked loop that walks
+//!    pointers through loads run as whole passes, each step's loads at constant offsets from
+//!    the pass's pointers, so that wazero checks bounds once per pointer per pass
+//!    (`passes.rs`).
 //! 4. The `name` section replaced by one holding only the module name: Bacalhau's tracing
 //!    wrapper rejects modules without one, never reads function names (≈2 MB of sd.wasm), and
 //!    refuses local modules over 10 MB.
+
+mod passes;
 
 use wasmparser::{
     FuncValidatorAllocations, Operator, Parser, Payload, ValType, Validator, WasmFeatures,
@@ -36,6 +41,8 @@ pub struct Report {
     pub loops_unrolled: usize,
     /// Loads of marked functions rewritten for wazero (see [`Unroll::marked_factor`]).
     pub loads_rewritten: usize,
+    /// Of the unrolled loops, those also run as whole passes (see `passes.rs`).
+    pub loops_in_passes: usize,
 }
 
 /// Rewrites `module` as described in the crate docs; `module_name` goes into the new `name`
@@ -243,7 +250,7 @@ fn rewrite_body(
     } else {
         ops
     };
-    let (ops, unrolled) = unroll_loops(&ops, unroll)?;
+    let (ops, unrolled) = unroll_loops(&ops, unroll, &mut report.loops_in_passes)?;
     report.loops_unrolled += unrolled;
     out.extend_from_slice(&ops);
     Ok(out)
@@ -412,7 +419,7 @@ fn address_load(op: &Operator) -> Option<(&'static [u8], wasmparser::MemArg)> {
 
 /// Unrolls the chosen loops of one function body (see [`Unroll`]); returns the new expression
 /// and how many loops were unrolled.
-fn unroll_loops(expr: &[u8], unroll: &LoopChoice) -> Result<(Vec<u8>, usize), Error> {
+fn unroll_loops(expr: &[u8], unroll: &LoopChoice, in_passes: &mut usize) -> Result<(Vec<u8>, usize), Error> {
     if unroll.factor < 2 {
         return Ok((expr.to_vec(), 0));
     }
@@ -477,14 +484,15 @@ fn unroll_loops(expr: &[u8], unroll: &LoopChoice) -> Result<(Vec<u8>, usize), Er
         match next.peek() {
             Some(&&(start, end)) if start == i => {
                 next.next();
-                out.extend_from_slice(&[0x02, 0x40, 0x03, 0x40]); // block EXIT, loop L
-                for _ in 1..unroll.factor {
-                    out.extend_from_slice(&[0x02, 0x40]); // block C
-                    copy_body(expr, &ops[start + 1..end], 2, &mut out);
-                    out.extend_from_slice(&[0x0c, 0x02, 0x0b]); // br EXIT, end C
+                let body = &ops[start + 1..end];
+                let unrolled = unrolled(expr, body, unroll.factor);
+                match unroll.addressing.then(|| passes::whole_passes(expr, body, unroll.factor, &unrolled)).flatten() {
+                    Some(passes) => {
+                        out.extend_from_slice(&passes);
+                        *in_passes += 1;
+                    }
+                    None => out.extend_from_slice(&unrolled),
                 }
-                copy_body(expr, &ops[start + 1..end], 1, &mut out);
-                out.extend_from_slice(&[0x0b, 0x0b]); // end L, end EXIT
                 i = end + 1;
             }
             _ => {
@@ -494,6 +502,19 @@ fn unroll_loops(expr: &[u8], unroll: &LoopChoice) -> Result<(Vec<u8>, usize), Er
         }
     }
     Ok((out, loops.len()))
+}
+
+/// `loop L  BODY  end` unrolled as [`Unroll`] describes.
+fn unrolled(expr: &[u8], body: &[(Operator, usize, usize)], factor: usize) -> Vec<u8> {
+    let mut out = vec![0x02, 0x40, 0x03, 0x40]; // block EXIT, loop L
+    for _ in 1..factor {
+        out.extend_from_slice(&[0x02, 0x40]); // block C
+        copy_body(expr, body, 2, &mut out);
+        out.extend_from_slice(&[0x0c, 0x02, 0x0b]); // br EXIT, end C
+    }
+    copy_body(expr, body, 1, &mut out);
+    out.extend_from_slice(&[0x0b, 0x0b]); // end L, end EXIT
+    out
 }
 
 /// Branch-like operators other than br/br_if/br_table (exceptions, GC casts, tail calls are

@@ -30,11 +30,12 @@ fn ship(input: &str, output: &str, name: &str) -> Result<(), wasm_ship::Error> {
     let (shipped, report) = wasm_ship::ship(&module, name, unroll)?;
     std::fs::write(output, &shipped).map_err(|e| format!("{output}: {e}"))?;
     println!(
-        "{output}: {} bytes ({} float selects rewritten as if/else, {} loops unrolled {}x, {} loads of marked functions rewritten, {} bytes of names dropped)",
+        "{output}: {} bytes ({} float selects rewritten as if/else, {} loops unrolled {}x ({} of them in whole passes), {} loads of marked functions rewritten, {} bytes of names dropped)",
         shipped.len(),
         report.float_selects,
         report.loops_unrolled,
         unroll.factor,
+        report.loops_in_passes,
         report.loads_rewritten,
         report.name_section_bytes
     );
