@@ -60,7 +60,7 @@ pub fn inspect(module: &[u8]) -> Result<Report, Error> {
 }
 
 fn transform(module: &[u8], rewrite_as: Option<(&str, Unroll)>) -> Result<(Vec<u8>, Report), Error> {
-    let unroll = rewrite_as.map_or(Unroll { factor: 1, marked_factor: 1, max_body_bytes: 0, functions: &[], callees: &[] }, |(_, u)| u);
+    let unroll = rewrite_as.map_or(Unroll { factor: 1, marked_factor: 1, marked_passes: &[], max_body_bytes: 0, functions: &[], callees: &[] }, |(_, u)| u);
     let names = function_names(module)?;
     let mut func_index = imported_functions(module)?;
     let hot_callees = names.iter().filter(|(_, n)| unroll.callees.iter().any(|c| n.contains(c))).map(|(&i, _)| i).collect();
@@ -90,6 +90,7 @@ fn transform(module: &[u8], rewrite_as: Option<(&str, Unroll)>) -> Result<(Vec<u
                     every_loop: marked || name.is_some_and(|name| unroll.functions.iter().any(|f| name.contains(f))),
                     hot_callees: &hot_callees,
                     addressing: marked && unroll.marked_factor > 1,
+                    passes: if marked { unroll.marked_passes } else { &[] },
                 };
                 func_index += 1;
                 let new_body = rewrite_body(module, body, &mut func, &choice, &mut report)?;
@@ -310,6 +311,9 @@ pub struct Unroll {
     pub factor: usize,
     /// Copies for the loops of functions whose name carries [`MARKER`].
     pub marked_factor: usize,
+    /// Pass lengths, longest first, for the marked loops `passes.rs` can run as whole passes
+    /// (the steps left after them run the loop unrolled `marked_factor` times).
+    pub marked_passes: &'static [usize],
     /// Only loops whose body is at most this many bytes.
     pub max_body_bytes: usize,
     /// Loops in functions whose name (from the `name` section, mangled) contains one of these…
@@ -325,7 +329,10 @@ pub struct Unroll {
 /// - 32 copies in functions carrying the [`MARKER`]: sd-kernels' GEMM tile has a reduction
 ///   loop built both ways, rolled for wasmtime's Cranelift and marked for this
 ///   (crates/sd-kernels/src/mmm.rs says why). The check is a call, so every pass also spills
-///   and reloads the tile's accumulators: 8 copies left it 2.4× slower than under wasmtime;
+///   and reloads the tile's accumulators: 8 copies left it 2.4× slower than under wasmtime.
+///   That loop runs as whole passes of 128 then 32 steps (`passes.rs`: no bounds checks inside
+///   a pass); under wasi-runner on a Zen 1 EPYC an exit costs ~60 ns, as much as ~8 steps,
+///   and passes of 128 made the tile alone 16 % faster than passes of 32 (2026-12-04);
 /// - loops anywhere that call `half::f16::to_f32` (fp16 weights widened on every run).
 ///
 /// First measured with a hand-kept list (tract's GEMM kernel, matrixmultiply, `contains`) on
@@ -335,7 +342,7 @@ pub fn sd_wasm_unroll() -> Unroll {
     let functions = FUNCTIONS.get_or_init(|| {
         include_str!("hot-loops.txt").lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(1)).collect()
     });
-    Unroll { factor: 8, marked_factor: 32, max_body_bytes: 600, functions, callees: &["binary163f166to_f32"] }
+    Unroll { factor: 8, marked_factor: 32, marked_passes: &[128, 32], max_body_bytes: 600, functions, callees: &["binary163f166to_f32"] }
 }
 
 /// A function whose name contains this asks for its loops to be unrolled
@@ -350,6 +357,8 @@ struct LoopChoice<'a> {
     hot_callees: &'a std::collections::HashSet<u32>,
     /// Rewrite loads as [`wazero_addressing`] does (marked functions).
     addressing: bool,
+    /// Whole-pass lengths for the loops that allow them (marked functions).
+    passes: &'a [usize],
 }
 
 /// Loads reshaped for wazero v1.12.0's amd64 backend, in marked functions (hand-written
@@ -486,7 +495,7 @@ fn unroll_loops(expr: &[u8], unroll: &LoopChoice, in_passes: &mut usize) -> Resu
                 next.next();
                 let body = &ops[start + 1..end];
                 let unrolled = unrolled(expr, body, unroll.factor);
-                match unroll.addressing.then(|| passes::whole_passes(expr, body, unroll.factor, &unrolled)).flatten() {
+                match unroll.addressing.then(|| passes::whole_passes(expr, body, unroll.passes, &unrolled)).flatten() {
                     Some(passes) => {
                         out.extend_from_slice(&passes);
                         *in_passes += 1;

@@ -1,5 +1,7 @@
 //! wasm-ship IN.wasm OUT.wasm [MODULE_NAME]   rewrite for shipping (see the library docs)
-//!   WASM_SHIP_UNROLL=FACTOR:MAX_BODY_BYTES     loop unrolling (default below; 1:0 turns it off)
+//!   WASM_SHIP_UNROLL=FACTOR:MAX_BODY_BYTES[:PASS,...]
+//!                                              loop unrolling (default below; 1:0 turns it off) and
+//!                                              the marked loops' pass lengths
 //! wasm-ship --check FILE.wasm                 exit 1 if FILE still has float selects or no name section
 use std::process::exit;
 
@@ -22,8 +24,15 @@ fn ship(input: &str, output: &str, name: &str) -> Result<(), wasm_ship::Error> {
     let default = wasm_ship::sd_wasm_unroll();
     let unroll = match std::env::var("WASM_SHIP_UNROLL") {
         Ok(v) => {
-            let (f, b) = v.split_once(':').ok_or("WASM_SHIP_UNROLL=FACTOR:MAX_BODY_BYTES")?;
-            wasm_ship::Unroll { factor: f.parse()?, marked_factor: f.parse()?, max_body_bytes: b.parse()?, ..default }
+            let mut fields = v.split(':');
+            let (Some(f), Some(b)) = (fields.next(), fields.next()) else {
+                return Err("WASM_SHIP_UNROLL=FACTOR:MAX_BODY_BYTES[:PASS,...]".into());
+            };
+            let marked_passes = match fields.next() {
+                Some(list) => Vec::leak(list.split(',').filter(|p| !p.is_empty()).map(str::parse).collect::<Result<Vec<usize>, _>>()?),
+                None => default.marked_passes,
+            };
+            wasm_ship::Unroll { factor: f.parse()?, marked_factor: f.parse()?, marked_passes, max_body_bytes: b.parse()?, ..default }
         }
         Err(_) => default,
     };

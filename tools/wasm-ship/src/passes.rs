@@ -20,16 +20,16 @@
 //! becomes
 //! ```text
 //! block EXIT
-//!   loop F
-//!     local.get N; i32.const factor·D; i32.ge_u
+//!   loop F                               ;; for each pass length P, longest first:
+//!     local.get N; i32.const P·D; i32.ge_u
 //!     if                                 ;; at least a whole pass left
-//!       probes; factor copies of BODY, offsets shifted, without the adds and the count
-//!       L += factor·C (each pointer); N -= factor·D
+//!       probes; P copies of BODY, offsets shifted, without the adds and the count
+//!       L += P·C (each pointer); N -= P·D
 //!       local.get N; br_if F             ;; more left: next pass
 //!       br EXIT
 //!     end
-//!     REMAINDER                          ;; the original loop, unrolled as other marked loops
-//!   end
+//!   end                                  ;; less than P left: the next length
+//!   REMAINDER                            ;; the original loop, unrolled as other marked loops
 //! end
 //! ```
 //! The same loads in the same order with the same values, the same arithmetic, the same final
@@ -43,26 +43,38 @@ use wasmparser::Operator;
 /// A decoded operator with its byte range in the expression.
 type Op<'a> = (Operator<'a>, usize, usize);
 
-/// The replacement for `loop … end` (`body` is what lies between them) as whole passes of
-/// `factor` copies followed by `remainder` (the loop unrolled the ordinary way), or None when
-/// the loop is not of the shape the module docs describe.
-pub(crate) fn whole_passes(expr: &[u8], body: &[Op], factor: usize, remainder: &[u8]) -> Option<Vec<u8>> {
+/// The replacement for `loop … end` (`body` is what lies between them): whole passes of each
+/// of `lengths` copies in turn (longest first), then `remainder` (the loop unrolled the
+/// ordinary way); or None when the loop is not of the shape the module docs describe.
+pub(crate) fn whole_passes(expr: &[u8], body: &[Op], lengths: &[usize], remainder: &[u8]) -> Option<Vec<u8>> {
     let shape = Shape::of(body)?;
-    let mut out = Vec::new();
-    out.extend_from_slice(&[0x02, 0x40, 0x03, 0x40]); // block EXIT, loop F
-    local(&mut out, 0x20, shape.count);
-    i32_const(&mut out, shape.count_step as i64 * factor as i64);
+    let mut out = vec![0x02, 0x40]; // block EXIT
+    for &length in lengths {
+        passes_of(expr, body, &shape, length, &mut out)?;
+    }
+    out.extend_from_slice(remainder);
+    out.push(0x0b); // end EXIT
+    Some(out)
+}
+
+/// `loop F  if (N ≥ length·D)  PASS  br_if F  br EXIT  end  end`, inside EXIT: falls through
+/// once less than a whole pass is left.
+fn passes_of(expr: &[u8], body: &[Op], shape: &Shape, length: usize, out: &mut Vec<u8>) -> Option<()> {
+    let length = length as u64;
+    out.extend_from_slice(&[0x03, 0x40]); // loop F
+    local(out, 0x20, shape.count);
+    i32_const(out, shape.count_step as i64 * length as i64);
     out.extend_from_slice(&[0x4f, 0x04, 0x40]); // i32.ge_u, if
     for p in &shape.pointers {
         let Some(furthest) = p.furthest else { continue };
         let (prefix, m) = address_load(&body[furthest].0)?;
-        local(&mut out, 0x20, p.local);
+        local(out, 0x20, p.local);
         out.extend_from_slice(prefix);
-        leb(&mut out, m.align as u64);
-        leb(&mut out, m.offset + p.step as u64 * (factor as u64 - 1));
+        leb(out, m.align as u64);
+        leb(out, m.offset + p.step as u64 * (length - 1));
         out.push(0x1a); // drop
     }
-    for copy in 0..factor as u64 {
+    for copy in 0..length {
         let mut i = 0;
         while i < shape.counted_from {
             if shape.increments.contains(&i) {
@@ -79,8 +91,8 @@ pub(crate) fn whole_passes(expr: &[u8], body: &[Op], factor: usize, remainder: &
             out.extend_from_slice(&expr[*start..*end]);
             if let Some((step, (prefix, m))) = walked {
                 out.extend_from_slice(prefix);
-                leb(&mut out, m.align as u64);
-                leb(&mut out, m.offset + step as u64 * copy);
+                leb(out, m.align as u64);
+                leb(out, m.offset + step as u64 * copy);
                 i += 2;
             } else {
                 i += 1;
@@ -88,19 +100,17 @@ pub(crate) fn whole_passes(expr: &[u8], body: &[Op], factor: usize, remainder: &
         }
     }
     for p in &shape.pointers {
-        local(&mut out, 0x20, p.local);
-        i32_const(&mut out, p.step as i64 * factor as i64);
+        local(out, 0x20, p.local);
+        i32_const(out, p.step as i64 * length as i64);
         out.push(0x6a); // i32.add
-        local(&mut out, 0x21, p.local);
+        local(out, 0x21, p.local);
     }
-    local(&mut out, 0x20, shape.count);
-    i32_const(&mut out, -(shape.count_step as i64 * factor as i64));
+    local(out, 0x20, shape.count);
+    i32_const(out, -(shape.count_step as i64 * length as i64));
     out.push(0x6a);
-    local(&mut out, 0x22, shape.count); // local.tee
-    out.extend_from_slice(&[0x0d, 1, 0x0c, 2, 0x0b]); // br_if F, br EXIT, end (if)
-    out.extend_from_slice(remainder);
-    out.extend_from_slice(&[0x0b, 0x0b]); // end F, end EXIT
-    Some(out)
+    local(out, 0x22, shape.count); // local.tee
+    out.extend_from_slice(&[0x0d, 1, 0x0c, 2, 0x0b, 0x0b]); // br_if F, br EXIT, end (if), end F
+    Some(())
 }
 
 /// A walking pointer: a local advanced by `step` bytes once per pass through the body.
@@ -293,21 +303,40 @@ mod tests {
     fn a_walking_loop_becomes_passes() {
         let b = body(&[]);
         let remainder = [0xaa];
-        let got = whole_passes(&b, &decode(&b), 2, &remainder).expect("the loop has the shape");
+        let got = whole_passes(&b, &decode(&b), &[2], &remainder).expect("the loop has the shape");
         #[rustfmt::skip]
         let want = [
-            0x02, 0x40, 0x03, 0x40,                     // block, loop F
+            0x02, 0x40, 0x03, 0x40,                     // block EXIT, loop F
             0x20, 2, 0x41, 2, 0x4f, 0x04, 0x40,         // local.get 2; i32.const 2; i32.ge_u; if
             0x20, 0, 0xfd, 0x00, 4, 24, 0x1a,           // probe
             0x20, 0, 0xfd, 0x00, 4, 8, 0x1a, 0x20, 0, 0x2a, 2, 0, 0x1a, 0x20, 1, 0x2a, 2, 4, 0x1a,
             0x20, 0, 0xfd, 0x00, 4, 24, 0x1a, 0x20, 0, 0x2a, 2, 16, 0x1a, 0x20, 1, 0x2a, 2, 4, 0x1a,
             0x20, 0, 0x41, 32, 0x6a, 0x21, 0,           // local 0 += 32
             0x20, 2, 0x41, 0x7e, 0x6a, 0x22, 2,         // local 2 -= 2 (tee)
-            0x0d, 1, 0x0c, 2, 0x0b,                     // br_if F; br EXIT; end if
+            0x0d, 1, 0x0c, 2, 0x0b, 0x0b,               // br_if F; br EXIT; end if; end F
             0xaa,                                       // the remainder
-            0x0b, 0x0b,
+            0x0b,                                       // end EXIT
         ];
         assert_eq!(got, want);
+    }
+
+    /// Two lengths: passes of 4 (probe 3 × 16 further), then of 2 (the level the test above
+    /// checks byte for byte), then the remainder, all inside one EXIT block.
+    #[test]
+    fn longer_passes_come_first() {
+        let b = body(&[]);
+        let ops = decode(&b);
+        let two = whole_passes(&b, &ops, &[2], &[0xaa]).unwrap();
+        let both = whole_passes(&b, &ops, &[4, 2], &[0xaa]).unwrap();
+        #[rustfmt::skip]
+        let four_head = [
+            0x02, 0x40, 0x03, 0x40, 0x20, 2, 0x41, 4, 0x4f, 0x04, 0x40,
+            0x20, 0, 0xfd, 0x00, 4, 56, 0x1a,           // probe: offset 8 + 3 × 16
+        ];
+        assert_eq!(both[..four_head.len()], four_head);
+        assert!(both.ends_with(&two[2..]), "the passes of 2 and the remainder follow those of 4");
+        let four_level = both.len() - two.len(); // the loop of passes of 4, `end F` included
+        assert_eq!(both[2 + four_level - 2..2 + four_level], [0x0b, 0x0b]);
     }
 
     /// Loops the rewrite would get wrong are left to the plain unroll.
@@ -323,9 +352,9 @@ mod tests {
         ];
         for extra in refused {
             let b = body(extra);
-            assert!(whole_passes(&b, &decode(&b), 2, &[]).is_none(), "{extra:x?}");
+            assert!(whole_passes(&b, &decode(&b), &[2], &[]).is_none(), "{extra:x?}");
         }
         let b = body(&[0x41, 0, 0x21, 3]); // another local set: fine
-        assert!(whole_passes(&b, &decode(&b), 2, &[]).is_some());
+        assert!(whole_passes(&b, &decode(&b), &[2], &[]).is_some());
     }
 }
