@@ -107,7 +107,7 @@ fn fixture_module(name: &str, code: i32) -> (Vec<u8>, std::path::PathBuf) {
 fn unrolled_loops_compute_the_same() {
     let (source, dir) = fixture_module("unroll-loops", 86);
     for factor in [2, 3, 8] {
-        let unroll = wasm_ship::Unroll { factor, marked_factor: factor, max_body_bytes: 600, functions: &["loops"], callees: &[] };
+        let unroll = wasm_ship::Unroll { factor, marked_factor: factor, marked_passes: &[], max_body_bytes: 600, functions: &["loops"], callees: &[] };
         let (shipped, report) = wasm_ship::ship(&source, "unroll", unroll).unwrap();
         assert_eq!(report.loops_unrolled, 2, "factor {factor}");
         let module = dir.join(format!("unrolled-{factor}.wasm"));
