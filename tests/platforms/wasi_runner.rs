@@ -131,6 +131,22 @@ fn rewritten_loads_compute_the_same() {
     assert_eq!(wasi_runner_exit_code(&module), 21);
 }
 
+/// tools/wasm-ship's whole passes (tools/wasm-ship/src/passes.rs) keep meaning: a marked loop
+/// that walks two pointers and reads a fixed base, run for counts that take passes of 128, of
+/// 32 and the remainder in every mix, exits with the same checksum (computed independently by
+/// tests/data/wazero-passes.py: 67) under Bacalhau's engine, and the loop did become passes.
+/// The kernel hashes its loads in step order: a rewrite that swaps a pass's copies in pairs, or
+/// advances the pointers one step short per pass, exits with 102 or 26 instead (tried).
+#[test]
+fn whole_passes_compute_the_same() {
+    let (source, dir) = fixture_module("wazero-passes", 67);
+    let (shipped, report) = wasm_ship::ship(&source, "passes", wasm_ship::sd_wasm_unroll()).unwrap();
+    assert_eq!(report.loops_in_passes, 1);
+    let module = dir.join("shipped.wasm");
+    std::fs::write(&module, shipped).unwrap();
+    assert_eq!(wasi_runner_exit_code(&module), 67);
+}
+
 /// Image-to-image (8-channel VAE encoder, sampled latents) and inpainting with the regular UNet:
 /// same bytes under Bacalhau's engine as under wasmtime.
 #[test]
