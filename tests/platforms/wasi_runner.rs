@@ -121,14 +121,11 @@ fn unrolled_loops_compute_the_same() {
 /// (computed independently: 21) under Bacalhau's engine, and the rewrite happened.
 #[test]
 fn rewritten_loads_compute_the_same() {
-    let (source, dir) = fixture_module("wazero-addressing", 21);
-    let (shipped, report) = wasm_ship::ship(&source, "addressing", wasm_ship::sd_wasm_unroll()).unwrap();
+    let (report, code) = shipped_fixture("wazero-addressing", 21);
     // Three loads of the marked function's body rewritten (the fourth adds a negative
     // constant and stays), before its loop is copied.
     assert_eq!(report.loads_rewritten, 3);
-    let module = dir.join("shipped.wasm");
-    std::fs::write(&module, shipped).unwrap();
-    assert_eq!(wasi_runner_exit_code(&module), 21);
+    assert_eq!(code, 21);
 }
 
 /// tools/wasm-ship's whole passes (tools/wasm-ship/src/passes.rs) keep meaning: a marked loop
@@ -139,12 +136,19 @@ fn rewritten_loads_compute_the_same() {
 /// advances the pointers one step short per pass, exits with 102 or 26 instead (tried).
 #[test]
 fn whole_passes_compute_the_same() {
-    let (source, dir) = fixture_module("wazero-passes", 67);
-    let (shipped, report) = wasm_ship::ship(&source, "passes", wasm_ship::sd_wasm_unroll()).unwrap();
+    let (report, code) = shipped_fixture("wazero-passes", 67);
     assert_eq!(report.loops_in_passes, 1);
+    assert_eq!(code, 67);
+}
+
+/// tests/data/NAME.wasm (checked to exit with `code` as written) shipped as sd.wasm is: what
+/// the rewrite reports, and the exit code of the shipped module under Bacalhau's engine.
+fn shipped_fixture(name: &str, code: i32) -> (wasm_ship::Report, i32) {
+    let (source, dir) = fixture_module(name, code);
+    let (shipped, report) = wasm_ship::ship(&source, name, wasm_ship::sd_wasm_unroll()).unwrap();
     let module = dir.join("shipped.wasm");
     std::fs::write(&module, shipped).unwrap();
-    assert_eq!(wasi_runner_exit_code(&module), 67);
+    (report, wasi_runner_exit_code(&module))
 }
 
 /// Image-to-image (8-channel VAE encoder, sampled latents) and inpainting with the regular UNet:
