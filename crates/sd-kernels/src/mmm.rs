@@ -16,7 +16,7 @@
 //! Two builds of the reduction loop, because the two engines want opposite things:
 //! - one k step per pass: Cranelift (wasmtime) elaborates pure arithmetic where it is demanded,
 //!   so in a multi-step body every step's loads come first and their values spill;
-//! - 32 steps per pass, written out by tools/wasm-ship after LLVM (its function name carries
+//! - 128 or 32 steps per pass, written out by tools/wasm-ship after LLVM (its function name carries
 //!   the `wasm_ship_unroll` marker): wazero (Bacalhau's engine) checks for exit at every loop
 //!   header, ~35 ns, checks bounds per pointer value, and compiles in the module's order.
 //! Both are registered; which one runs is measured once per process on a small product
@@ -389,9 +389,9 @@ mod simd {
     }
 
     /// [`add_mat_mul`] again, under a name tools/wasm-ship recognises (`wasm_ship_unroll`): after
-    /// LLVM it runs the loop as whole passes of 32 steps, each step's loads at constant offsets
-    /// from the pointers as they were at the top of the pass (wazero then checks bounds once
-    /// per pointer per pass), and unrolls the remainder 32 times. An unrolled body LLVM writes
+    /// LLVM it runs the loop as whole passes of 128, then 32 steps, each step's loads at constant
+    /// offsets from the pointers as they were at the top of the pass (wazero then checks bounds
+    /// once per pointer per pass), and unrolls the remainder 32 times. An unrolled body LLVM writes
     /// itself computes every step's products first and spills them (tried: 2× slower under
     /// wazero). The loop walks pointers, advanced after their loads, because that is the shape
     /// the pass rewrite accepts; it also keeps LLVM from merging the two functions into one.

@@ -370,12 +370,7 @@ struct LoopChoice<'a> {
 /// - `v128.load32_splat` → `f32.load; f32x4.splat`: wazero lowers the first to a scalar load,
 ///   `pinsrd` and `pshufd`, the second to `insertps` from memory and `pshufd`.
 fn wazero_addressing(expr: &[u8]) -> Result<(Vec<u8>, usize), Error> {
-    let mut reader = wasmparser::OperatorsReader::new(wasmparser::BinaryReader::new(expr, 0));
-    let mut ops: Vec<(Operator, usize, usize)> = Vec::new();
-    while !reader.eof() {
-        let (op, start) = reader.read_with_offset()?;
-        ops.push((op, start as usize, reader.original_position() as usize));
-    }
+    let ops = operators(expr)?;
     let memarg = |out: &mut Vec<u8>, m: &wasmparser::MemArg, extra: u64| {
         leb(out, m.align as u64);
         leb(out, m.offset + extra);
@@ -413,6 +408,17 @@ fn wazero_addressing(expr: &[u8]) -> Result<(Vec<u8>, usize), Error> {
     Ok((out, rewritten))
 }
 
+/// An expression's operators, each with its byte range in `expr`.
+fn operators(expr: &[u8]) -> Result<Vec<(Operator<'_>, usize, usize)>, Error> {
+    let mut reader = wasmparser::OperatorsReader::new(wasmparser::BinaryReader::new(expr, 0));
+    let mut ops = Vec::new();
+    while !reader.eof() {
+        let (op, start) = reader.read_with_offset()?;
+        ops.push((op, start as usize, reader.original_position() as usize));
+    }
+    Ok(ops)
+}
+
 /// The opcode bytes and memarg of a load whose only operand is its address (the loads marked
 /// kernels use); None for anything else.
 fn address_load(op: &Operator) -> Option<(&'static [u8], wasmparser::MemArg)> {
@@ -432,12 +438,7 @@ fn unroll_loops(expr: &[u8], unroll: &LoopChoice, in_passes: &mut usize) -> Resu
     if unroll.factor < 2 {
         return Ok((expr.to_vec(), 0));
     }
-    let mut reader = wasmparser::OperatorsReader::new(wasmparser::BinaryReader::new(expr, 0));
-    let mut ops: Vec<(Operator, usize, usize)> = Vec::new();
-    while !reader.eof() {
-        let (op, start) = reader.read_with_offset()?;
-        ops.push((op, start as usize, reader.original_position() as usize));
-    }
+    let ops = operators(expr)?;
     // Innermost candidate loops: (index of `loop`, index of its `end`).
     struct Frame {
         start: usize,

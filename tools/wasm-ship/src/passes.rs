@@ -271,13 +271,7 @@ mod tests {
     use super::*;
 
     fn decode(expr: &[u8]) -> Vec<Op<'_>> {
-        let mut reader = wasmparser::OperatorsReader::new(wasmparser::BinaryReader::new(expr, 0));
-        let mut ops = Vec::new();
-        while !reader.eof() {
-            let (op, start) = reader.read_with_offset().unwrap();
-            ops.push((op, start as usize, reader.original_position() as usize));
-        }
-        ops
+        crate::operators(expr).unwrap()
     }
 
     /// A loop body: pointer 0 read at offsets 8 (16 bytes) and 0 (4 bytes) and advanced by 16,
